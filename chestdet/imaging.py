@@ -1,0 +1,172 @@
+"""Read any image a user can have (PNG, JPEG, DICOM; gray, RGB, RGBA, palette, 16-bit) as 8-bit pixels.
+
+Both the record writer and batch detection read through here, so an image means the same thing to
+training and to inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# A 1024x1024 NIH PNG is 1 MP and a raw detector panel is under 20 MP; anything declaring more than
+# this is refused before decoding, since a tiny compressed file can expand to gigabytes.
+MAX_PIXELS = 80_000_000
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+class ImageReadError(Exception):
+    """An image that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image's header declares, read without decoding its pixels."""
+
+    path: str
+    width: int
+    height: int
+    format: str  # "PNG", "JPEG" or "DICOM"
+    mode: str  # PIL mode ("L", "RGB", "RGBA", "P", "I;16", ...) or the DICOM photometric interpretation
+
+
+def is_dicom(path: str | Path) -> bool:
+    path = Path(path)
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Read the header only; refuse missing, unknown and oversized images."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file")
+    info = _probe_dicom(path) if is_dicom(path) else _probe_pil(path)
+    if info.width <= 0 or info.height <= 0:
+        raise ImageReadError(path, f"declares an empty size {info.width}x{info.height}")
+    if info.width * info.height > max_pixels:
+        raise ImageReadError(
+            path,
+            f"declares {info.width}x{info.height} = {info.width * info.height} pixels, over the "
+            f"limit of {max_pixels} (possible decompression bomb); not decoded",
+        )
+    return info
+
+
+def _probe_pil(path: Path) -> ImageInfo:
+    try:
+        with Image.open(path) as image:
+            if image.format not in ("PNG", "JPEG"):
+                raise ImageReadError(path, f"unsupported image format {image.format}")
+            return ImageInfo(str(path), image.width, image.height, image.format, image.mode)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, f"decompression bomb refused: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(path, f"not a readable image ({error})") from error
+
+
+def _probe_dicom(path: Path) -> ImageInfo:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        return ImageInfo(
+            str(path), int(dataset.Columns), int(dataset.Rows), "DICOM",
+            str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
+        )
+    except (InvalidDicomError, AttributeError, OSError, ValueError) as error:
+        raise ImageReadError(path, f"not a readable DICOM file ({error})") from error
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode to uint8: (H, W) for gray sources, (H, W, 3) RGB otherwise. Alpha is dropped."""
+    info = probe_image(path, max_pixels)
+    if info.format == "DICOM":
+        return _read_dicom(Path(path))
+    data = Path(path).read_bytes()
+    if info.format == "JPEG" and not _jpeg_is_complete(data):
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageReadError(path, f"cannot decode {info.format} data (corrupt or truncated)")
+    if (pixels.shape[1], pixels.shape[0]) != (info.width, info.height):
+        raise ImageReadError(path, "decoded size differs from the header's")
+    return _to_uint8_gray_or_rgb(pixels)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 -> (H, W, 3) uint8 RGB."""
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return pixels
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def _to_uint8_gray_or_rgb(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype != np.uint8:
+        pixels = rescale_to_uint8(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 3:
+        code = cv2.COLOR_BGRA2RGB if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        pixels = cv2.cvtColor(pixels, code)
+        if _is_gray(pixels):
+            pixels = np.ascontiguousarray(pixels[:, :, 0])
+    return pixels
+
+
+def _is_gray(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2]))
+
+
+def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Stretch the image's own value range to 0..255 (16-bit PNGs and DICOMs use a fraction of theirs)."""
+    values = pixels.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(pixels.shape, np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for bad or unsupported pixel data
+        raise ImageReadError(path, f"cannot decode DICOM pixel data ({error})") from error
+    if pixels.ndim == 3 and str(dataset.get("PhotometricInterpretation", "")).startswith("RGB"):
+        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else rescale_to_uint8(pixels)
+    if pixels.ndim != 2:
+        raise ImageReadError(path, f"unsupported DICOM pixel array of shape {pixels.shape}")
+    values = apply_modality_lut(pixels, dataset)
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        values = apply_voi_lut(values, dataset)
+    gray = rescale_to_uint8(np.asarray(values))
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
+        gray = 255 - gray
+    return gray

@@ -1,0 +1,27 @@
+"""Shared paths and fixtures. The bundled sample is always there; the full NIH copy may not be."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "workspace" / "sample" / "nih"
+SAMPLE_CSV = SAMPLE / "BBox_List_2017.csv"
+SAMPLE_DATA_ENTRY = SAMPLE / "Data_Entry_2017_sample.csv"
+SAMPLE_IMAGES = SAMPLE / "images"
+SAMPLE_UNLABELED = SAMPLE / "unlabeled"
+LABEL_MAP = REPO / "label_map.pbtxt"
+FULL_NIH = Path(os.environ.get("CHESTDET_NIH_DIR", REPO.parent / "shared" / "data" / "nih"))
+
+
+@pytest.fixture
+def full_nih() -> Path:
+    """The full development copy of NIH data; tests that need it skip, saying why, when it is absent."""
+    if not (FULL_NIH / "images").is_dir():
+        pytest.skip(f"full NIH data not found at {FULL_NIH} (set CHESTDET_NIH_DIR to run this test)")
+    return FULL_NIH
