@@ -6,6 +6,7 @@ import enum
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 LOG_FORMAT = "%(message)s"
 
@@ -30,7 +31,7 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_main(main, argv: list[str] | None = None) -> int:
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call main(argv) and turn the user's errors and Ctrl-C into an exit status and one line."""
     try:
         return int(main(argv))

@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+"""Download NIH ChestX-ray14's bounding-box images: see `--help`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chestdet.cli import run_main  # noqa: E402
+from chestdet.commands.download_nih import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
