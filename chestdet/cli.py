@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
 import sys
 from collections.abc import Callable
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 LOG_FORMAT = "%(message)s"
+PACKAGE_LOGGER = "chestdet"
 
 
 class ExitStatus(enum.IntEnum):
@@ -22,13 +26,34 @@ class UserError(Exception):
     """A problem the user can fix; reported as one line, without a traceback."""
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so redirected or captured stderr still sees it."""
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
+    """Send the package's log lines to stderr; other libraries' loggers stay quiet below WARNING."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True
-    )
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress_logging() -> contextlib.AbstractContextManager:
+    """Use around tqdm bars so log lines print above the bar instead of through it."""
+    return logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)])
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
