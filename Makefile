@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 # Re-pin every package from requirements.in into requirements.lock, with hashes.
 lock:
-	$(PYTHON) tools/lock.py requirements.in requirements.lock
+	tools/lock.sh
 
 clean-demo:
 	rm -rf workspace/demo
