@@ -1,0 +1,94 @@
+"""Score detect.py's detections against ground truth: COCO AP, FROC, ChestX-ray8 T(IoBB), report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.evaluate import OUTPUT_FILES, run_evaluation
+from chestdet.metrics import EvaluationSettings
+from chestdet.report import summary_text
+
+log = logging.getLogger("chestdet.evaluate")
+
+EXAMPLES = """examples:
+  python scripts/evaluate.py --detections workspace/detections/detections.csv \\
+      --ground-truth workspace/sample/nih/BBox_List_2017.csv --output-dir workspace/eval
+  python scripts/evaluate.py --detections workspace/detections --ground-truth workspace/records \\
+      --split-file workspace/records/split.csv --split test --output-dir workspace/eval-test
+"""
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Score detections against ground-truth boxes: per-class COCO AP (pycocotools), FROC, "
+        "the ChestX-ray8 T(IoBB) localisation accuracy beside the paper's, image-level sensitivity and "
+        "specificity, and a confusion matrix; writes metrics.json, report.md/.html and PNG plots.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--detections", type=Path, required=True,
+                        help="detect.py's detections.csv, or its folder; images.csv beside it lists the "
+                        "images without detections")
+    parser.add_argument("--ground-truth", required=True,
+                        help="NIH BBox_List_2017.csv, a labelImg XML file or folder, or TFRecords (a file, "
+                        "a quoted glob, or a folder of SPLIT-* shards)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where the report goes")
+    parser.add_argument("--split-file", type=Path, help="split.csv of the dataset step: evaluate one split only")
+    parser.add_argument("--split", default="test",
+                        help="which split of --split-file (and which shards of a TFRecord folder); default test")
+    parser.add_argument("--score-threshold", type=fraction, default=0.3,
+                        help="detections scoring above this count for T(IoBB), image-level metrics and the "
+                        "confusion matrix (default 0.3; AP and FROC use every detection)")
+    parser.add_argument("--hit-iou", type=fraction, default=0.5,
+                        help="FROC: a detection hits a box at IoU >= this (default 0.5)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --output-dir")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any input row was rejected")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    existing = [name for name in OUTPUT_FILES if (args.output_dir / name).exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{args.output_dir} already holds a report ({existing[0]}); pass --overwrite to replace it")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UserError(f"{args.output_dir}: exists and is not a folder")
+    settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
+    run = run_evaluation(
+        args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings,
+        plots=not args.no_plots,
+    )
+    log.info("%s", summary_text(run.metrics))
+    log.info("report: %s", run.output_dir / "report.md")
+    if run.inputs.rejects:
+        log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / "rejects.csv")
+        if args.strict:
+            return ExitStatus.REJECTS
+    return ExitStatus.SUCCESS
+
+
+def entry() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,487 @@
+"""The evaluation stage: read detections and ground truth, decide which images count, compute, write.
+
+`evaluate_detections` is the library entry point (training uses it for the best checkpoint);
+`run_evaluation` adds the files: it reads a detections folder, NIH CSV / labelImg XML / TFRecord
+ground truth and an optional split, and writes metrics.json, report.md, report.html, plots and
+rejects.csv. Images are matched by file name, so `sub/00000001_000.png` in detections.csv meets
+`00000001_000.png` in BBox_List_2017.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from chestdet import atomic
+from chestdet.annotations import Box, Reject, read_nih_csv, read_voc_dir, read_voc_xml
+from chestdet.cli import UserError
+from chestdet.labels import UnknownLabelError, canonical_label, class_name
+from chestdet.metrics import GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
+
+log = logging.getLogger("chestdet.evaluate")
+
+DETECTIONS_CSV = "detections.csv"
+IMAGES_CSV = "images.csv"
+SPLIT_COLUMNS = ("image", "patient", "split", "boxes")
+SOURCE_TFRECORD = "tfrecord"
+NOT_RECORD_SUFFIXES = {".json", ".csv", ".txt", ".md", ".pbtxt", ".config"}
+OUTPUT_FILES = ("metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png")
+
+
+def image_key(name: str) -> str:
+    """The file name an image is matched by: the last part of a relative path, / or \\ separated."""
+    return PurePosixPath(str(name).strip().replace("\\", "/")).name
+
+
+# ---------------------------------------------------------------------------------------------
+# Detections
+
+
+@dataclass
+class DetectionSet:
+    """Detections keyed by image file name, the images detection processed, and the rejected rows."""
+
+    table: pd.DataFrame  # columns image (key), label, score, xmin, ymin, xmax, ymax
+    processed: list[str] | None  # image keys from images.csv; None when it is absent
+    rejects: list[Reject] = field(default_factory=list)
+    source: Path | None = None
+
+
+def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[pd.DataFrame, list[Reject]]:
+    """Validate a detections.csv-shaped table; returns the usable rows as the metrics' table and
+    a Reject per unusable row (row numbers count the header as row 1)."""
+    has_class = "class_name" in frame.columns or "class_id" in frame.columns
+    missing = [c for c in ("image", "score", "xmin", "ymin", "xmax", "ymax") if c not in frame.columns]
+    if missing or not has_class:
+        missing += [] if has_class else ["class_name"]
+        raise UserError(f"{source}: missing column(s) {', '.join(missing)}")
+    rejects: list[Reject] = []
+    rows = []
+    for number, row in enumerate(frame.to_dict("records"), start=2):
+        try:
+            rows.append(_detection_row(row))
+        except ValueError as error:
+            rejects.append(Reject(source, f"row {number}", str(error)))
+    table = pd.DataFrame(rows, columns=["image", "label", "score", "xmin", "ymin", "xmax", "ymax"])
+    return table.astype({c: float for c in ("score", "xmin", "ymin", "xmax", "ymax")}), rejects
+
+
+def _detection_row(row: dict) -> dict:
+    image = "" if _blank(row.get("image")) else image_key(str(row["image"]))
+    if not image:
+        raise ValueError("empty image name")
+    label = _detection_label(row)
+    values = {}
+    for column in ("score", "xmin", "ymin", "xmax", "ymax"):
+        try:
+            value = float(row[column])
+        except (TypeError, ValueError):
+            raise ValueError(f"{column} is {row[column]!r}, not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{column} is {row[column]!r}, not a finite number")
+        values[column] = value
+    if values["xmax"] < values["xmin"] or values["ymax"] < values["ymin"]:
+        raise ValueError(
+            f"box corners out of order (xmin {values['xmin']:g}, ymin {values['ymin']:g}, "
+            f"xmax {values['xmax']:g}, ymax {values['ymax']:g})"
+        )
+    return {"image": image, "label": label, **values}
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _detection_label(row: dict) -> str:
+    if not _blank(row.get("class_name")):
+        try:
+            return canonical_label(str(row["class_name"]))
+        except UnknownLabelError as error:
+            raise ValueError(str(error)) from None
+    try:
+        return class_name(int(float(row.get("class_id"))))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"no usable class_name or class_id ({error})") from None
+
+
+def read_detections(path: str | Path) -> DetectionSet:
+    """Read detect.py's detections.csv (or the folder holding it) and the images.csv beside it."""
+    path = Path(path)
+    csv_path = path / DETECTIONS_CSV if path.is_dir() else path
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: detections file not found")
+    frame = _read_csv(csv_path)
+    table, rejects = detections_frame(frame, str(csv_path))
+    images_path = csv_path.parent / IMAGES_CSV
+    processed = None
+    if images_path.is_file():
+        images = _read_csv(images_path)
+        if "image" not in images.columns:
+            raise UserError(f"{images_path}: missing column image")
+        processed = []
+        for number, name in enumerate(images["image"], start=2):
+            if _blank(name):
+                rejects.append(Reject(str(images_path), f"row {number}", "empty image name"))
+            else:
+                processed.append(image_key(str(name)))
+    return DetectionSet(table=table, processed=processed, rejects=rejects, source=csv_path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read as CSV ({str(error).splitlines()[0]})") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth
+
+
+@dataclass
+class GroundTruth:
+    boxes: list[Box]
+    rejects: list[Reject]
+    images: list[str] | None  # every image the source lists, boxed or not (TFRecords); else None
+    description: str
+
+
+def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
+    """NIH CSV, a labelImg XML file or folder, or TFRecords (a file, a glob, or a folder of
+    `<split>-*` shards)."""
+    text = str(spec)
+    path = Path(text)
+    if not path.exists() and any(char in text for char in "*?["):
+        files = sorted(Path(name) for name in glob.glob(text) if Path(name).is_file())
+        if not files:
+            raise UserError(f"{text}: no TFRecord files match this pattern")
+        return read_tfrecords(files)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            boxes, rejects = read_nih_csv(path)
+            return GroundTruth(boxes, rejects, None, f"NIH CSV {path}")
+        if path.suffix.lower() == ".xml":
+            boxes, rejects = read_voc_xml(path, require_image=False)
+            return GroundTruth(boxes, rejects, None, f"labelImg XML {path}")
+        return read_tfrecords([path])
+    if path.is_dir():
+        has_xml = any(p.suffix.lower() == ".xml" for p in path.rglob("*"))
+        shards = sorted(
+            p for p in path.iterdir()
+            if p.is_file() and p.name.startswith(f"{split}-") and p.suffix.lower() not in NOT_RECORD_SUFFIXES
+        )
+        if has_xml and shards:
+            raise UserError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
+        if has_xml:
+            boxes, rejects = read_voc_dir(path, require_image=False)
+            return GroundTruth(boxes, rejects, None, f"labelImg XML folder {path}")
+        if shards:
+            return read_tfrecords(shards)
+        raise UserError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
+    raise UserError(f"{path}: ground truth not found")
+
+
+def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
+    """Decode records with the OD API's TfExampleDecoder; boxes from normalised to pixels."""
+    import tensorflow as tf
+    from object_detection.core.standard_fields import InputDataFields as fields
+    from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
+
+    from chestdet import compat
+
+    compat.apply()
+    decoder = TfExampleDecoder()
+    boxes: list[Box] = []
+    rejects: list[Reject] = []
+    images: list[str] = []
+    for path in files:
+        number = 0
+        try:
+            for number, serialized in enumerate(tf.data.TFRecordDataset(str(path)), start=1):
+                try:
+                    decoded = decoder.decode(serialized)
+                except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                    rejects.append(Reject(str(path), f"record {number}", _tf_message(error)))
+                    continue
+                image, record_boxes, record_rejects = _record_boxes(decoded, fields, str(path), number)
+                rejects.extend(record_rejects)
+                if image:
+                    images.append(image)
+                    boxes.extend(record_boxes)
+        except tf.errors.DataLossError as error:
+            rejects.append(Reject(str(path), f"after record {number}", f"corrupt file: {_tf_message(error)}"))
+        except tf.errors.OpError as error:
+            rejects.append(Reject(str(path), "file", f"cannot read as TFRecord: {_tf_message(error)}"))
+    names = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
+    return GroundTruth(boxes, rejects, images, f"TFRecords {names}")
+
+
+def _tf_message(error: Exception) -> str:
+    message = getattr(error, "message", str(error))
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tuple[str, list[Box], list[Reject]]:
+    where = f"record {number}"
+    image = image_key(decoded[fields.filename].numpy().decode("utf-8", "replace"))
+    if not image:
+        return "", [], [Reject(source, where, "no image/filename")]
+    height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
+    normalised = decoded[fields.groundtruth_boxes].numpy().reshape(-1, 4)
+    classes = decoded[fields.groundtruth_classes].numpy().reshape(-1)
+    difficult = decoded[fields.groundtruth_difficult].numpy().reshape(-1)
+    if len(difficult) != len(normalised):
+        difficult = np.zeros(len(normalised), dtype=bool)
+    boxes, rejects = [], []
+    for k, ((ymin, xmin, ymax, xmax), label_id, hard) in enumerate(zip(normalised, classes, difficult, strict=True)):
+        box_where = f"{where} ({image}) object {k + 1}"
+        try:
+            label = class_name(int(label_id))
+        except ValueError as error:
+            rejects.append(Reject(source, box_where, str(error)))
+            continue
+        if not (xmax > xmin and ymax > ymin):
+            rejects.append(Reject(source, box_where, "box of zero or negative size"))
+            continue
+        boxes.append(
+            Box(image, label, float(xmin) * width, float(ymin) * height, float(xmax) * width,
+                float(ymax) * height, bool(hard), SOURCE_TFRECORD, box_where)
+        )
+    return image, boxes, rejects
+
+
+# ---------------------------------------------------------------------------------------------
+# Split
+
+
+def read_split_images(path: str | Path, split: str) -> list[str]:
+    """Image keys of one split of the dataset step's split.csv."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: split file not found")
+    frame = _read_csv(path)
+    missing = [c for c in ("image", "split") if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(SPLIT_COLUMNS)})")
+    chosen = frame[frame["split"].str.strip() == split]
+    if chosen.empty:
+        present = sorted(set(frame["split"].str.strip()) - {""})
+        raise UserError(f"{path}: no image is in split {split!r} (splits present: {', '.join(present) or 'none'})")
+    return [image_key(name) for name in chosen["image"] if str(name).strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting it together
+
+
+def ground_truth_frame(boxes: Iterable[Box]) -> pd.DataFrame:
+    rows = [
+        {"image": image_key(b.image), "label": b.label, "xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax}
+        for b in boxes
+    ]
+    frame = pd.DataFrame(rows, columns=GROUND_TRUTH_COLUMNS)
+    return frame.astype({c: float for c in ("xmin", "ymin", "xmax", "ymax")})
+
+
+def _duplicate_keys(names: Iterable[str]) -> list[str]:
+    seen, duplicates = set(), set()
+    for name in names:
+        (duplicates if name in seen else seen).add(name)
+    return sorted(duplicates)
+
+
+def evaluate_detections(
+    detections: pd.DataFrame,
+    ground_truth: Sequence[Box],
+    images: Iterable[str] | None = None,
+    settings: EvaluationSettings | None = None,
+) -> Metrics:
+    """Score detections (detections.csv's columns) against ground-truth Boxes.
+
+    `images` names every image detection ran on (paths or file names), so images without
+    detections and without boxes count; boxes of other images are left out. Without it, the images
+    named by the detections or the boxes are evaluated.
+    """
+    table, rejects = detections_frame(detections.astype(object), "detections")
+    if rejects:
+        raise ValueError(f"unusable detections: {rejects[0].location}: {rejects[0].reason} ({len(rejects)} rows)")
+    gt = ground_truth_frame(ground_truth)
+    if images is None:
+        keys = sorted(set(table["image"]) | set(gt["image"]))
+    else:
+        keys = list(dict.fromkeys(image_key(name) for name in images))
+    metrics = compute_metrics(
+        gt[gt["image"].isin(keys)], table[table["image"].isin(keys)], keys, settings or EvaluationSettings()
+    )
+    left_out = gt[~gt["image"].isin(keys)]
+    if len(left_out):
+        metrics.notes.append(f"{len(left_out)} ground-truth boxes on images not evaluated were left out")
+    return metrics
+
+
+@dataclass
+class EvaluationInputs:
+    """What run_evaluation decided to evaluate, with everything it left out said in `notes`."""
+
+    ground_truth: pd.DataFrame
+    detections: pd.DataFrame
+    images: list[str]
+    rejects: list[Reject]
+    notes: list[str]
+    sources: dict[str, str]
+
+
+def select_images(
+    detection_set: DetectionSet, truth: GroundTruth, split_images: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The evaluated images and what was said about the choice."""
+    notes: list[str] = []
+    if detection_set.processed is not None:
+        processed = list(dict.fromkeys(detection_set.processed))
+    else:
+        processed = list(dict.fromkeys(detection_set.table["image"]))
+        if split_images is not None:
+            processed = list(dict.fromkeys([*processed, *split_images]))
+            notes.append(
+                f"{IMAGES_CSV} not found beside the detections: evaluating the images with detections "
+                "plus every image of the split (a split image without detections counts as processed)"
+            )
+        else:
+            notes.append(
+                f"{IMAGES_CSV} not found beside the detections: evaluating only the images that have "
+                "detections, so images without any detection are not counted"
+            )
+    duplicates = _duplicate_keys(detection_set.processed or [])
+    if duplicates:
+        raise UserError(
+            f"{detection_set.source}: {len(duplicates)} processed images share a file name (e.g. "
+            f"{duplicates[0]}); ground truth is matched by file name, so they cannot be told apart"
+        )
+    if split_images is None:
+        return processed, notes
+    in_split = set(split_images)
+    chosen = [image for image in processed if image in in_split]
+    not_run = len(in_split - set(processed))
+    if not_run:
+        notes.append(f"{not_run} images of the split were not run through detection and are not evaluated")
+    outside = len(processed) - len(chosen)
+    if outside:
+        notes.append(f"{outside} processed images are outside the split and are not evaluated")
+    return chosen, notes
+
+
+def prepare_inputs(
+    detections_path: str | Path,
+    ground_truth_spec: str | Path,
+    split_file: str | Path | None = None,
+    split: str = "test",
+) -> EvaluationInputs:
+    detection_set = read_detections(detections_path)
+    truth = read_ground_truth(ground_truth_spec, split)
+    split_images = read_split_images(split_file, split) if split_file else None
+    images, notes = select_images(detection_set, truth, split_images)
+    if not images:
+        raise UserError("no image to evaluate: the detections and the split have no image in common")
+    chosen = set(images)
+    gt = ground_truth_frame(truth.boxes)
+    if gt.empty and not truth.images:
+        raise UserError(f"{ground_truth_spec}: no usable ground-truth box ({len(truth.rejects)} rejected)")
+    left_out = gt[~gt["image"].isin(chosen)]
+    if len(left_out):
+        notes.append(
+            f"{left_out['image'].nunique()} ground-truth images ({len(left_out)} boxes) were not among the "
+            "evaluated images and are left out"
+        )
+    if truth.images is not None:
+        unlisted = len(set(truth.images) - chosen)
+        if unlisted and split_images is None:
+            notes.append(f"{unlisted} images of the ground-truth records have no detection result")
+    stray = ~detection_set.table["image"].isin(chosen)
+    if detection_set.processed is not None:
+        unlisted = set(detection_set.table.loc[stray, "image"]) - set(detection_set.processed)
+        if unlisted:
+            notes.append(f"{len(unlisted)} images in {DETECTIONS_CSV} are missing from {IMAGES_CSV}; left out")
+    return EvaluationInputs(
+        ground_truth=gt[gt["image"].isin(chosen)].reset_index(drop=True),
+        detections=detection_set.table[~stray].reset_index(drop=True),
+        images=images,
+        rejects=[*truth.rejects, *detection_set.rejects],
+        notes=notes,
+        sources={
+            "detections": str(detection_set.source),
+            "ground_truth": truth.description,
+            "split": f"{split_file} ({split})" if split_file else "none",
+        },
+    )
+
+
+@dataclass
+class EvaluationRun:
+    metrics: Metrics
+    inputs: EvaluationInputs
+    output_dir: Path
+    files: list[Path]
+
+
+def run_evaluation(
+    detections_path: str | Path,
+    ground_truth_spec: str | Path,
+    output_dir: str | Path,
+    split_file: str | Path | None = None,
+    split: str = "test",
+    settings: EvaluationSettings | None = None,
+    plots: bool = True,
+) -> EvaluationRun:
+    """Evaluate and write metrics.json, report.md, report.html, the plots and rejects.csv."""
+    from chestdet import report
+
+    output_dir = Path(output_dir)
+    inputs = prepare_inputs(detections_path, ground_truth_spec, split_file, split)
+    for note in inputs.notes:
+        log.info("%s", note)
+    if inputs.rejects:
+        log.warning("%d input rows rejected; see %s", len(inputs.rejects), output_dir / "rejects.csv")
+    metrics = compute_metrics(inputs.ground_truth, inputs.detections, inputs.images, settings)
+    metrics.notes.extend(inputs.notes)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    document = {"sources": inputs.sources, "rejects": len(inputs.rejects), **metrics.to_dict()}
+    atomic.write_json(output_dir / "metrics.json", _json_ready(document))
+    files = [output_dir / "metrics.json"]
+    if plots:
+        files += report.write_plots(metrics, output_dir)
+    files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=plots)
+    files.append(write_rejects(inputs.rejects, output_dir / "rejects.csv"))
+    return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files)
+
+
+def write_rejects(rejects: Sequence[Reject], path: Path) -> Path:
+    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "location", "reason"])
+        for reject in rejects:
+            writer.writerow([reject.source, reject.location, reject.reason])
+    return path
+
+
+def _json_ready(value: object) -> object:
+    """NaN and infinity are not JSON: they become null."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return _json_ready(float(value))
+    return value
+
