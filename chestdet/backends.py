@@ -1,0 +1,339 @@
+"""Run an export directory's model on images: the SavedModel or the TFLite file, behind one interface.
+
+A backend has two halves. `prepare` turns one decoded RGB image into the model's input and runs in
+the reader threads, so resizing overlaps inference; `infer` runs a batch of prepared inputs and is
+called from one thread only. Both return boxes normalised to the original image, so callers never
+see the model's input size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger("chestdet.detect")
+
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+BACKENDS = ("auto", "savedmodel", "tflite")
+
+# How each SSD feature extractor family scales pixels before the network (its `preprocess`);
+# the TFLite graph starts after that step, so the caller must do it. (scale, offset): x*scale+offset.
+_TFLITE_NORMALISATION = {
+    "mobilenet": (2.0 / 255.0, -1.0),
+    "efficientnet": (1.0, 0.0),
+}
+
+
+class BackendError(Exception):
+    """The export cannot be run by the requested backend; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One image's detections as the model gives them, best first."""
+
+    boxes: np.ndarray  # (N, 4) float32, normalised ymin, xmin, ymax, xmax
+    classes: np.ndarray  # (N,) int32, label-map ids from 1
+    scores: np.ndarray  # (N,) float32
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One box in pixels of the original image (top-left origin)."""
+
+    class_id: int
+    score: float
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class Backend(Protocol):
+    name: str
+    max_batch: int  # the largest batch `infer` accepts
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> the model input for one image; thread-safe."""
+
+    def load(self) -> None:
+        """Do the slow part of opening the model; called once, while readers already decode."""
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """Run prepared inputs of one shape; one result per input, in order."""
+
+
+def to_pixels(output: ModelOutput, width: int, height: int, min_score: float = 0.0) -> list[Detection]:
+    """Scale normalised boxes to the original image and keep those scoring at least `min_score`."""
+    keep = output.scores >= min_score
+    boxes = output.boxes[keep].astype(np.float64) * np.array([height, width, height, width])
+    return [
+        Detection(int(c), float(s), float(b[1]), float(b[0]), float(b[3]), float(b[2]))
+        for c, s, b in zip(output.classes[keep], output.scores[keep], boxes, strict=True)
+    ]
+
+
+def choose_backend(requested: str, export_dir: Path, has_gpu: bool) -> str:
+    """`auto` picks TFLite on a machine without a GPU when the export has a TFLite file."""
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend {requested!r}; expected one of {', '.join(BACKENDS)}")
+    has_tflite = (export_dir / TFLITE_FILE).is_file()
+    if requested == "auto":
+        return "tflite" if has_tflite and not has_gpu else "savedmodel"
+    if requested == "tflite" and not has_tflite:
+        raise BackendError(f"{export_dir}: no {TFLITE_FILE} in this export; use --backend savedmodel")
+    if requested == "savedmodel" and not (export_dir / SAVED_MODEL_DIR).is_dir():
+        raise BackendError(f"{export_dir}: no {SAVED_MODEL_DIR}/ in this export")
+    return requested
+
+
+def gpu_available() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def open_backend(kind: str, export_dir: Path, batch_size: int = 1, threads: int | None = None) -> Backend:
+    if kind == "savedmodel":
+        return SavedModelBackend(export_dir / SAVED_MODEL_DIR, batch_size)
+    if kind == "tflite":
+        return TFLiteBackend(export_dir / TFLITE_FILE, tflite_normalisation(export_dir), threads)
+    raise BackendError(f"unknown backend {kind!r}")
+
+
+class SavedModelBackend:
+    """The `serving_default` signature; it takes the original uint8 image and resizes inside the graph."""
+
+    name = "savedmodel"
+
+    def __init__(self, path: Path, batch_size: int = 1) -> None:
+        self.path = path
+        self.max_batch = max(1, batch_size)
+        self._signature = None
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def load(self) -> None:
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        try:
+            model = tf.saved_model.load(str(self.path))
+        except (OSError, ValueError) as error:
+            raise BackendError(f"{self.path}: cannot load the SavedModel ({error})") from error
+        if "serving_default" not in model.signatures:
+            raise BackendError(f"{self.path}: the SavedModel has no serving_default signature")
+        self._model = model  # the signature needs its owner alive
+        self._signature = model.signatures["serving_default"]
+        batch_dim = self._signature.structured_input_signature[1]["input_tensor"].shape[0]
+        if batch_dim is not None:
+            self.max_batch = min(self.max_batch, int(batch_dim))
+        log.info("loaded the SavedModel in %.1f s", time.perf_counter() - started)
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+        import tensorflow as tf
+
+        if self._signature is None:
+            self.load()
+        result = self._signature(input_tensor=tf.constant(np.stack(batch)))
+        boxes = result["detection_boxes"].numpy()
+        classes = result["detection_classes"].numpy()
+        scores = result["detection_scores"].numpy()
+        counts = result["num_detections"].numpy().astype(int)
+        return [
+            ModelOutput(boxes[i, : counts[i]], classes[i, : counts[i]].astype(np.int32), scores[i, : counts[i]])
+            for i in range(len(batch))
+        ]
+
+
+class TFLiteBackend:
+    """The OD API's TFLite SSD graph: fixed-size float input, TFLite_Detection_PostProcess outputs."""
+
+    name = "tflite"
+    max_batch = 1
+
+    def __init__(self, path: Path, normalisation: tuple[float, float], threads: int | None = None) -> None:
+        import tensorflow as tf
+
+        self.path = path
+        self.scale, self.offset = normalisation
+        try:
+            self._interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise BackendError(f"{path}: cannot load the TFLite model ({error})") from error
+        details = self._interpreter.get_input_details()[0]
+        self._input_index = details["index"]
+        self._input_dtype = details["dtype"]
+        _, self.height, self.width, _ = (int(v) for v in details["shape"])
+        self._outputs = _tflite_output_indices(self._interpreter)
+
+    def load(self) -> None:
+        """Nothing left to do: the interpreter opened in 0.01 s."""
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        resized = legacy_bilinear_resize(rgb, self.height, self.width)
+        if self._input_dtype == np.float32:
+            return resized * np.float32(self.scale) + np.float32(self.offset)
+        return np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
+
+    def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+        results = []
+        for prepared in batch:
+            self._interpreter.set_tensor(self._input_index, prepared[np.newaxis])
+            self._interpreter.invoke()
+            get = self._interpreter.get_tensor
+            count = int(get(self._outputs["count"]).reshape(-1)[0])
+            results.append(
+                ModelOutput(
+                    get(self._outputs["boxes"])[0, :count].copy(),
+                    get(self._outputs["classes"])[0, :count].astype(np.int32) + 1,
+                    get(self._outputs["scores"])[0, :count].copy(),
+                )
+            )
+        return results
+
+
+def _tflite_output_indices(interpreter) -> dict[str, int]:  # noqa: ANN001
+    """Find boxes, classes, scores and count among TFLite_Detection_PostProcess's outputs.
+
+    The converter names them StatefulPartitionedCall:0..3 in the post-processing op's order
+    (boxes, classes, scores, count); the shapes check that order instead of trusting it blindly.
+    """
+    details = sorted(interpreter.get_output_details(), key=lambda d: _output_position(d["name"]))
+    if len(details) != 4:
+        raise BackendError(f"expected the 4 outputs of TFLite_Detection_PostProcess, found {len(details)}")
+    named = dict(zip(("boxes", "classes", "scores", "count"), details, strict=True))
+    if len(named["boxes"]["shape"]) != 3 or named["boxes"]["shape"][-1] != 4 or len(named["count"]["shape"]) != 1:
+        shapes = [list(d["shape"]) for d in details]
+        raise BackendError(f"unexpected TFLite output shapes {shapes}; not an OD API SSD export?")
+    return {key: value["index"] for key, value in named.items()}
+
+
+def _output_position(name: str) -> int:
+    tail = name.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def tflite_normalisation(export_dir: Path) -> tuple[float, float]:
+    """(scale, offset) applied to 0..255 pixels before the TFLite graph.
+
+    export.json states it (`tflite.input.scale` and `.offset`, measured by the export through the
+    model's own preprocess); older exports fall back on the feature extractor in pipeline.config.
+    """
+    meta_path = export_dir / "export.json"
+    if meta_path.is_file():
+        try:
+            stated = json.loads(meta_path.read_text(encoding="utf-8"))["tflite"]["input"]
+            return float(stated["scale"]), float(stated["offset"])
+        except (ValueError, KeyError, TypeError):
+            log.debug("%s states no TFLite input scaling", meta_path)
+    extractor = _feature_extractor_type(export_dir / "pipeline.config")
+    for family, normalisation in _TFLITE_NORMALISATION.items():
+        if family in extractor:
+            return normalisation
+    raise BackendError(
+        f"{export_dir}: cannot tell how the TFLite model's {extractor!r} feature extractor scales its "
+        "input; use --backend savedmodel"
+    )
+
+
+def _feature_extractor_type(config_path: Path) -> str:
+    from google.protobuf import text_format
+    from object_detection.protos import pipeline_pb2
+
+    if not config_path.is_file():
+        raise BackendError(f"{config_path}: missing; the TFLite backend needs the export's pipeline.config")
+    config = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Merge(config_path.read_text(encoding="utf-8"), config)
+    model_kind = config.model.WhichOneof("model")
+    if model_kind != "ssd":
+        raise BackendError(f"{config_path}: a {model_kind} model; the TFLite backend runs SSD models only")
+    return config.model.ssd.feature_extractor.type
+
+
+def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 bilinear resize exactly as `tf.compat.v1.image.resize_bilinear` (no half-pixel centres).
+
+    The OD API's fixed_shape_resizer resizes that way inside the SavedModel; resizing the TFLite
+    input the same way keeps the two backends' boxes together (OpenCV shifts by half a pixel).
+    """
+    source = image.astype(np.float32)
+    rows, row_weights = _legacy_taps(source.shape[0], height)
+    cols, col_weights = _legacy_taps(source.shape[1], width)
+    col_weights = col_weights.reshape((1, width) + (1,) * (source.ndim - 2))
+    row_weights = row_weights.reshape((height, 1) + (1,) * (source.ndim - 2))
+    top, bottom = source[rows[0]], source[rows[1]]
+    vertical = top + (bottom - top) * row_weights
+    left, right = vertical[:, cols[0]], vertical[:, cols[1]]
+    return left + (right - left) * col_weights
+
+
+def _legacy_taps(size_in: int, size_out: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    position = np.arange(size_out, dtype=np.float32) * np.float32(size_in / size_out)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    return (low, high), (position - low).astype(np.float32)
+
+
+def box_iou(a: Detection, b: Detection) -> float:
+    inter_w = max(0.0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin))
+    inter_h = max(0.0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
+    inter = inter_w * inter_h
+    union = (a.xmax - a.xmin) * (a.ymax - a.ymin) + (b.xmax - b.xmin) * (b.ymax - b.ymin) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Agreement:
+    reference_boxes: int  # reference boxes scoring at least min_score
+    matched: int
+
+    @property
+    def share(self) -> float:
+        return self.matched / self.reference_boxes if self.reference_boxes else 1.0
+
+
+def backend_agreement(
+    reference: Sequence[Sequence[Detection]],
+    candidate: Sequence[Sequence[Detection]],
+    min_score: float = 0.3,
+    min_iou: float = 0.95,
+    max_score_difference: float = 0.02,
+) -> Agreement:
+    """Share of the reference's boxes (score >= min_score) that the candidate reproduces.
+
+    Per image, a reference box is matched by a candidate box of the same class with IoU >= min_iou
+    and a score within max_score_difference; each candidate box matches at most once. Used to
+    compare TFLite with the SavedModel (detect and export both report it).
+    """
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference images but {len(candidate)} candidate images")
+    total = matched = 0
+    for ref_boxes, cand_boxes in zip(reference, candidate, strict=True):
+        unused = list(cand_boxes)
+        for ref in sorted((d for d in ref_boxes if d.score >= min_score), key=lambda d: -d.score):
+            total += 1
+            match = next(
+                (
+                    c
+                    for c in unused
+                    if c.class_id == ref.class_id
+                    and abs(c.score - ref.score) <= max_score_difference
+                    and box_iou(c, ref) >= min_iou
+                ),
+                None,
+            )
+            if match is not None:
+                unused.remove(match)
+                matched += 1
+    return Agreement(total, matched)

@@ -1,0 +1,147 @@
+"""chestdet-detect / scripts/detect.py: run an exported model over a folder, list or glob of images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from chestdet import detect
+from chestdet.backends import BACKENDS, BackendError, choose_backend, gpu_available, open_backend
+from chestdet.cli import ExitStatus, UserError, progress_logging, run_main, setup_logging
+from chestdet.drawing import FORMATS
+
+log = logging.getLogger("chestdet.detect")
+
+EXAMPLES = """examples:
+  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
+  python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
+  python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect.py",
+        description="Detect chest X-ray findings with an exported model; write drawn images, "
+        "detections.csv, images.csv, detections.json (COCO results), errors.csv and optionally VOC XML.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path,
+                        help="export directory (saved_model/, model.tflite, label_map.pbtxt)")
+    parser.add_argument("--input", required=True,
+                        help="a folder (recursive), an image, a text file of image paths, or a glob")
+    parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs")
+    parser.add_argument("--label-map", type=Path, help="label map (default: the export's label_map.pbtxt)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TFLite when there is no GPU and the export has model.tflite (default: auto)")
+    parser.add_argument("--min-score", type=float, default=0.3,
+                        help="minimum score of the boxes drawn and written to VOC XML (default: 0.3)")
+    parser.add_argument("--min-score-file", type=Path,
+                        help="CSV with columns class,min_score: per-class minimum scores overriding --min-score")
+    parser.add_argument("--keep-score", type=float, default=0.01,
+                        help="minimum score of the detections in detections.csv/json, low so that evaluation "
+                        "can trace whole precision-recall and FROC curves (default: 0.01)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per SavedModel call (same-size images only; TFLite runs one at a time)")
+    parser.add_argument("--max-boxes", type=int, default=100, help="most boxes drawn or written to VOC XML per image")
+    parser.add_argument("--format", choices=FORMATS, default="jpg",
+                        help="drawn image format (default: jpg, 10x faster to write than png)")
+    parser.add_argument("--voc-xml", action="store_true",
+                        help="also write a labelImg Pascal VOC XML per image under voc/")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --output-dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in --output-dir")
+    parser.add_argument("--workers", type=int, default=detect.default_workers(),
+                        help="reader and writer threads each (default: CPU count, at most 4)")
+    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: TensorFlow's choice)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when any image could not be read")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    _check_arguments(args)
+    label_map = args.label_map or args.model / "label_map.pbtxt"
+    class_names = _load_class_names(label_map)
+    thresholds = detect.Thresholds(args.min_score)
+    try:
+        if args.min_score_file is not None:
+            thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
+        has_gpu = args.backend == "auto" and (args.model / "model.tflite").is_file() and gpu_available()
+        kind = choose_backend(args.backend, args.model, has_gpu)
+        images = detect.list_inputs(args.input, exclude=args.output_dir)
+        if not images:
+            raise UserError(f"--input {args.input}: no images found")
+        options = detect.DetectOptions(
+            thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
+            image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
+            prefetch=max(4, 2 * args.workers, 2 * args.batch_size),
+        )
+        settings = detect.run_settings(
+            model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=args.input,
+            keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
+            format=args.format, voc_xml=args.voc_xml,
+        )
+        detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
+        backend = open_backend(kind, args.model, args.batch_size, args.threads)
+    except (detect.DetectError, BackendError) as error:
+        raise UserError(str(error)) from error
+    log.info("%d images, %s backend, writing to %s", len(images), kind, args.output_dir)
+    summary = _run(images, backend, class_names, args, options, started)
+    log.info(summary.last_line())
+    return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
+
+
+def _run(images, backend, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
+    with progress_logging(), tqdm(
+        total=len(images), unit="img", unit_scale=False, disable=args.no_progress or None, dynamic_ncols=True,
+        desc="detect", file=sys.stderr,
+    ) as bar:
+        try:
+            return detect.detect_images(
+                images, backend, class_names, args.output_dir, options, started=started, progress=bar.update
+            )
+        except BackendError as error:
+            raise UserError(str(error)) from error
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not args.model.is_dir():
+        raise UserError(f"--model {args.model}: not a directory (expected an export directory of export.py)")
+    for flag, value in (("--min-score", args.min_score), ("--keep-score", args.keep_score)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{flag} {value}: must be between 0 and 1")
+    counts = (("--batch-size", args.batch_size), ("--max-boxes", args.max_boxes), ("--workers", args.workers))
+    for flag, value in counts:
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+
+
+def _load_class_names(label_map: Path) -> dict[int, str]:
+    from chestdet.labels import load_label_map
+
+    if not label_map.is_file():
+        raise UserError(f"label map {label_map}: not found (pass --label-map)")
+    try:
+        return load_label_map(label_map)
+    except (ValueError, OSError) as error:
+        raise UserError(f"label map {label_map}: cannot read it ({error})") from error
+
+
+def entry() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()
