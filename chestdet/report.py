@@ -282,7 +282,7 @@ def plot_pr_curves(metrics: Metrics, path: Path) -> Path:
         ap = metrics.coco.per_class[name]
         ax.set_title(f"{name}  AP50 {number(ap.ap50)}", fontsize=10)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.grid(alpha=0.3)
@@ -306,9 +306,11 @@ def plot_froc(metrics: Metrics, path: Path) -> Path:
     for name, curve in [*curves, ("all classes", metrics.froc.overall)]:
         if not curve.boxes:
             continue
-        x = np.clip(curve.fps_per_image, low, high)
+        # the sensitivity reached holds for any larger false-positive budget: extend to the edge
+        x = np.clip(np.r_[curve.fps_per_image, high], low, high)
+        y = np.r_[curve.sensitivity, curve.sensitivity[-1]]
         bold = name == "all classes"
-        ax.step(x, curve.sensitivity, where="post", color="black" if bold else None,
+        ax.step(x, y, where="post", color="black" if bold else None,
                 linewidth=2.5 if bold else 1.2, label=f"{name} ({number(curve.score)})")
     overall = metrics.froc.overall
     if overall.boxes:
@@ -316,7 +318,7 @@ def plot_froc(metrics: Metrics, path: Path) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xlim(low, high)
     ax.set_xticks(list(rates), [_rate(r) for r in rates])
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, 1.05)
     ax.set_xlabel("false positives per image")
     ax.set_ylabel("sensitivity")
     ax.grid(alpha=0.3)
