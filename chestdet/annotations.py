@@ -90,15 +90,18 @@ class AnnotationSet:
     rejects: list[Reject] = field(default_factory=list)
     image_paths: dict[str, Path] = field(default_factory=dict)
     notes: Counter = field(default_factory=Counter)
+    box_files: list[str] = field(default_factory=list)  # the file each box came from, parallel to boxes
 
     def add(self, other: VocAnnotation | AnnotationSet) -> None:
         self.boxes.extend(other.boxes)
         self.rejects.extend(other.rejects)
         self.notes.update(other.notes)
         if isinstance(other, VocAnnotation):
+            self.box_files.extend([str(other.xml_path)] * len(other.boxes))
             if other.image and other.image_path is not None:
                 self.image_paths.setdefault(other.image, other.image_path)
         else:
+            self.box_files.extend(other.box_files or [""] * len(other.boxes))
             for name, path in other.image_paths.items():
                 self.image_paths.setdefault(name, path)
 

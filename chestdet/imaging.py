@@ -6,6 +6,8 @@ training and to inference.
 
 from __future__ import annotations
 
+import io
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +172,96 @@ def _read_dicom(path: Path) -> np.ndarray:
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
         gray = 255 - gray
     return gray
+
+
+# --------------------------------------------------------------------------------------------------
+# Bytes to store in a TFRecord
+
+PASS_THROUGH_MODES = {"PNG": ("L", "RGB"), "JPEG": ("L", "RGB")}
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What a record holds for one image: bytes true to `format`, and the sizes before and after."""
+
+    data: bytes
+    format: str  # "png" or "jpeg", as the OD API's image/format wants it
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    conversion: str | None  # None when the file's own bytes are stored unchanged
+
+
+def stored_image(path: str | Path, max_size: int | None = None, max_pixels: int = MAX_PIXELS) -> StoredImage:
+    """The file's own bytes when it is an intact 8-bit gray or RGB PNG/JPEG no larger than `max_size`;
+    otherwise the image read as 8-bit (and downscaled so its longer side is `max_size`) as a PNG.
+
+    Pass-through files are checked without decoding their pixels: the header (size, mode, bomb
+    limit), every PNG chunk's CRC up to IEND, or a JPEG's end-of-image marker.
+    """
+    info = probe_image(path, max_pixels)
+    too_big = max_size is not None and max(info.width, info.height) > max_size
+    if info.mode in PASS_THROUGH_MODES.get(info.format, ()) and not too_big:
+        data = Path(path).read_bytes()
+        if info.format == "JPEG" or _png_bit_depth(data) == 8:
+            verify_encoded(path, data, info.format)
+            return StoredImage(data, info.format.lower(), info.width, info.height, info.width, info.height, None)
+    pixels = read_image(path, max_pixels)
+    steps = []
+    if info.mode not in ("L", "RGB") or info.format == "PNG" and _png_bit_depth(_head(path)) != 8:
+        steps.append(f"{_mode_name(info)} -> 8-bit {'gray' if pixels.ndim == 2 else 'RGB'}")
+    if too_big:
+        pixels = downscale(pixels, max_size)
+        steps.append(f"downscaled to {max_size}")
+    return StoredImage(
+        encode_png(pixels), "png", pixels.shape[1], pixels.shape[0], info.width, info.height, ", ".join(steps)
+    )
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """Bits per sample from the IHDR chunk (PIL reports a 48-bit RGB PNG as mode "RGB")."""
+    return data[24] if len(data) > 24 else 0
+
+
+def _head(path: str | Path, size: int = 32) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _mode_name(info: ImageInfo) -> str:
+    names = {"LA": "gray+alpha", "P": "palette", "PA": "palette+alpha", "1": "1-bit", "I;16": "16-bit gray",
+             "I;16B": "16-bit gray", "I": "32-bit gray", "RGB": "16-bit RGB", "RGBA": "RGBA"}
+    return f"{info.format} {names.get(info.mode, info.mode)}"
+
+
+def verify_encoded(path: str | Path, data: bytes, format_: str) -> None:
+    """Refuse truncated or corrupt PNG/JPEG bytes without decoding pixels (cheap enough for every image)."""
+    if format_ == "JPEG":
+        if not _jpeg_is_complete(data):
+            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # walks every chunk to IEND, checking CRCs
+    except (OSError, SyntaxError, ValueError, struct.error) as error:
+        raise ImageReadError(path, f"corrupt or truncated {format_} ({error})") from error
+
+
+def downscale(pixels: np.ndarray, max_size: int) -> np.ndarray:
+    """Shrink so the longer side is `max_size` (area averaging, aspect ratio kept)."""
+    height, width = pixels.shape[:2]
+    scale = max_size / max(height, width)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
+def encode_png(pixels: np.ndarray, compression: int = 3) -> bytes:
+    """(H, W) gray or (H, W, 3) RGB uint8 -> PNG bytes."""
+    bgr = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ValueError("OpenCV could not encode the image as PNG")
+    return encoded.tobytes()

@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Turn NIH's BBox_List_2017.csv and labelImg XML into OD API TFRecords; see docs/records.md."""
+
+import sys
+from pathlib import Path
+
+try:
+    import chestdet  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chestdet.cli import run_main  # noqa: E402
+from chestdet.commands.generate_tfrecords import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
