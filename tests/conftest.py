@@ -25,3 +25,14 @@ def full_nih() -> Path:
     if not (FULL_NIH / "images").is_dir():
         pytest.skip(f"full NIH data not found at {FULL_NIH} (set CHESTDET_NIH_DIR to run this test)")
     return FULL_NIH
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """One export (SavedModel + TFLite, 128x128, random weights) of the project's SSD per test session.
+
+    Takes about 4 minutes on a 2-core CPU; the model dir it came from is the export's sibling `model`.
+    """
+    from tests.model_fixtures import make_tiny_export
+
+    return make_tiny_export(tmp_path_factory.mktemp("tiny export"), image_size=128)
