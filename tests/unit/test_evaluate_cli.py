@@ -1,0 +1,116 @@
+"""scripts/evaluate.py in-process: outputs, exit statuses and exact error lines, paths with spaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chestdet.cli import ExitStatus, run_main
+from chestdet.commands.evaluate import build_parser, main
+from tests.conftest import REPO, SAMPLE_CSV
+from tests.unit.test_evaluate import BOXED, fake_detections, sample_boxes, unlabeled_images, write_detections_folder
+
+
+@pytest.fixture
+def detections(tmp_path):
+    negatives = unlabeled_images()
+    folder = tmp_path / "detect output"
+    return write_detections_folder(folder, fake_detections(sample_boxes(), negatives), [*BOXED, *negatives])
+
+
+def test_full_run_writes_every_output_and_ends_with_the_summary(tmp_path, detections, capsys):
+    out = tmp_path / "eval report"
+    status = run_main(main, ["--detections", str(detections.parent), "--ground-truth", str(SAMPLE_CSV),
+                             "--output-dir", str(out)])
+    assert status == ExitStatus.SUCCESS
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png", "rejects.csv"]
+    )
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["images"] == 8 and document["rejects"] == 0
+    assert document["sources"]["ground_truth"] == f"NIH CSV {SAMPLE_CSV}"
+    assert set(document) >= {"coco", "froc", "iobb", "image_level", "confusion_matrix", "settings"}
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.startswith("class "))
+    assert [line.split()[0] for line in lines[header + 2: header + 11]] == [
+        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax", "all"]
+    assert lines[-1] == f"report: {out / 'report.md'}"
+
+
+def test_existing_report_is_not_overwritten_without_the_flag(tmp_path, detections, capsys):
+    out = tmp_path / "eval"
+    argv = ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--output-dir", str(out), "--no-plots"]
+    assert run_main(main, argv) == ExitStatus.SUCCESS
+    before = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    assert run_main(main, argv) == ExitStatus.ERROR
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out} already holds a report (metrics.json); pass --overwrite to replace it")
+    assert (out / "metrics.json").read_text() == before
+    assert run_main(main, [*argv, "--overwrite", "--score-threshold", "0.9"]) == ExitStatus.SUCCESS
+    assert json.loads((out / "metrics.json").read_text())["settings"]["score_threshold"] == 0.9
+
+
+def test_missing_inputs_are_one_line_errors(tmp_path, detections, capsys):
+    missing = tmp_path / "no such" / "detections.csv"
+    status = run_main(main, ["--detections", str(missing), "--ground-truth", str(SAMPLE_CSV),
+                             "--output-dir", str(tmp_path / "o")])
+    assert status == ExitStatus.ERROR
+    assert capsys.readouterr().err.strip() == f"error: {missing}: detections file not found"
+    gone = tmp_path / "gt missing.csv"
+    status = run_main(main, ["--detections", str(detections), "--ground-truth", str(gone),
+                             "--output-dir", str(tmp_path / "o")])
+    assert status == ExitStatus.ERROR
+    assert capsys.readouterr().err.strip() == f"error: {gone}: ground truth not found"
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_strict_turns_rejected_rows_into_status_1(tmp_path, detections, capsys):
+    with open(detections, "a") as handle:
+        handle.write(f"{BOXED[0]},1024,1024,5,Mass,lots,1,1,2,2\n")
+    argv = ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--no-plots"]
+    assert run_main(main, [*argv, "--output-dir", str(tmp_path / "a")]) == ExitStatus.SUCCESS
+    assert run_main(main, [*argv, "--output-dir", str(tmp_path / "b"), "--strict"]) == ExitStatus.REJECTS
+    assert f"1 input rows rejected, listed in {tmp_path / 'b' / 'rejects.csv'}" in capsys.readouterr().err
+    assert "score is 'lots', not a number" in (tmp_path / "b" / "rejects.csv").read_text()
+
+
+def test_split_flags(tmp_path, detections):
+    split = tmp_path / "my split.csv"
+    split.write_text("image,patient,split,boxes\n" + "".join(
+        f"{name},{name[:8]},{'test' if k < 3 else 'train'},1\n" for k, name in enumerate(BOXED)))
+    out = tmp_path / "split eval"
+    argv = ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--output-dir", str(out),
+            "--split-file", str(split), "--split", "test", "--no-plots"]
+    assert run_main(main, argv) == ExitStatus.SUCCESS
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["images"] == 3
+    assert document["sources"]["split"] == f"{split} (test)"
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--score-threshold", "1.5", "argument --score-threshold: 1.5 is outside 0..1"),
+    ("--hit-iou", "half", "argument --hit-iou: 'half' is not a number"),
+])
+def test_bad_numbers_are_refused_by_the_parser(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--detections", "d", "--ground-truth", "g", "--output-dir", "o", flag, value])
+    assert exit_info.value.code == ExitStatus.ERROR
+    assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_every_flag_has_help():
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, action.dest
+
+
+def test_script_wrapper_runs(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--ground-truth" in result.stdout and "examples:" in result.stdout
