@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from chestdet.imaging import to_rgb
+
 log = logging.getLogger("chestdet.detect")
 
 SAVED_MODEL_DIR = "saved_model"
@@ -61,8 +63,8 @@ class Backend(Protocol):
     name: str
     max_batch: int  # the largest batch `infer` accepts
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> the model input for one image; thread-safe."""
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W) gray or (H, W, 3) RGB uint8 -> the model input for one image; thread-safe."""
 
     def load(self) -> None:
         """Do the slow part of opening the model; called once, while readers already decode."""
@@ -119,8 +121,8 @@ class SavedModelBackend:
         self.max_batch = max(1, batch_size)
         self._signature = None
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        return rgb
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return to_rgb(pixels)
 
     def load(self) -> None:
         import tensorflow as tf
@@ -156,7 +158,11 @@ class SavedModelBackend:
 
 
 class TFLiteBackend:
-    """The OD API's TFLite SSD graph: fixed-size float input, TFLite_Detection_PostProcess outputs."""
+    """The OD API's TFLite SSD graph: fixed-size float input, TFLite_Detection_PostProcess outputs.
+
+    Its boxes are not clipped to the image as the SavedModel's are; clipping them here keeps the
+    two backends' outputs alike.
+    """
 
     name = "tflite"
     max_batch = 1
@@ -180,8 +186,10 @@ class TFLiteBackend:
     def load(self) -> None:
         """Nothing left to do: the interpreter opened in 0.01 s."""
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        resized = legacy_bilinear_resize(rgb, self.height, self.width)
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        resized = legacy_bilinear_resize(pixels, self.height, self.width)  # gray first: a third of the work
+        if resized.ndim == 2:
+            resized = np.repeat(resized[:, :, np.newaxis], 3, axis=2)
         if self._input_dtype == np.float32:
             return resized * np.float32(self.scale) + np.float32(self.offset)
         return np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
@@ -195,7 +203,7 @@ class TFLiteBackend:
             count = int(get(self._outputs["count"]).reshape(-1)[0])
             results.append(
                 ModelOutput(
-                    get(self._outputs["boxes"])[0, :count].copy(),
+                    np.clip(get(self._outputs["boxes"])[0, :count], 0.0, 1.0),
                     get(self._outputs["classes"])[0, :count].astype(np.int32) + 1,
                     get(self._outputs["scores"])[0, :count].copy(),
                 )
@@ -206,13 +214,14 @@ class TFLiteBackend:
 def _tflite_output_indices(interpreter) -> dict[str, int]:  # noqa: ANN001
     """Find boxes, classes, scores and count among TFLite_Detection_PostProcess's outputs.
 
-    The converter names them StatefulPartitionedCall:0..3 in the post-processing op's order
-    (boxes, classes, scores, count); the shapes check that order instead of trusting it blindly.
+    The OD API's TFLite module returns (count, scores, classes, boxes) and the converter names them
+    StatefulPartitionedCall:0..3 in that order (the signature's output_0..3 likewise); the shapes
+    check the order instead of trusting it blindly.
     """
     details = sorted(interpreter.get_output_details(), key=lambda d: _output_position(d["name"]))
     if len(details) != 4:
         raise BackendError(f"expected the 4 outputs of TFLite_Detection_PostProcess, found {len(details)}")
-    named = dict(zip(("boxes", "classes", "scores", "count"), details, strict=True))
+    named = dict(zip(("count", "scores", "classes", "boxes"), details, strict=True))
     if len(named["boxes"]["shape"]) != 3 or named["boxes"]["shape"][-1] != 4 or len(named["count"]["shape"]) != 1:
         shapes = [list(d["shape"]) for d in details]
         raise BackendError(f"unexpected TFLite output shapes {shapes}; not an OD API SSD export?")
@@ -267,12 +276,11 @@ def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.nda
     The OD API's fixed_shape_resizer resizes that way inside the SavedModel; resizing the TFLite
     input the same way keeps the two backends' boxes together (OpenCV shifts by half a pixel).
     """
-    source = image.astype(np.float32)
-    rows, row_weights = _legacy_taps(source.shape[0], height)
-    cols, col_weights = _legacy_taps(source.shape[1], width)
-    col_weights = col_weights.reshape((1, width) + (1,) * (source.ndim - 2))
-    row_weights = row_weights.reshape((height, 1) + (1,) * (source.ndim - 2))
-    top, bottom = source[rows[0]], source[rows[1]]
+    rows, row_weights = _legacy_taps(image.shape[0], height)
+    cols, col_weights = _legacy_taps(image.shape[1], width)
+    col_weights = col_weights.reshape((1, width) + (1,) * (image.ndim - 2))
+    row_weights = row_weights.reshape((height, 1) + (1,) * (image.ndim - 2))
+    top, bottom = image[rows[0]].astype(np.float32), image[rows[1]].astype(np.float32)
     vertical = top + (bottom - top) * row_weights
     left, right = vertical[:, cols[0]], vertical[:, cols[1]]
     return left + (right - left) * col_weights

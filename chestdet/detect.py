@@ -30,7 +30,7 @@ from lxml import etree
 from chestdet import atomic
 from chestdet.backends import Backend, Detection, ModelOutput, to_pixels
 from chestdet.drawing import draw_detections, encode_image
-from chestdet.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, to_rgb
+from chestdet.imaging import IMAGE_SUFFIXES, ImageReadError, read_image
 
 log = logging.getLogger("chestdet.detect")
 
@@ -411,7 +411,7 @@ class _OrderedPrefetch:
 def _load(item: InputImage, backend: Backend) -> _Loaded:
     try:
         pixels = read_image(item.path)
-        return _Loaded(item, pixels, backend.prepare(to_rgb(pixels)))
+        return _Loaded(item, pixels, backend.prepare(pixels))
     except ImageReadError as error:
         return _Loaded(item, error=error.reason)
     except (cv2.error, ValueError, MemoryError) as error:
@@ -574,7 +574,15 @@ def prepare_output_dir(output_dir: Path, settings: Mapping, resume: bool, overwr
             details = "; ".join(f"{k}: {before.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
             raise DetectError(f"--resume: the settings differ from the run in {output_dir} ({details})")
     output_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(output_dir)
     atomic.write_json(run_json, dict(settings))
+
+
+def _remove_stale_temporaries(output_dir: Path) -> None:
+    """A killed run can leave chestdet.atomic's hidden `.NAME.*.tmp` files; never under a final name."""
+    for pattern in (".*.tmp", f"{DRAWN_DIR}/**/.*.tmp", f"{VOC_DIR}/**/.*.tmp"):
+        for stale in output_dir.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def run_settings(**settings: object) -> dict:

@@ -20,6 +20,7 @@ from chestdet.backends import Detection, ModelOutput
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.detect import main
 from chestdet.drawing import class_colour
+from chestdet.imaging import to_rgb
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 3: "Effusion", 4: "Infiltrate", 5: "Mass", 6: "Nodule",
@@ -44,8 +45,8 @@ class FakeBackend:
         self.loaded = 0
         self.inferred = 0
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        return rgb
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return to_rgb(pixels)
 
     def load(self) -> None:
         self.loaded += 1
@@ -218,7 +219,7 @@ def test_dicom_monochrome1_is_windowed_and_inverted(tmp_path: Path):
     out = tmp_path / "out"
     backend = FakeBackend()
     seen = []
-    backend.prepare = lambda rgb: seen.append(rgb) or rgb
+    backend.prepare = lambda pixels: seen.append(to_rgb(pixels)) or to_rgb(pixels)
     run(tmp_path / "m1.dcm", out, backend)
     inverted = seen[0][0, :, 0]
     below, inside, above = values[0] < 500, (values[0] > 520) & (values[0] < 1480), values[0] > 1500
@@ -267,7 +268,7 @@ def test_voc_xml_reads_back_with_labelimg(tmp_path: Path):
     reader = PascalVocReader(str(out / "voc" / SAMPLE_NAMES[3].replace(".png", ".xml")))
     shapes = reader.get_shapes()
     assert [s[0] for s in shapes] == [r["class_name"] for r in rows] == ["Cardiomegaly", "Nodule"]
-    for shape, row in zip(shapes, rows):
+    for shape, row in zip(shapes, rows, strict=True):
         (x0, y0), _, (x1, y1), _ = shape[1]
         assert (x0, y0, x1, y1) == tuple(round(float(row[k])) for k in ("xmin", "ymin", "xmax", "ymax"))
         assert shape[4] is False
@@ -370,3 +371,61 @@ def test_the_parser_documents_every_flag():
 def test_detection_from_json_round_trips_floats_exactly():
     result = detect.ImageResult("a.png", "/x/a.png", 1024, 1000, (Detection(3, 0.1234567, 1 / 3, 2.5, 700.25, 999.9),))
     assert detect.ImageResult.from_json(result.to_json()) == result
+
+
+KILLABLE_RUN = """
+import sys
+from pathlib import Path
+from chestdet import detect
+from tests.unit.test_detect import CLASS_NAMES, FakeBackend
+images = detect.list_inputs(sys.argv[1])
+out = Path(sys.argv[2])
+detect.prepare_output_dir(out, {"input": sys.argv[1]}, resume=False, overwrite=False)
+detect.detect_images(images, FakeBackend(delay=0.15), CLASS_NAMES, out, detect.DetectOptions(voc_xml=True))
+"""
+
+
+def test_kill_9_half_way_then_resume_equals_an_uninterrupted_run(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    full = tmp_path / "full"
+    detect.prepare_output_dir(full, {"input": str(SAMPLE_IMAGES)}, resume=False, overwrite=False)
+    detect.detect_images(detect.list_inputs(SAMPLE_IMAGES), FakeBackend(), CLASS_NAMES, full,
+                         detect.DetectOptions(voc_xml=True))
+    out = tmp_path / "killed run"
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, str(SAMPLE_IMAGES), str(out)], cwd=REPO)
+    journal = out / detect.JOURNAL
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.is_file() and journal.read_bytes().count(b"\n") >= 12:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "detections.csv").exists()
+    finished_before = journal.read_bytes().count(b"\n")
+    assert 12 <= finished_before < len(SAMPLE_NAMES)
+    for drawn in (out / "drawn").glob("*.jpg"):
+        assert cv2.imread(str(drawn)) is not None, drawn
+
+    backend = FakeBackend()
+    detect.prepare_output_dir(out, {"input": str(SAMPLE_IMAGES)}, resume=True, overwrite=False)
+    summary = detect.detect_images(detect.list_inputs(SAMPLE_IMAGES), backend, CLASS_NAMES, out,
+                                   detect.DetectOptions(voc_xml=True))
+    assert backend.inferred == summary.processed == len(SAMPLE_NAMES) - finished_before
+    for name in ("detections.csv", "images.csv", "detections.json", "coco_images.json", "errors.csv"):
+        assert (out / name).read_bytes() == (full / name).read_bytes(), name
+    for sub, suffix in (("drawn", ".jpg"), ("voc", ".xml")):
+        files = sorted(p.name for p in (out / sub).iterdir())
+        assert files == sorted(p.name for p in (full / sub).iterdir())
+        assert len(files) == len(SAMPLE_NAMES) and all(f.endswith(suffix) for f in files)
+        for name in files:
+            assert (out / sub / name).read_bytes() == (full / sub / name).read_bytes(), name
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
