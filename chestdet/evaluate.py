@@ -14,14 +14,14 @@ import glob
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from chestdet import atomic
-from chestdet.annotations import Box, Reject, read_nih_csv, read_voc_dir, read_voc_xml
+from chestdet.annotations import Box, Reject, read_nih_csv, read_voc_dir, read_voc_xml, same_picture
 from chestdet.cli import UserError
 from chestdet.labels import UnknownLabelError, canonical_label, class_name
 from chestdet.metrics import GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
@@ -53,6 +53,7 @@ class DetectionSet:
     processed: list[str] | None  # image keys from images.csv; None when it is absent
     rejects: list[Reject] = field(default_factory=list)
     source: Path | None = None
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (width, height) detection saw
 
 
 def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[pd.DataFrame, list[Reject]]:
@@ -120,6 +121,7 @@ def read_detections(path: str | Path) -> DetectionSet:
         raise UserError(f"{csv_path}: detections file not found")
     frame = _read_csv(csv_path)
     table, rejects = detections_frame(frame, str(csv_path))
+    sizes = image_sizes(frame)
     images_path = csv_path.parent / IMAGES_CSV
     processed = None
     if images_path.is_file():
@@ -132,7 +134,23 @@ def read_detections(path: str | Path) -> DetectionSet:
                 rejects.append(Reject(str(images_path), f"row {number}", "empty image name"))
             else:
                 processed.append(image_key(str(name)))
-    return DetectionSet(table=table, processed=processed, rejects=rejects, source=csv_path)
+        sizes.update(image_sizes(images))
+    return DetectionSet(table=table, processed=processed, rejects=rejects, source=csv_path, sizes=sizes)
+
+
+def image_sizes(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """(width, height) per image key from a table with image, width, height columns; unusable rows skipped."""
+    if not {"image", "width", "height"} <= set(frame.columns):
+        return {}
+    sizes = {}
+    for image, width, height in zip(frame["image"], frame["width"], frame["height"], strict=True):
+        try:
+            size = (int(float(width)), int(float(height)))
+        except (TypeError, ValueError):
+            continue
+        if size[0] > 0 and size[1] > 0 and not _blank(image):
+            sizes[image_key(str(image))] = size
+    return sizes
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -152,6 +170,9 @@ class GroundTruth:
     rejects: list[Reject]
     images: list[str] | None  # every image the source lists, boxed or not (TFRecords); else None
     description: str
+    # TFRecords: the (width, height) the boxes were scaled to, i.e. the stored image, which the dataset
+    # step may have downscaled; detections are in the original image's pixels.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
@@ -202,6 +223,7 @@ def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
     boxes: list[Box] = []
     rejects: list[Reject] = []
     images: list[str] = []
+    sizes: dict[str, tuple[int, int]] = {}
     for path in files:
         number = 0
         try:
@@ -216,12 +238,14 @@ def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
                 if image:
                     images.append(image)
                     boxes.extend(record_boxes)
+                    height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
+                    sizes[image] = (width, height)
         except tf.errors.DataLossError as error:
             rejects.append(Reject(str(path), f"after record {number}", f"corrupt file: {_tf_message(error)}"))
         except tf.errors.OpError as error:
             rejects.append(Reject(str(path), "file", f"cannot read as TFRecord: {_tf_message(error)}"))
     names = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
-    return GroundTruth(boxes, rejects, images, f"TFRecords {names}")
+    return GroundTruth(boxes, rejects, images, f"TFRecords {names}", sizes)
 
 
 def _tf_message(error: Exception) -> str:
@@ -256,6 +280,30 @@ def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tupl
                 float(ymax) * height, bool(hard), SOURCE_TFRECORD, box_where)
         )
     return image, boxes, rejects
+
+
+def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int, int]]) -> GroundTruth:
+    """Bring record boxes to the pixels of the image detection saw, when the record stores a resized copy.
+
+    Records hold normalised corners, so any resolution of the same picture gives the same boxes; a
+    different aspect ratio means another picture, and its boxes are rejected.
+    """
+    boxes, rejects, rescaled = [], list(truth.rejects), set()
+    for box in truth.boxes:
+        stored, seen = truth.sizes.get(box.image), detected.get(box.image)
+        if stored is None or seen is None or stored == seen:
+            boxes.append(box)
+            continue
+        if not same_picture(stored, seen):
+            rejects.append(Reject(truth.description, box.location, f"the record's image is {stored[0]}x{stored[1]} "
+                                  f"but detection saw {seen[0]}x{seen[1]} (different aspect ratio)"))
+            continue
+        sx, sy = seen[0] / stored[0], seen[1] / stored[1]
+        boxes.append(replace(box, xmin=box.xmin * sx, ymin=box.ymin * sy, xmax=box.xmax * sx, ymax=box.ymax * sy))
+        rescaled.add(box.image)
+    if rescaled:
+        log.info("boxes of %d records rescaled from the stored image size to the size detection saw", len(rescaled))
+    return replace(truth, boxes=boxes, rejects=rejects)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +434,8 @@ def prepare_inputs(
 ) -> EvaluationInputs:
     detection_set = read_detections(detections_path)
     truth = read_ground_truth(ground_truth_spec, split)
+    if truth.sizes:
+        truth = rescale_to_detected_sizes(truth, detection_set.sizes)
     split_images = read_split_images(split_file, split) if split_file else None
     images, notes = select_images(detection_set, truth, split_images)
     if not images:

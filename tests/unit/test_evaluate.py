@@ -99,8 +99,9 @@ def write_voc_folder(folder: Path, boxes: list[Box]) -> Path:
     return folder
 
 
-def tf_example(image_path: Path, boxes: list[Box]):
-    """A record the way the OD API reads them: keys from TfExampleFields, normalised corners."""
+def tf_example(image_path: Path, boxes: list[Box], stored: tuple[bytes, int, int] | None = None):
+    """A record the way the OD API reads them: keys from TfExampleFields, corners normalised by the
+    original 1024x1024 size; `stored` replaces the image by other PNG bytes (width, height)."""
     import tensorflow as tf
     from object_detection.core.standard_fields import TfExampleFields as keys
 
@@ -114,13 +115,14 @@ def tf_example(image_path: Path, boxes: list[Box]):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
     width = height = 1024
+    data, stored_width, stored_height = stored or (image_path.read_bytes(), width, height)
     feature = {
-        keys.image_encoded: strings([image_path.read_bytes()]),
+        keys.image_encoded: strings([data]),
         keys.image_format: strings([b"png"]),
         keys.filename: strings([image_path.name.encode()]),
         keys.source_id: strings([image_path.name.encode()]),
-        keys.height: ints([height]),
-        keys.width: ints([width]),
+        keys.height: ints([stored_height]),
+        keys.width: ints([stored_width]),
         keys.object_bbox_xmin: floats([b.xmin / width for b in boxes]),
         keys.object_bbox_ymin: floats([b.ymin / height for b in boxes]),
         keys.object_bbox_xmax: floats([b.xmax / width for b in boxes]),
@@ -132,13 +134,20 @@ def tf_example(image_path: Path, boxes: list[Box]):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_tfrecords(path: Path, images: list[Path], boxes: list[Box]) -> Path:
+def write_tfrecords(path: Path, images: list[Path], boxes: list[Box], downscale_to: int | None = None) -> Path:
+    import cv2
     import tensorflow as tf
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for image in images:
-            writer.write(tf_example(image, [b for b in boxes if b.image == image.name]).SerializeToString())
+            stored = None
+            if downscale_to:  # what the dataset step's --max-size does: a smaller copy, same normalised boxes
+                pixels = cv2.resize(cv2.imread(str(image), cv2.IMREAD_GRAYSCALE), (downscale_to, downscale_to),
+                                    interpolation=cv2.INTER_AREA)
+                stored = (cv2.imencode(".png", pixels)[1].tobytes(), downscale_to, downscale_to)
+            example = tf_example(image, [b for b in boxes if b.image == image.name], stored)
+            writer.write(example.SerializeToString())
     return path
 
 
@@ -199,6 +208,33 @@ def test_three_ground_truth_sources_give_the_same_metrics(tmp_path, sample_case)
     for name in ("voc", "tfrecord"):
         other = truth[name].sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(reference, other, atol=1e-3, check_exact=False)
+
+
+def test_downscaled_records_are_scored_in_the_pixels_detection_saw(tmp_path, sample_case):
+    boxes, negatives, images, detections = sample_case
+    image_paths = [SAMPLE_IMAGES / name for name in BOXED] + [SAMPLE_UNLABELED / name for name in negatives]
+    small = write_tfrecords(tmp_path / "small" / "test-00000-of-00001.tfrecord", image_paths, boxes, downscale_to=512)
+    assert evaluate.read_ground_truth(small).sizes[BOXED[0]] == (512, 512)
+    from_records = evaluate.run_evaluation(detections, small, tmp_path / "a", plots=False)
+    from_csv = evaluate.run_evaluation(detections, SAMPLE_CSV, tmp_path / "b", plots=False)
+    assert from_records.inputs.rejects == []
+    csv_metrics, record_metrics = from_csv.metrics.to_dict(), from_records.metrics.to_dict()
+    assert csv_metrics.pop("notes")[0].endswith("were not among the evaluated images and are left out")
+    assert record_metrics.pop("notes") == []
+    assert_same_metrics(csv_metrics, record_metrics)
+    assert from_csv.metrics.coco.overall.ap > 0.2
+
+
+def test_record_of_another_aspect_ratio_than_the_detected_image_is_rejected(tmp_path):
+    boxes = [b for b in sample_boxes() if b.image == BOXED[0]]
+    records = write_tfrecords(tmp_path / "r" / "test-00000-of-00001.tfrecord", [SAMPLE_IMAGES / BOXED[0]], boxes)
+    rows = [[BOXED[0], 1024, 800, 4, "Infiltrate", 0.9, 1, 1, 50, 50]]
+    folder = tmp_path / "d"
+    write_detections_folder(folder, rows, None)
+    inputs = evaluate.prepare_inputs(folder, records)
+    assert inputs.ground_truth.empty
+    assert [r.reason for r in inputs.rejects] == [
+        "the record's image is 1024x1024 but detection saw 1024x800 (different aspect ratio)"]
 
 
 def test_tfrecord_folder_glob_and_split_shards(tmp_path):
@@ -414,3 +450,47 @@ def test_xml_folder_beside_its_images_uses_the_real_image(tmp_path):
     truth = evaluate.read_ground_truth(folder)
     assert [(b.image, b.label) for b in truth.boxes] == [(b.image, b.label) for b in boxes]
     assert truth.rejects == []
+
+
+def perfect_detections(folder: Path, boxes: list[Box], images: list[str]) -> Path:
+    rows = [[b.image, 1024, 1024, class_id(b.label), b.label, 0.9, b.xmin, b.ymin, b.xmax, b.ymax] for b in boxes]
+    return write_detections_folder(folder, rows, images)
+
+
+def assert_perfect(metrics, boxes: list[Box]) -> None:
+    from collections import Counter
+
+    counts = Counter(box.label for box in boxes)
+    present = [name for name, count in counts.items() if count]
+    assert metrics.coco.overall.ap == pytest.approx(1.0)
+    for name in present:
+        assert metrics.coco.per_class[name].ap == pytest.approx(1.0), name
+        assert metrics.froc.per_class[name].at_rates == [1.0] * 7, name
+        assert metrics.iobb.per_class[name].accuracy == [1.0] * 5, name
+        assert metrics.image_level[name].sensitivity == 1.0 and metrics.image_level[name].specificity == 1.0
+    assert all(row.afp == [0.0] * 5 for row in metrics.iobb.per_class.values())
+    matrix = metrics.confusion.matrix
+    labels = metrics.confusion.labels
+    assert [int(matrix[k, k]) for k in range(8)] == [counts[name] for name in labels[:8]]
+    assert int(matrix.sum()) == len(boxes)
+
+
+def test_perfect_detections_on_the_bundled_sample(tmp_path):
+    images = sorted(p.name for p in SAMPLE_IMAGES.glob("*.png")) + unlabeled_images()
+    all_boxes, _ = read_nih_csv(SAMPLE_CSV)
+    boxes = [b for b in all_boxes if b.image in images]
+    assert len(boxes) == 40
+    run = evaluate.run_evaluation(perfect_detections(tmp_path / "d", boxes, images), SAMPLE_CSV, tmp_path / "o",
+                                  plots=False)
+    assert run.metrics.images == 38 and run.metrics.images_with_boxes == 36
+    assert_perfect(run.metrics, boxes)
+
+
+def test_perfect_detections_on_the_full_dev_copy(tmp_path, full_nih):
+    images = sorted(p.name for p in (full_nih / "images").glob("*.png"))
+    all_boxes, _ = read_nih_csv(full_nih / "BBox_List_2017.csv")
+    boxes = [b for b in all_boxes if b.image in set(images)]
+    run = evaluate.run_evaluation(perfect_detections(tmp_path / "d", boxes, images),
+                                  full_nih / "BBox_List_2017.csv", tmp_path / "o", plots=False)
+    assert run.metrics.images == len(images) == 440
+    assert_perfect(run.metrics, boxes)
