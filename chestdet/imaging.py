@@ -57,16 +57,24 @@ def is_dicom(path: str | Path) -> bool:
 def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Read the header only; refuse missing, unknown and oversized images."""
     path = Path(path)
+    _check_file(path)
+    info = _probe_dicom(path) if is_dicom(path) else _probe_pil(path)
+    return _check_size(info, max_pixels)
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise ImageReadError(path, "file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
-    info = _probe_dicom(path) if is_dicom(path) else _probe_pil(path)
+
+
+def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
     if info.width <= 0 or info.height <= 0:
-        raise ImageReadError(path, f"declares an empty size {info.width}x{info.height}")
+        raise ImageReadError(info.path, f"declares an empty size {info.width}x{info.height}")
     if info.width * info.height > max_pixels:
         raise ImageReadError(
-            path,
+            info.path,
             f"declares {info.width}x{info.height} = {info.width * info.height} pixels, over the "
             f"limit of {max_pixels} (possible decompression bomb); not decoded",
         )
@@ -104,7 +112,10 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     info = probe_image(path, max_pixels)
     if info.format == "DICOM":
         return _read_dicom(Path(path))
-    data = Path(path).read_bytes()
+    return _decode(path, Path(path).read_bytes(), info)
+
+
+def _decode(path: str | Path, data: bytes, info: ImageInfo) -> np.ndarray:
     if info.format == "JPEG" and not _jpeg_is_complete(data):
         raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -198,22 +209,59 @@ def stored_image(path: str | Path, max_size: int | None = None, max_pixels: int 
     otherwise the image read as 8-bit (and downscaled so its longer side is `max_size`) as a PNG.
 
     Pass-through files are checked without decoding their pixels: the header (size, mode, bomb
-    limit), every PNG chunk's CRC up to IEND, or a JPEG's end-of-image marker.
+    limit), every PNG chunk's CRC up to IEND, or a JPEG's end-of-image marker. The file is read once.
     """
-    info = probe_image(path, max_pixels)
-    too_big = max_size is not None and max(info.width, info.height) > max_size
-    if info.mode in PASS_THROUGH_MODES.get(info.format, ()) and not too_big:
-        data = Path(path).read_bytes()
-        if info.format == "JPEG" or _png_bit_depth(data) == 8:
-            verify_encoded(path, data, info.format)
-            return StoredImage(data, info.format.lower(), info.width, info.height, info.width, info.height, None)
-    pixels = read_image(path, max_pixels)
+    path = Path(path)
+    _check_file(path)
+    if is_dicom(path):
+        info = probe_image(path, max_pixels)
+        return _converted(_read_dicom(path), info, max_size, [f"DICOM {info.mode} -> 8-bit"])
+    data = path.read_bytes()
+    info, pass_through = _inspect(path, data, max_size, max_pixels)
+    if pass_through:
+        return StoredImage(data, info.format.lower(), info.width, info.height, info.width, info.height, None)
+    pixels = _decode(path, data, info)
     steps = []
-    if info.mode not in ("L", "RGB") or info.format == "PNG" and _png_bit_depth(_head(path)) != 8:
-        steps.append(f"{_mode_name(info)} -> 8-bit {'gray' if pixels.ndim == 2 else 'RGB'}")
-    if too_big:
+    if info.mode not in ("L", "RGB") or info.format == "PNG" and _png_bit_depth(data) != 8:
+        steps.append(f"{_mode_name(info, data)} -> 8-bit {'gray' if pixels.ndim == 2 else 'RGB'}")
+    return _converted(pixels, info, max_size, steps)
+
+
+def _inspect(path: Path, data: bytes, max_size: int | None, max_pixels: int) -> tuple[ImageInfo, bool]:
+    """Header facts, and whether the bytes can be stored as they are (then verified intact)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in PASS_THROUGH_MODES:
+                raise ImageReadError(path, f"unsupported image format {image.format}")
+            info = _check_size(ImageInfo(str(path), image.width, image.height, image.format, image.mode), max_pixels)
+            pass_through = (
+                info.mode in PASS_THROUGH_MODES[info.format]
+                and (max_size is None or max(info.width, info.height) <= max_size)
+                and (info.format == "JPEG" or _png_bit_depth(data) == 8)
+            )
+            if pass_through and info.format == "PNG":
+                image.verify()  # walks every chunk to IEND, checking CRCs, without decoding pixels
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, f"decompression bomb refused: {error}") from error
+    except (OSError, SyntaxError, ValueError, struct.error) as error:
+        raise ImageReadError(path, f"corrupt, truncated or unreadable {_format_name(data)} ({error})") from error
+    if pass_through and info.format == "JPEG" and not _jpeg_is_complete(data):
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+    return info, pass_through
+
+
+def _format_name(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8"):
+        return "JPEG"
+    return "image"
+
+
+def _converted(pixels: np.ndarray, info: ImageInfo, max_size: int | None, steps: list[str]) -> StoredImage:
+    if max_size is not None and max(info.width, info.height) > max_size:
         pixels = downscale(pixels, max_size)
-        steps.append(f"downscaled to {max_size}")
+        steps = [*steps, f"downscaled to {max_size}"]
     return StoredImage(
         encode_png(pixels), "png", pixels.shape[1], pixels.shape[0], info.width, info.height, ", ".join(steps)
     )
@@ -229,23 +277,11 @@ def _head(path: str | Path, size: int = 32) -> bytes:
         return handle.read(size)
 
 
-def _mode_name(info: ImageInfo) -> str:
-    names = {"LA": "gray+alpha", "P": "palette", "PA": "palette+alpha", "1": "1-bit", "I;16": "16-bit gray",
-             "I;16B": "16-bit gray", "I": "32-bit gray", "RGB": "16-bit RGB", "RGBA": "RGBA"}
+def _mode_name(info: ImageInfo, data: bytes) -> str:
+    bits = _png_bit_depth(data) if info.format == "PNG" else 8
+    names = {"LA": "gray+alpha", "P": "palette", "PA": "palette+alpha", "1": "1-bit", "I;16": f"{bits}-bit gray",
+             "I;16B": f"{bits}-bit gray", "I": f"{bits}-bit gray", "RGB": f"{bits}-bit RGB", "RGBA": "RGBA"}
     return f"{info.format} {names.get(info.mode, info.mode)}"
-
-
-def verify_encoded(path: str | Path, data: bytes, format_: str) -> None:
-    """Refuse truncated or corrupt PNG/JPEG bytes without decoding pixels (cheap enough for every image)."""
-    if format_ == "JPEG":
-        if not _jpeg_is_complete(data):
-            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-        return
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # walks every chunk to IEND, checking CRCs
-    except (OSError, SyntaxError, ValueError, struct.error) as error:
-        raise ImageReadError(path, f"corrupt or truncated {format_} ({error})") from error
 
 
 def downscale(pixels: np.ndarray, max_size: int) -> np.ndarray:

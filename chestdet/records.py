@@ -13,9 +13,9 @@ import logging
 import multiprocessing
 import os
 import re
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 KEY_SHA256 = "image/key/sha256"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 _SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-\d{5}-of-\d{5}\.tfrecord$")
-JOBS_PER_TASK = 4
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class PreparedImage:
     stored_width: int = 0
     stored_height: int = 0
     format: str = ""
+    size: int = 0  # bytes of the serialised example
     rejects: list[Reject] = field(default_factory=list)
     notes: Counter = field(default_factory=Counter)
 
@@ -150,56 +150,7 @@ def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_i
 
 
 # --------------------------------------------------------------------------------------------------
-# Running the workers
-
-
-def _prepare_batch(jobs: Sequence[ImageJob], options: RecordOptions) -> list[PreparedImage]:
-    return [prepare_image(job, options) for job in jobs]
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
-
-
-def prepare_images(
-    jobs: Sequence[ImageJob], options: RecordOptions, workers: int = 1
-) -> Iterator[PreparedImage]:
-    """prepare_image over all jobs, in order; `workers` > 1 uses that many processes."""
-    batches = [jobs[start:start + JOBS_PER_TASK] for start in range(0, len(jobs), JOBS_PER_TASK)]
-    if workers <= 1 or len(batches) <= 1:
-        for batch in batches:
-            yield from _prepare_batch(batch, options)
-        return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
-    ) as pool:
-        for prepared in _ordered(pool.submit, _prepare_batch, batches, options, window=workers * 4):
-            yield from prepared
-
-
-def _ordered(submit: Callable[..., Future], function: Callable, items: Iterable, *args, window: int) -> Iterator:
-    """Results of function(item, *args) in input order, with at most `window` tasks in flight."""
-    pending: deque[Future] = deque()
-    for item in items:
-        pending.append(submit(function, item, *args))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Shards
+# Writing shards in worker processes
 
 
 def shard_paths(output_dir: Path, split: str, count: int) -> list[Path]:
@@ -211,39 +162,116 @@ def shard_counts(images_per_split: Mapping[str, int], shards: int) -> dict[str, 
     return {split: max(1, min(shards, count)) for split, count in images_per_split.items() if count}
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard file: the images it holds, in order, and the temporary path to write them to."""
+
+    path: Path
+    temporary: Path
+    jobs: tuple[ImageJob, ...]
+
+
 @dataclass
 class WrittenShards:
     paths: dict[str, list[Path]] = field(default_factory=dict)
-    bytes: dict[str, int] = field(default_factory=Counter)
+    bytes: Counter = field(default_factory=Counter)
 
 
-def write_shards(
-    prepared: Iterable[PreparedImage], output_dir: Path, counts: Mapping[str, int],
-    on_image: Callable[[PreparedImage], None] = lambda _: None,
-) -> WrittenShards:
-    """Write each example to shard (its index within its split) mod the split's shard count.
+_progress = None  # a worker's queue for "one more image done"
 
-    Every shard is written under a temporary name and renamed only when all are complete.
+
+def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
+    """Prepare and write one shard's images; return what happened to each, without the bytes.
+
+    Runs in a worker process: one process owns one file, so no example crosses a process boundary.
     """
     import tensorflow as tf
 
+    results = []
+    with tf.io.TFRecordWriter(str(task.temporary)) as writer:
+        for job in task.jobs:
+            prepared = prepare_image(job, options)
+            if prepared.example is not None:
+                writer.write(prepared.example)
+                prepared.size = len(prepared.example)
+                prepared.example = b""
+            results.append(prepared)
+            if _progress is not None:
+                _progress.put(1)
+    return results
+
+
+def _init_worker(progress) -> None:  # noqa: ANN001  (a multiprocessing queue)
+    global _progress
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
+    _progress = progress
+
+
+def write_records(
+    jobs: Sequence[ImageJob], output_dir: Path, shards: int, options: RecordOptions, workers: int = 1,
+    on_progress: Callable[[int], None] = lambda _: None,
+) -> tuple[WrittenShards, list[PreparedImage]]:
+    """Write every job's example to `<split>-NNNNN-of-MMMMM.tfrecord` shards in `output_dir`.
+
+    Image i of a split goes to shard i mod M, so the content does not depend on `workers`. Shards are
+    written under temporary names and renamed only when all of them are complete; shards of an
+    earlier run that this run did not write are then removed.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[ImageJob]] = {}
+    for job in jobs:
+        by_split.setdefault(job.split, []).append(job)
+    counts = shard_counts({split: len(items) for split, items in by_split.items()}, shards)
     written = WrittenShards({split: shard_paths(output_dir, split, count) for split, count in counts.items()})
-    position: Counter = Counter()
+    results: dict[Path, list[PreparedImage]] = {}
     with contextlib.ExitStack() as stack:
-        writers = {
-            split: [stack.enter_context(tf.io.TFRecordWriter(str(stack.enter_context(atomic_path(path)))))
-                    for path in paths]
-            for split, paths in written.paths.items()
-        }
-        for image in prepared:
-            if image.example is not None:
-                split = image.job.split
-                writers[split][position[split] % counts[split]].write(image.example)
-                position[split] += 1
-                written.bytes[split] += len(image.example)
-            on_image(image)
-    remove_stale_shards(output_dir, [path for paths in written.paths.values() for path in paths])
-    return written
+        tasks = [
+            ShardTask(path, stack.enter_context(atomic_path(path)), tuple(by_split[split][index::counts[split]]))
+            for split, paths in written.paths.items() for index, path in enumerate(paths)
+        ]
+        for task, prepared in _run_tasks(tasks, options, workers, on_progress):
+            results[task.path] = prepared
+    remove_stale_shards(output_dir, [task.path for task in tasks])
+    ordered = [image for task in tasks for image in results[task.path]]
+    for task in tasks:
+        split = task.jobs[0].split
+        written.bytes[split] += task.path.stat().st_size
+    return written, ordered
+
+
+def _run_tasks(
+    tasks: Sequence[ShardTask], options: RecordOptions, workers: int, on_progress: Callable[[int], None]
+) -> Iterator[tuple[ShardTask, list[PreparedImage]]]:
+    workers = min(workers, len(tasks))
+    if workers <= 1:
+        for task in tasks:
+            prepared = write_shard(task, options)
+            on_progress(len(prepared))
+            yield task, prepared
+        return
+    # fork: workers start at once and inherit the imported modules (spawn would import TF again).
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    progress = context.SimpleQueue()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(progress,)) as pool:
+        futures = {pool.submit(write_shard, task, options): task for task in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not progress.empty():
+                on_progress(progress.get())
+            for future in done:
+                yield futures[future], future.result()
+        while not progress.empty():
+            on_progress(progress.get())
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 def remove_stale_shards(output_dir: Path, keep: Sequence[Path]) -> list[Path]:

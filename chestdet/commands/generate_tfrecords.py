@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import io
 import logging
 import sys
@@ -38,9 +39,7 @@ from chestdet.records import (
     RecordOptions,
     WrittenShards,
     default_workers,
-    prepare_images,
-    shard_counts,
-    write_shards,
+    write_records,
 )
 from chestdet.split import SPLITS, SplitItem, parse_fractions, patient_of, read_data_entry, split_by_patient
 
@@ -104,13 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         _write_reports(args.output_dir, [], inputs.rejects, _summary(args, [], inputs, None, started), args)
         raise UserError(f"no image to write: {len(inputs.rejects)} rejects, see {args.output_dir / 'rejects.csv'}")
     options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
-    results: list[PreparedImage] = []
-    counts = shard_counts(Counter(job.split for job in jobs), args.shards)
+    # The OD API import leaves about a million objects that every full garbage collection would scan
+    # again (and, in forked workers, copy): freeze them, they live as long as the process anyway.
+    gc.freeze()
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="img", desc="records", disable=None) as bar:
-        written = write_shards(
-            prepare_images(jobs, options, args.workers), args.output_dir, counts,
-            on_image=lambda image: (results.append(_without_example(image)), bar.update()),
-        )
+        written, results = write_records(jobs, args.output_dir, args.shards, options, args.workers, bar.update)
+    results.sort(key=lambda result: (SPLITS.index(result.job.split), result.job.image))
     rejects = inputs.rejects + [reject for result in results for reject in result.rejects]
     summary = _summary(args, results, inputs, written, started)
     _write_reports(args.output_dir, results, rejects, summary, args)
@@ -213,13 +211,6 @@ def plan_jobs(inputs: Inputs, args: argparse.Namespace, fractions: dict[str, flo
     return jobs
 
 
-def _without_example(image: PreparedImage) -> PreparedImage:
-    size = len(image.example) if image.example is not None else 0
-    image.notes["record bytes"] += size
-    image.example = b"" if image.example is not None else None
-    return image
-
-
 # --------------------------------------------------------------------------------------------------
 # Reports
 
@@ -271,7 +262,7 @@ def _summary(args: argparse.Namespace, results: Sequence[PreparedImage], inputs:
         split["shards"] = [path.name for path in (written.paths.get(name, []) if written else [])]
         split["bytes"] = written.bytes.get(name, 0) if written else 0
     rejects = inputs.rejects + [reject for result in results for reject in result.rejects]
-    record_bytes = notes.pop("record bytes", 0)
+    record_bytes = sum(result.size for result in results)
     seconds = time.perf_counter() - started
     images = sum(split["images"] for split in splits.values())
     return {
