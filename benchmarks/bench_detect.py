@@ -1,0 +1,201 @@
+"""Benchmark scripts/detect.py against the OD API tutorial's loop, on the same images and model.
+
+    python benchmarks/bench_detect.py                 # 1,000 images, makes a 320x320 export (~5 min)
+    python benchmarks/bench_detect.py --count 50      # a quick check
+    python benchmarks/bench_detect.py --model EXPORT  # an existing export directory
+
+The images are NIH's (the full dev copy, else the bundled sample), linked under distinct names until
+there are --count of them. Each contender runs as its own process, timed from start to exit:
+
+- loop: the tutorial's way: tf.saved_model.load, then per image cv2.imread, detect_fn(image[None]),
+  visualization_utils.visualize_boxes_and_labels_on_image_array, cv2.imwrite of a PNG;
+- detect.py with --backend savedmodel and with --backend tflite (defaults otherwise).
+
+It prints each rate, the ratios to the loop, the time to the first result, the largest difference
+between the loop's and detect.py's SavedModel detections, and TFLite's agreement with the SavedModel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DEFAULT_IMAGES = [REPO.parent / "shared" / "data" / "nih", REPO / "workspace" / "sample" / "nih"]
+LAST_LINE = re.compile(r"(\d+) images in ([\d.]+) s = ([\d.]+) images/s; (\d+) errors")
+FIRST = re.compile(r"first result after ([\d.]+) s")
+
+
+def tutorial_loop(export_dir: Path, inputs: list[Path], out_dir: Path, record: Path) -> None:
+    """The OD API tutorial's inference loop, one image at a time (run in its own process)."""
+    started = time.perf_counter()
+    import cv2
+    import numpy as np
+    import tensorflow as tf
+    from object_detection.utils import label_map_util
+    from object_detection.utils import visualization_utils as viz_utils
+
+    detect_fn = tf.saved_model.load(str(export_dir / "saved_model"))
+    category_index = label_map_util.create_category_index_from_labelmap(
+        str(export_dir / "label_map.pbtxt"), use_display_name=True
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, first = {}, None
+    for path in inputs:
+        image_np = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        input_tensor = tf.convert_to_tensor(image_np)[tf.newaxis, ...]
+        detections = detect_fn(input_tensor)
+        num = int(detections.pop("num_detections"))
+        detections = {key: value[0, :num].numpy() for key, value in detections.items()}
+        detections["detection_classes"] = detections["detection_classes"].astype(np.int64)
+        image_with_detections = image_np.copy()
+        viz_utils.visualize_boxes_and_labels_on_image_array(
+            image_with_detections, detections["detection_boxes"], detections["detection_classes"],
+            detections["detection_scores"], category_index, use_normalized_coordinates=True,
+            max_boxes_to_draw=200, min_score_thresh=0.30, agnostic_mode=False,
+        )
+        cv2.imwrite(str(out_dir / f"{path.stem}.png"), cv2.cvtColor(image_with_detections, cv2.COLOR_RGB2BGR))
+        results[path.name] = {k: detections[k].tolist() for k in ("detection_boxes", "detection_classes",
+                                                                     "detection_scores")}
+        if first is None:
+            first = time.perf_counter() - started
+    record.write_text(json.dumps({"first_result_seconds": first, "detections": results}))
+
+
+def link_images(source: Path, count: int, folder: Path) -> list[Path]:
+    """`count` symlinks named NNNN_<image> cycling over source/images and source/unlabeled."""
+    images = sorted((source / "images").glob("*.png")) + sorted((source / "unlabeled").glob("*.png"))
+    if not images:
+        raise SystemExit(f"no PNG images under {source}/images or {source}/unlabeled")
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for i in range(count):
+        link = folder / f"{i:04d}_{images[i % len(images)].name}"
+        link.symlink_to(images[i % len(images)].resolve())
+        links.append(link)
+    return links
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return seconds, done.stderr
+
+
+def make_export(work: Path) -> Path:
+    from tests.model_fixtures import make_tiny_export
+
+    print("making a 320x320 export of a randomly initialised model (several minutes) ...", flush=True)
+    return make_tiny_export(work / "model", image_size=320)
+
+
+def compare_with_loop(loop: dict, detections_csv: Path, keep_score: float) -> tuple[float, float, int]:
+    """Largest |box| (normalised) and |score| differences, and the number of detections compared."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_csv(detections_csv)
+    box_diff = score_diff = 0.0
+    compared = 0
+    for name, expected in loop.items():
+        rows = table[table["image"] == name]
+        scores = np.array(expected["detection_scores"])
+        keep = scores >= keep_score
+        boxes = np.array(expected["detection_boxes"]).reshape(-1, 4)[keep]
+        if len(rows) != int(keep.sum()):
+            return float("inf"), float("inf"), compared
+        width, height = rows["width"].to_numpy(), rows["height"].to_numpy()
+        ours = np.stack([rows["ymin"] / height, rows["xmin"] / width, rows["ymax"] / height, rows["xmax"] / width], 1)
+        if len(rows):
+            box_diff = max(box_diff, float(np.abs(ours - boxes).max()))
+            score_diff = max(score_diff, float(np.abs(rows["score"].to_numpy() - scores[keep]).max()))
+        compared += len(rows)
+    return box_diff, score_diff, compared
+
+
+def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float):
+    import pandas as pd
+
+    from chestdet.backends import Detection, backend_agreement
+
+    def grouped(path: Path) -> dict[str, list[Detection]]:
+        table = pd.read_csv(path)
+        return {
+            name: [Detection(int(r.class_id), float(r.score), r.xmin, r.ymin, r.xmax, r.ymax)
+                   for r in rows.itertuples()]
+            for name, rows in table.groupby("image")
+        }
+
+    saved, lite = grouped(saved_csv), grouped(tflite_csv)
+    names = sorted(saved)
+    return backend_agreement([saved[n] for n in names], [lite.get(n, []) for n in names], min_score=min_score)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
+    parser.add_argument("--model", type=Path, help="export directory (default: make a 320x320 one)")
+    parser.add_argument("--images", type=Path, help="NIH folder with images/ and unlabeled/")
+    parser.add_argument("--work-dir", type=Path, help="where to put inputs and outputs (default: a temp dir)")
+    parser.add_argument("--loop-only", nargs=3, metavar=("EXPORT", "INPUT_DIR", "RECORD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.loop_only:
+        export, folder, record = (Path(p) for p in args.loop_only)
+        tutorial_loop(export, sorted(folder.iterdir()), Path(record).parent / "loop_drawn", Path(record))
+        return 0
+
+    source = args.images or next((p for p in DEFAULT_IMAGES if (p / "images").is_dir()), DEFAULT_IMAGES[-1])
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    export = args.model or make_export(work)
+    inputs = work / "inputs"
+    link_images(source, args.count, inputs)
+    print(f"{args.count} images from {source}, export {export}, work dir {work}", flush=True)
+
+    figures = {}
+    record = work / "loop.json"
+    seconds, _ = timed([sys.executable, __file__, "--loop-only", str(export), str(inputs), str(record)])
+    loop = json.loads(record.read_text())
+    figures["tutorial loop"] = {"seconds": seconds, "first": loop["first_result_seconds"]}
+    for backend in ("savedmodel", "tflite"):
+        out = work / f"detect_{backend}"
+        seconds, log = timed([sys.executable, str(REPO / "scripts" / "detect.py"), "--model", str(export),
+                              "--input", str(inputs), "--output-dir", str(out), "--backend", backend,
+                              "--no-progress", "--overwrite"])
+        first = FIRST.search(log)
+        figures[f"detect.py {backend}"] = {"seconds": seconds, "first": float(first.group(1)) if first else None,
+                                           "last_line": LAST_LINE.search(log).group(0)}
+
+    base = args.count / figures["tutorial loop"]["seconds"]
+    print(f"\n{'contender':<22} {'wall s':>8} {'images/s':>9} {'vs loop':>8} {'first result s':>15}")
+    for name, f in figures.items():
+        rate = args.count / f["seconds"]
+        first = f"{f['first']:.1f}" if f["first"] is not None else "-"
+        print(f"{name:<22} {f['seconds']:8.1f} {rate:9.2f} {rate / base:7.2f}x {first:>15}")
+    for name, f in figures.items():
+        if "last_line" in f:
+            print(f"{name} last line: {f['last_line']}")
+    box_diff, score_diff, compared = compare_with_loop(loop["detections"], work / "detect_savedmodel" /
+                                                       "detections.csv", keep_score=0.01)
+    print(f"SavedModel vs loop over {compared} detections (score >= 0.01): max |box| {box_diff:.2e}, "
+          f"max |score| {score_diff:.2e} -> {'EQUAL' if max(box_diff, score_diff) <= 1e-4 else 'DIFFERENT'} (1e-4)")
+    for min_score in (0.3, 0.01):
+        agreement = tflite_agreement(work / "detect_savedmodel" / "detections.csv",
+                                     work / "detect_tflite" / "detections.csv", min_score)
+        print(f"TFLite agreement with the SavedModel (boxes >= {min_score}, same class, IoU >= 0.95, score within "
+              f"0.02): {agreement.matched}/{agreement.reference_boxes} = {agreement.share:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
