@@ -16,13 +16,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chestdet import atomic
 from chestdet.cli import UserError
-from chestdet.labels import DEFAULT_LABEL_MAP
+from chestdet.labels import DEFAULT_LABEL_MAP, REPO_ROOT
+
+if TYPE_CHECKING:
+    from chestdet.backends import Agreement
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,13 @@ LABEL_MAP_FILE = "label_map.pbtxt"
 PIPELINE_FILE = "pipeline.config"
 RECORD_FILE = "export.json"
 CHECKPOINT_DIR = "checkpoint"
-BEST_CHECKPOINT_RECORD = "best_checkpoint.json"
+BEST_CHECKPOINT_RECORD = "best.json"  # chestdet.train's record of the best evaluated checkpoint
+
+# TFLite agrees with the SavedModel on a box when it has one of the same class, IoU >= 0.95 and a
+# score within 0.02, counted over the SavedModel's boxes scoring >= 0.3 (issue 4's definition).
+AGREEMENT_MIN_SCORE = 0.3
+AGREEMENT_MIN_IOU = 0.95
+AGREEMENT_MAX_SCORE_DIFFERENCE = 0.02
 
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
 # holds only bookkeeping (step, save counter, optimizer iterations). A real SSD has hundreds.
@@ -98,10 +108,11 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     if path.is_file() and path.suffix == ".json":
         return _checkpoint_from_record(path)
     if path.is_dir():
+        prefix = _latest_checkpoint(path)
         if (path / BEST_CHECKPOINT_RECORD).is_file():
-            log.info("using the best checkpoint recorded in %s", path / BEST_CHECKPOINT_RECORD)
-            return _checkpoint_from_record(path / BEST_CHECKPOINT_RECORD)
-        return _latest_checkpoint(path)
+            log.info("exporting the latest checkpoint, %s; pass %s for the best one",
+                     prefix.name, path / BEST_CHECKPOINT_RECORD)
+        return prefix
     if path.suffix == ".index" or path.suffix.startswith(".data-"):
         path = path.with_suffix("")
     if Path(f"{path}.index").is_file():
@@ -195,18 +206,19 @@ def input_size(configs: dict) -> tuple[int, int]:
 
 
 def resolve_label_map(label_map: str | Path | None, configs: dict, pipeline_config: Path) -> Path:
+    """The label map given, else the config's train_input_reader.label_map_path (a relative one is
+    looked for from the working folder, beside the config, then in the repository), else the project's."""
     if label_map is not None:
-        path = Path(label_map)
+        candidates = [Path(label_map)]
     elif configs["train_input_config"].label_map_path:
-        path = Path(configs["train_input_config"].label_map_path)
-        if not path.is_absolute() and not path.is_file():
-            beside = pipeline_config.parent / path
-            path = beside if beside.is_file() else DEFAULT_LABEL_MAP.parent / path
+        named = Path(configs["train_input_config"].label_map_path)
+        candidates = [named] if named.is_absolute() else [named, pipeline_config.parent / named, REPO_ROOT / named]
     else:
-        path = DEFAULT_LABEL_MAP
-    if not path.is_file():
-        raise ExportError(f"{path}: label map not found")
-    return path
+        candidates = [DEFAULT_LABEL_MAP]
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise ExportError(f"{candidates[0]}: label map not found")
 
 
 def check_label_map(path: Path, num_classes: int) -> None:
@@ -345,6 +357,56 @@ def export_record(
             "nms": "regular" if tflite_regular_nms else "fast",
         }
     return record
+
+
+def measure_agreement(
+    export_dir: Path,
+    images: Sequence[Path],
+    min_score: float = AGREEMENT_MIN_SCORE,
+    min_iou: float = AGREEMENT_MIN_IOU,
+    max_score_difference: float = AGREEMENT_MAX_SCORE_DIFFERENCE,
+) -> Agreement:
+    """Run the export's SavedModel and TFLite model on `images`; how many of the SavedModel's boxes
+    scoring >= min_score does TFLite reproduce (same class, IoU >= min_iou, score within the margin)?"""
+    from chestdet.backends import backend_agreement, open_backend, to_pixels
+    from chestdet.imaging import read_image, to_rgb
+
+    saved_model = open_backend("savedmodel", export_dir)
+    saved_model.load()
+    tflite = open_backend("tflite", export_dir)
+    reference, candidate = [], []
+    for path in images:
+        rgb = to_rgb(read_image(path))
+        height, width = rgb.shape[:2]
+        [saved_output] = saved_model.infer([saved_model.prepare(rgb)])
+        [tflite_output] = tflite.infer([tflite.prepare(rgb)])
+        reference.append(to_pixels(saved_output, width, height))
+        candidate.append(to_pixels(tflite_output, width, height))
+    return backend_agreement(reference, candidate, min_score, min_iou, max_score_difference)
+
+
+def record_agreement(export_dir: Path, image_dir: Path) -> dict:
+    """measure_agreement on the images of `image_dir`, added to export.json as `tflite_agreement`."""
+    from chestdet.imaging import IMAGE_SUFFIXES
+
+    images = sorted(path for path in image_dir.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ExportError(f"{image_dir}: no images to measure the TFLite agreement on")
+    agreement = measure_agreement(export_dir, images)
+    result = {
+        "images": str(image_dir.resolve()),
+        "image_count": len(images),
+        "min_score": AGREEMENT_MIN_SCORE,
+        "min_iou": AGREEMENT_MIN_IOU,
+        "max_score_difference": AGREEMENT_MAX_SCORE_DIFFERENCE,
+        "reference_boxes": agreement.reference_boxes,
+        "matched": agreement.matched,
+        "share": round(agreement.share, 4),
+    }
+    record = json.loads((export_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    record["tflite_agreement"] = result
+    atomic.write_json(export_dir / RECORD_FILE, record)
+    return result
 
 
 @contextmanager

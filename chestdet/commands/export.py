@@ -1,0 +1,101 @@
+"""chestdet-export / scripts/export.sh: export a trained checkpoint as a SavedModel and a TFLite model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from chestdet import export
+from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.labels import REPO_ROOT
+
+log = logging.getLogger("chestdet.export")
+
+EXPORTS_DIR = REPO_ROOT / "workspace" / "exports"
+
+EXAMPLES = """examples:
+  scripts/export.sh --checkpoint workspace/runs/nih                 # its latest checkpoint
+  scripts/export.sh --checkpoint workspace/runs/nih/best.json       # the best val mAP@0.5 checkpoint
+  scripts/export.sh --checkpoint workspace/runs/nih/ckpt-12 --output-dir exports/nih-12 --no-tflite
+  scripts/export.sh --checkpoint workspace/runs/nih --agreement-images workspace/sample/nih/images
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="export.sh",
+        description="Export a trained checkpoint: saved_model/ (serving_default takes a uint8 batch "
+        "[None, None, None, 3]), model.tflite, label_map.pbtxt, pipeline.config and export.json.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="a run folder (its latest checkpoint), a prefix such as run/ckpt-12, "
+                        "or the run's best.json (the best evaluated checkpoint)")
+    parser.add_argument("--config", type=Path,
+                        help="pipeline config (default: the pipeline.config of the checkpoint's run folder)")
+    parser.add_argument("--output-dir", type=Path,
+                        help="export folder (default: workspace/exports/<run folder name>)")
+    parser.add_argument("--label-map", type=Path,
+                        help="label map copied into the export (default: the config's label_map_path)")
+    parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite model (saves about 2.5 minutes)")
+    parser.add_argument("--tflite-regular-nms", action="store_true",
+                        help="TFLite with per-class NMS like the SavedModel's (slower) instead of the fast "
+                        "class-agnostic NMS")
+    parser.add_argument("--agreement-images", type=Path,
+                        help="after exporting, measure how often TFLite reproduces the SavedModel's boxes "
+                        "on the images of this folder and record it in export.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    prefix = export.resolve_checkpoint(args.checkpoint)
+    run_dir = run_folder(prefix)
+    config = args.config or default_config(prefix, run_dir)
+    output_dir = args.output_dir or EXPORTS_DIR / run_dir.name
+    if args.agreement_images is not None:
+        if args.no_tflite:
+            raise UserError("--agreement-images compares the TFLite model with the SavedModel; drop --no-tflite")
+        if not args.agreement_images.is_dir():
+            raise UserError(f"--agreement-images {args.agreement_images}: not a folder")
+    log.info("exporting %s with %s to %s", prefix, config, output_dir)
+    export.export_model(
+        prefix, config, output_dir, tflite=not args.no_tflite, label_map=args.label_map,
+        overwrite=args.overwrite, tflite_regular_nms=args.tflite_regular_nms,
+    )
+    if args.agreement_images is not None:
+        agreement = export.record_agreement(output_dir, args.agreement_images)
+        log.info(
+            "TFLite reproduces %d of the SavedModel's %d boxes scoring >= %.2f (%.1f%%)",
+            agreement["matched"], agreement["reference_boxes"], agreement["min_score"], 100 * agreement["share"],
+        )
+    return ExitStatus.SUCCESS
+
+
+def run_folder(prefix: Path) -> Path:
+    """The run folder a checkpoint belongs to: its own folder, or the one above train.py's best/ copy."""
+    folder = prefix.parent
+    if not (folder / export.PIPELINE_FILE).is_file() and (folder.parent / export.PIPELINE_FILE).is_file():
+        return folder.parent
+    return folder
+
+
+def default_config(prefix: Path, run_dir: Path) -> Path:
+    config = run_dir / export.PIPELINE_FILE
+    if not config.is_file():
+        raise UserError(f"{prefix}: no {export.PIPELINE_FILE} in its run folder {run_dir}; pass --config")
+    return config
+
+
+def entry() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()
