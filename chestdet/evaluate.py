@@ -64,15 +64,60 @@ def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[p
     if missing or not has_class:
         missing += [] if has_class else ["class_name"]
         raise UserError(f"{source}: missing column(s) {', '.join(missing)}")
+    frame = frame.reset_index(drop=True)
+    numbers = frame[list(NUMBER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    keys = _cached_map(frame["image"], lambda value: "" if _blank(value) else image_key(str(value)))
+    labels = _row_labels(frame)
+    good = (
+        np.isfinite(numbers).all(axis=1)
+        & (numbers[:, 3] >= numbers[:, 1])  # xmax >= xmin
+        & (numbers[:, 4] >= numbers[:, 2])  # ymax >= ymin
+        & np.array([bool(key) for key in keys])
+        & np.array([label is not None for label in labels])
+    )
+    table = pd.DataFrame(numbers[good], columns=list(NUMBER_COLUMNS))
+    table.insert(0, "label", [label for label, ok in zip(labels, good, strict=True) if ok])
+    table.insert(0, "image", [key for key, ok in zip(keys, good, strict=True) if ok])
+    # Rows the fast path doubts are read one by one: that gives the exact reason, or keeps a row that
+    # only pandas could not parse.
     rejects: list[Reject] = []
-    rows = []
-    for number, row in enumerate(frame.to_dict("records"), start=2):
+    rescued = []
+    for position in np.flatnonzero(~good):
         try:
-            rows.append(_detection_row(row))
+            rescued.append(_detection_row(frame.iloc[position].to_dict()))
         except ValueError as error:
-            rejects.append(Reject(source, f"row {number}", str(error)))
-    table = pd.DataFrame(rows, columns=["image", "label", "score", "xmin", "ymin", "xmax", "ymax"])
-    return table.astype({c: float for c in ("score", "xmin", "ymin", "xmax", "ymax")}), rejects
+            rejects.append(Reject(source, f"row {position + 2}", str(error)))
+    if rescued:
+        table = pd.concat([table, pd.DataFrame(rescued)], ignore_index=True)
+    return table[["image", "label", *NUMBER_COLUMNS]].astype({c: float for c in NUMBER_COLUMNS}), rejects
+
+
+NUMBER_COLUMNS = ("score", "xmin", "ymin", "xmax", "ymax")
+
+
+def _cached_map(values: Iterable, function) -> list:  # noqa: ANN001
+    cache: dict = {}
+    result = []
+    for value in values:
+        key = value if isinstance(value, str) else repr(value)
+        if key not in cache:
+            cache[key] = function(value)
+        result.append(cache[key])
+    return result
+
+
+def _row_labels(frame: pd.DataFrame) -> list[str | None]:
+    """The canonical label of every row, None where it has no usable class."""
+    names = frame["class_name"] if "class_name" in frame.columns else [""] * len(frame)
+    ids = frame["class_id"] if "class_id" in frame.columns else [""] * len(frame)
+
+    def label(pair: tuple) -> str | None:
+        try:
+            return _detection_label({"class_name": pair[0], "class_id": pair[1]})
+        except ValueError:
+            return None
+
+    return _cached_map(zip(names, ids, strict=True), label)
 
 
 def _detection_row(row: dict) -> dict:

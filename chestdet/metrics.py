@@ -192,23 +192,30 @@ def _mean(values: Iterable[float | None]) -> float | None:
 # Box tables
 
 
-def empty_ground_truth() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=float) for name in BOX_COLUMNS}).assign(
-        image=pd.Series(dtype=object), label=pd.Series(dtype=object)
-    )[GROUND_TRUTH_COLUMNS]
+@dataclass(frozen=True)
+class BoxArrays:
+    """One group of boxes as arrays; detections come highest score first."""
+
+    yxyx: np.ndarray  # [N, 4] in the OD API's (ymin, xmin, ymax, xmax) order
+    scores: np.ndarray  # [N]; zeros for ground truth
+    labels: np.ndarray  # [N] class names
 
 
-def _yxyx(frame: pd.DataFrame) -> np.ndarray:
-    """[N, 4] boxes in the OD API's (ymin, xmin, ymax, xmax) order."""
-    return frame[["ymin", "xmin", "ymax", "xmax"]].to_numpy(dtype=np.float64).reshape(-1, 4)
+NO_BOXES = BoxArrays(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=object))
 
 
-def _by_image(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {str(image): group for image, group in frame.groupby("image", sort=False)}
-
-
-def _sorted_by_score(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.sort_values("score", ascending=False, kind="mergesort")
+def group_boxes(frame: pd.DataFrame, by_label: bool = False) -> dict:
+    """{image: BoxArrays}, or {(image, label): BoxArrays} with by_label; detections sorted by score."""
+    if "score" in frame.columns:
+        frame = frame.sort_values("score", ascending=False, kind="mergesort")
+    yxyx = frame[["ymin", "xmin", "ymax", "xmax"]].to_numpy(dtype=np.float64).reshape(-1, 4)
+    scores = frame["score"].to_numpy(dtype=np.float64) if "score" in frame.columns else np.zeros(len(frame))
+    labels = frame["label"].to_numpy(dtype=object)
+    if frame.empty:
+        return {}
+    keys = ["image", "label"] if by_label else "image"
+    groups = frame.groupby(keys, sort=False).indices  # positions, in the (sorted) frame's order
+    return {key: BoxArrays(yxyx[rows], scores[rows], labels[rows]) for key, rows in groups.items()}
 
 
 def pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -347,18 +354,18 @@ def coco_average_precision(
 HIT, DUPLICATE, FALSE_POSITIVE = 1, 0, -1
 
 
-def label_froc_detections(gt_boxes: np.ndarray, detections: pd.DataFrame, hit_iou: float) -> np.ndarray:
+def label_froc_detections(gt_boxes: np.ndarray, det_boxes: np.ndarray, hit_iou: float) -> np.ndarray:
     """Mark each detection of one image and class HIT, DUPLICATE or FALSE_POSITIVE.
 
     Highest score first, a detection hits the not-yet-hit box it overlaps most at IoU >= hit_iou.
     One that reaches only boxes already hit is a DUPLICATE: the box counts once, and the extra
-    detection is not a false positive either (the LUNA16 convention). `detections` must be sorted by
-    descending score.
+    detection is not a false positive either (the LUNA16 convention). Boxes are (ymin, xmin, ymax,
+    xmax); `det_boxes` must be sorted by descending score.
     """
-    outcome = np.full(len(detections), FALSE_POSITIVE, dtype=np.int8)
-    if len(detections) == 0 or len(gt_boxes) == 0:
+    outcome = np.full(len(det_boxes), FALSE_POSITIVE, dtype=np.int8)
+    if len(det_boxes) == 0 or len(gt_boxes) == 0:
         return outcome
-    ious = pairwise_iou(_yxyx(detections), gt_boxes)
+    ious = pairwise_iou(det_boxes, gt_boxes)
     hit = np.zeros(len(gt_boxes), dtype=bool)
     for index, overlaps in enumerate(ious):
         reachable = overlaps >= hit_iou
@@ -374,20 +381,15 @@ def label_froc_detections(gt_boxes: np.ndarray, detections: pd.DataFrame, hit_io
     return outcome
 
 
-def _froc_outcomes(
-    ground_truth: pd.DataFrame, detections: pd.DataFrame, hit_iou: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _froc_outcomes(gt_groups: dict, det_groups: dict, name: str, hit_iou: float) -> tuple[np.ndarray, np.ndarray]:
     """Scores and outcomes of one class's detections over all images."""
-    gt_by_image = _by_image(ground_truth)
-    scores, outcomes = [], []
-    for image, group in _by_image(detections).items():
-        group = _sorted_by_score(group)
-        gt = gt_by_image.get(image)
-        gt_boxes = _yxyx(gt) if gt is not None else np.zeros((0, 4))
-        scores.append(group["score"].to_numpy(dtype=np.float64))
-        outcomes.append(label_froc_detections(gt_boxes, group, hit_iou))
-    if not scores:
-        return np.zeros(0), np.zeros(0, dtype=np.int8)
+    scores, outcomes = [np.zeros(0)], [np.zeros(0, dtype=np.int8)]
+    for (image, label), found in det_groups.items():
+        if label != name:
+            continue
+        truth = gt_groups.get((image, label), NO_BOXES)
+        scores.append(found.scores)
+        outcomes.append(label_froc_detections(truth.yxyx, found.yxyx, hit_iou))
     return np.concatenate(scores), np.concatenate(outcomes)
 
 
@@ -438,10 +440,9 @@ def froc(
     """FROC per class and over all classes (class-aware matching, boxes and false positives pooled)."""
     per_class, all_scores, all_outcomes = {}, [], []
     counts = box_counts(ground_truth)
+    gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
     for name in CLASS_NAMES:
-        scores, outcomes = _froc_outcomes(
-            ground_truth[ground_truth["label"] == name], detections[detections["label"] == name], hit_iou
-        )
+        scores, outcomes = _froc_outcomes(gt_groups, det_groups, name, hit_iou)
         per_class[name] = froc_curve(scores, outcomes, counts[name], len(images), fp_rates)
         all_scores.append(scores)
         all_outcomes.append(outcomes)
@@ -469,25 +470,23 @@ def iobb_localisation(
     the class's boxes correctly localised. A detection whose IoBB is <= T with every box of its
     class in its image is a false positive; AFP is their number over the number of images.
     """
-    kept = detections[detections["score"] > score_threshold]
     counts = box_counts(ground_truth)
+    gt_groups = group_boxes(ground_truth, by_label=True)
+    det_groups = group_boxes(detections[detections["score"] > score_threshold], by_label=True)
+    hits = {name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
+    false_positives = {name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
+    for key in set(gt_groups) | set(det_groups):
+        name = key[1]
+        iobb = pairwise_iobb(gt_groups.get(key, NO_BOXES).yxyx, det_groups.get(key, NO_BOXES).yxyx)
+        for t, threshold in enumerate(thresholds):
+            correct = iobb > threshold
+            hits[name][t] += int(correct.any(axis=1).sum())
+            false_positives[name][t] += int((~correct.any(axis=0)).sum())
     per_class = {}
     for name in CLASS_NAMES:
-        gt_by_image = _by_image(ground_truth[ground_truth["label"] == name])
-        det_by_image = _by_image(kept[kept["label"] == name])
-        hits = np.zeros(len(thresholds), dtype=np.int64)
-        false_positives = np.zeros(len(thresholds), dtype=np.int64)
-        for image in set(gt_by_image) | set(det_by_image):
-            gt = _yxyx(gt_by_image[image]) if image in gt_by_image else np.zeros((0, 4))
-            det = _yxyx(det_by_image[image]) if image in det_by_image else np.zeros((0, 4))
-            iobb = pairwise_iobb(gt, det)
-            for t, threshold in enumerate(thresholds):
-                correct = iobb > threshold
-                hits[t] += int(correct.any(axis=1).sum())
-                false_positives[t] += int((~correct.any(axis=0)).sum())
         per_class[name] = IobbRow(
-            accuracy=[_ratio(int(h), counts[name]) for h in hits],
-            afp=[int(fp) / len(images) for fp in false_positives],
+            accuracy=[_ratio(int(h), counts[name]) for h in hits[name]],
+            afp=[int(fp) / len(images) for fp in false_positives[name]],
             boxes=counts[name],
         )
     return IobbResult(thresholds=tuple(thresholds), per_class=per_class)
@@ -545,14 +544,13 @@ def confusion_matrix(
     labels = [*CLASS_NAMES, BACKGROUND]
     index = {name: k for k, name in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    kept = detections[detections["score"] > score_threshold]
-    gt_by_image, det_by_image = _by_image(ground_truth), _by_image(kept)
+    gt_groups = group_boxes(ground_truth)
+    det_groups = group_boxes(detections[detections["score"] > score_threshold])
     background = index[BACKGROUND]
-    for image in set(images):
-        gt = gt_by_image.get(image, ground_truth.iloc[0:0])
-        det = det_by_image.get(image, kept.iloc[0:0])
-        pairs = match_greedy(pairwise_iou(_yxyx(gt), _yxyx(det)), min_iou)
-        gt_labels, det_labels = list(gt["label"]), list(det["label"])
+    for image in set(gt_groups) | set(det_groups):
+        truth, found = gt_groups.get(image, NO_BOXES), det_groups.get(image, NO_BOXES)
+        pairs = match_greedy(pairwise_iou(truth.yxyx, found.yxyx), min_iou)
+        gt_labels, det_labels = list(truth.labels), list(found.labels)
         for g, d in pairs:
             matrix[index[gt_labels[g]], index[det_labels[d]]] += 1
         matched_gt, matched_det = {g for g, _ in pairs}, {d for _, d in pairs}
