@@ -21,8 +21,16 @@ import numpy as np
 import pandas as pd
 
 from chestdet import atomic
-from chestdet.annotations import Box, Reject, read_nih_csv, read_voc_dir, read_voc_xml, same_picture
-from chestdet.cli import UserError
+from chestdet.annotations import (
+    NIH_IMAGE_SIZE,
+    Box,
+    Reject,
+    read_nih_csv,
+    read_voc_dir,
+    read_voc_xml,
+    same_picture,
+)
+from chestdet.cli import UserError, progress_logging
 from chestdet.labels import UnknownLabelError, canonical_label, class_name
 from chestdet.metrics import GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
 
@@ -215,8 +223,9 @@ class GroundTruth:
     rejects: list[Reject]
     images: list[str] | None  # every image the source lists, boxed or not (TFRecords); else None
     description: str
-    # TFRecords: the (width, height) the boxes were scaled to, i.e. the stored image, which the dataset
-    # step may have downscaled; detections are in the original image's pixels.
+    # (width, height) of the image the boxes' pixels belong to, where known: a TFRecord's stored image
+    # (the dataset step may have downscaled it), NIH's 1024x1024 for its CSV. Detections are in the
+    # pixels of the image detection saw; rescale_to_detected_sizes brings the boxes there.
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -233,7 +242,9 @@ def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
     if path.is_file():
         if path.suffix.lower() == ".csv":
             boxes, rejects = read_nih_csv(path)
-            return GroundTruth(boxes, rejects, None, f"NIH CSV {path}")
+            # NIH's boxes are in pixels of its 1024x1024 PNGs, whatever copy detection ran on
+            sizes = {box.image: NIH_IMAGE_SIZE for box in boxes}
+            return GroundTruth(boxes, rejects, None, f"NIH CSV {path}", sizes)
         if path.suffix.lower() == ".xml":
             boxes, rejects = read_voc_xml(path, require_image=False)
             return GroundTruth(boxes, rejects, None, f"labelImg XML {path}")
@@ -257,40 +268,47 @@ def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
 
 def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
     """Decode records with the OD API's TfExampleDecoder; boxes from normalised to pixels."""
-    import tensorflow as tf
-    from object_detection.core.standard_fields import InputDataFields as fields
     from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
+    from tqdm import tqdm
 
     from chestdet import compat
 
     compat.apply()
     decoder = TfExampleDecoder()
-    boxes: list[Box] = []
-    rejects: list[Reject] = []
-    images: list[str] = []
-    sizes: dict[str, tuple[int, int]] = {}
-    for path in files:
-        number = 0
-        try:
-            for number, serialized in enumerate(tf.data.TFRecordDataset(str(path)), start=1):
-                try:
-                    decoded = decoder.decode(serialized)
-                except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-                    rejects.append(Reject(str(path), f"record {number}", _tf_message(error)))
-                    continue
-                image, record_boxes, record_rejects = _record_boxes(decoded, fields, str(path), number)
-                rejects.extend(record_rejects)
-                if image:
-                    images.append(image)
-                    boxes.extend(record_boxes)
-                    height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
-                    sizes[image] = (width, height)
-        except tf.errors.DataLossError as error:
-            rejects.append(Reject(str(path), f"after record {number}", f"corrupt file: {_tf_message(error)}"))
-        except tf.errors.OpError as error:
-            rejects.append(Reject(str(path), "file", f"cannot read as TFRecord: {_tf_message(error)}"))
     names = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
-    return GroundTruth(boxes, rejects, images, f"TFRecords {names}", sizes)
+    truth = GroundTruth([], [], [], f"TFRecords {names}")
+    with progress_logging(), tqdm(desc="ground-truth records", unit="record", disable=None, leave=False) as bar:
+        for path in files:
+            _read_record_file(path, decoder, truth, bar)
+    return truth
+
+
+def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: object) -> None:
+    import tensorflow as tf
+    from object_detection.core.standard_fields import InputDataFields as fields
+
+    number = 0
+    try:
+        for number, serialized in enumerate(tf.data.TFRecordDataset(str(path)), start=1):
+            bar.update(1)
+            try:
+                decoded = decoder.decode(serialized)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                truth.rejects.append(Reject(str(path), f"record {number}", _tf_message(error)))
+                continue
+            image, boxes, rejects = _record_boxes(decoded, fields, str(path), number)
+            truth.rejects.extend(rejects)
+            if image in truth.sizes:
+                truth.rejects.append(Reject(str(path), f"record {number}", f"{image} is in an earlier record too"))
+            elif image:
+                truth.images.append(image)
+                truth.boxes.extend(boxes)
+                height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
+                truth.sizes[image] = (width, height)
+    except tf.errors.DataLossError as error:
+        truth.rejects.append(Reject(str(path), f"after record {number}", f"corrupt file: {_tf_message(error)}"))
+    except tf.errors.OpError as error:
+        truth.rejects.append(Reject(str(path), "file", f"cannot read as TFRecord: {_tf_message(error)}"))
 
 
 def _tf_message(error: Exception) -> str:
@@ -328,11 +346,9 @@ def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tupl
 
 
 def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int, int]]) -> GroundTruth:
-    """Bring record boxes to the pixels of the image detection saw, when the record stores a resized copy.
-
-    Records hold normalised corners, so any resolution of the same picture gives the same boxes; a
-    different aspect ratio means another picture, and its boxes are rejected.
-    """
+    """Bring boxes to the pixels of the image detection saw when that is another resolution of the
+    picture they were drawn on (a downscaled record, a resized copy of an NIH PNG); a different
+    aspect ratio means another picture, and its boxes are rejected."""
     boxes, rejects, rescaled = [], list(truth.rejects), set()
     for box in truth.boxes:
         stored, seen = truth.sizes.get(box.image), detected.get(box.image)
@@ -340,14 +356,15 @@ def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int,
             boxes.append(box)
             continue
         if not same_picture(stored, seen):
-            rejects.append(Reject(truth.description, box.location, f"the record's image is {stored[0]}x{stored[1]} "
-                                  f"but detection saw {seen[0]}x{seen[1]} (different aspect ratio)"))
+            rejects.append(Reject(truth.description, box.location or box.image,
+                                  f"{box.image}: the boxes are for a {stored[0]}x{stored[1]} image but detection "
+                                  f"saw {seen[0]}x{seen[1]} (different aspect ratio)"))
             continue
         sx, sy = seen[0] / stored[0], seen[1] / stored[1]
         boxes.append(replace(box, xmin=box.xmin * sx, ymin=box.ymin * sy, xmax=box.xmax * sx, ymax=box.ymax * sy))
         rescaled.add(box.image)
     if rescaled:
-        log.info("boxes of %d records rescaled from the stored image size to the size detection saw", len(rescaled))
+        log.info("boxes of %d images rescaled to the image size detection saw", len(rescaled))
     return replace(truth, boxes=boxes, rejects=rejects)
 
 

@@ -234,7 +234,25 @@ def test_record_of_another_aspect_ratio_than_the_detected_image_is_rejected(tmp_
     inputs = evaluate.prepare_inputs(folder, records)
     assert inputs.ground_truth.empty
     assert [r.reason for r in inputs.rejects] == [
-        "the record's image is 1024x1024 but detection saw 1024x800 (different aspect ratio)"]
+        f"{BOXED[0]}: the boxes are for a 1024x1024 image but detection saw 1024x800 (different aspect ratio)"]
+    assert inputs.rejects[0].location == f"record 1 ({BOXED[0]}) object 1"
+
+
+def test_nih_boxes_meet_detections_on_a_resized_copy(tmp_path, sample_case):
+    # Detection ran on 512x512 copies of the NIH PNGs: its boxes are half the size, and so must the
+    # ground truth's be; the metrics are those of the full-size run.
+    boxes, negatives, images, detections = sample_case
+    rows = pd.read_csv(detections)
+    rows[["xmin", "ymin", "xmax", "ymax"]] /= 2
+    rows[["width", "height"]] = 512
+    folder = tmp_path / "half"
+    write_detections_folder(folder, rows.values.tolist(), None)
+    (folder / "images.csv").write_text("image,path,width,height,detections\n"
+                                       + "".join(f"{name},{name},512,512,1\n" for name in images))
+    half = evaluate.run_evaluation(folder, SAMPLE_CSV, tmp_path / "a", plots=False)
+    full = evaluate.run_evaluation(detections, SAMPLE_CSV, tmp_path / "b", plots=False)
+    assert half.inputs.ground_truth["xmax"].max() <= 512
+    assert_same_metrics(full.metrics.to_dict(), half.metrics.to_dict())
 
 
 def test_tfrecord_folder_glob_and_split_shards(tmp_path):
@@ -252,6 +270,12 @@ def test_tfrecord_folder_glob_and_split_shards(tmp_path):
     assert val_truth.images == [BOXED[1]]
     by_glob = evaluate.read_ground_truth(str(folder / "*-00000-of-00001.tfrecord"))
     assert sorted(by_glob.images) == sorted([*test_truth.images, *val_truth.images])
+    shutil.copy(folder / "test-00000-of-00001.tfrecord", folder / "test-00001-of-00001.tfrecord")
+    twice = evaluate.read_ground_truth(folder, split="test")
+    assert twice.images == test_truth.images and len(twice.boxes) == len(test_truth.boxes)
+    assert [(r.location, r.reason) for r in twice.rejects] == [
+        ("record 1", f"{BOXED[0]} is in an earlier record too"),
+        ("record 2", f"{unlabeled_images()[0]} is in an earlier record too")]
     first = [b for b in boxes if b.image == BOXED[0]][0]
     decoded = test_truth.boxes[0]
     assert (decoded.label, decoded.source) == (first.label, "tfrecord")
