@@ -1,0 +1,702 @@
+"""Training with the OD API's model_lib_v2.train_loop, evaluation beside it, and the run folder.
+
+A run folder (workspace/runs/<name>/ by default) holds:
+    pipeline.config    the as-run config (every override applied)
+    run.json           what the run started from (config, checkpoint and records with SHA-256,
+                       versions) and one entry per session (steps, time, how it ended)
+    ckpt-N.*, checkpoint, train/   the OD API's checkpoints and TensorBoard events
+    eval/              the OD API's evaluation events (with --eval)
+    best/, best.json   a copy of the checkpoint with the best val mAP@0.5, and its metrics
+
+The supervisor (`run_training`) starts training, evaluation and TensorBoard as child processes
+(`python -m chestdet.train train|eval ...`), so that Ctrl-C stops all of them at once: a child
+busy in a 100-step tf.function would notice SIGINT only minutes later, SIGTERM ends it now.
+Running the same command again resumes from the run folder's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import difflib
+import glob
+import hashlib
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from chestdet import atomic, pipeline_config
+from chestdet.labels import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = REPO_ROOT / "workspace" / "runs"
+DEFAULT_CONFIG = REPO_ROOT / "pipelines" / "ssd_mobilenet_v2_fpnlite_320x320.config"
+RUN_RECORD = "run.json"
+BEST_RECORD = "best.json"
+BEST_DIR = "best"
+MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
+
+# model_lib_v2.train_loop runs its steps in tf.function chunks of this many (NUM_STEPS_PER_ITERATION)
+# and only checks whether to save between chunks.
+MAX_STEPS_PER_ITERATION = 100
+# Without --checkpoint-every, about ten checkpoints a run, never further apart than this.
+MAX_DEFAULT_CHECKPOINT_EVERY = 500
+STOP_GRACE_SECONDS = 10.0
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+def checkpoint_files(prefix: str | Path) -> list[Path]:
+    """The files of a TF checkpoint given its prefix (ckpt-3 -> ckpt-3.index, ckpt-3.data-*)."""
+    prefix = Path(prefix)
+    index = prefix.with_name(prefix.name + ".index")
+    if not index.is_file():
+        return []
+    data = sorted(prefix.parent.glob(glob.escape(prefix.name) + ".data-*"))
+    return [index, *data]
+
+
+def checkpoint_exists(prefix: str | Path) -> bool:
+    return bool(checkpoint_files(prefix))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(prefix: str | Path) -> dict[str, str]:
+    """{file name: SHA-256} for every file of the checkpoint."""
+    return {path.name: sha256_file(path) for path in checkpoint_files(prefix)}
+
+
+def checkpoint_step(prefix: str | Path) -> int:
+    """The global step stored in an OD API training checkpoint."""
+    import tensorflow as tf
+
+    return int(tf.train.load_variable(str(prefix), "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def latest_checkpoint(model_dir: str | Path) -> Path | None:
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    return Path(latest) if latest else None
+
+
+def all_checkpoints(model_dir: str | Path) -> list[Path]:
+    """The checkpoints the OD API's CheckpointManager still keeps, oldest first."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    if state is None:
+        return []
+    paths = [Path(p) if Path(p).is_absolute() else Path(model_dir) / p for p in state.all_model_checkpoint_paths]
+    return [p for p in paths if checkpoint_exists(p)]
+
+
+def latest_step(model_dir: str | Path) -> int:
+    latest = latest_checkpoint(model_dir)
+    return checkpoint_step(latest) if latest else 0
+
+
+# --- how many steps, how often to save -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    start_step: int
+    num_steps: int
+    checkpoint_every: int
+    steps_per_iteration: int
+
+
+def default_checkpoint_every(num_steps: int) -> int:
+    """About ten checkpoints a run: the largest divisor of num_steps up to a tenth of it (at least 100)."""
+    if num_steps <= MAX_STEPS_PER_ITERATION:
+        return num_steps
+    limit = min(MAX_DEFAULT_CHECKPOINT_EVERY, max(MAX_STEPS_PER_ITERATION, num_steps // 10))
+    for every in range(limit, MAX_STEPS_PER_ITERATION - 1, -1):
+        if num_steps % every == 0:
+            return every
+    return limit
+
+
+def plan_steps(num_steps: int, checkpoint_every: int | None, start_step: int = 0) -> StepPlan:
+    """Fit the step count, the save interval and the OD API's chunk size together.
+
+    train_loop saves only when a whole interval has passed since the last save, so the last step
+    is saved only when the interval divides the steps left; num_steps is rounded up to make it so
+    (and the chunk size divides the interval, so no chunk overshoots a save).
+    """
+    if num_steps < 1:
+        raise ValueError(f"the number of steps must be positive, not {num_steps}")
+    every = checkpoint_every or default_checkpoint_every(num_steps)
+    if every < 1:
+        raise ValueError(f"the checkpoint interval must be positive, not {every}")
+    left = max(0, num_steps - start_step)
+    if left and left % every:
+        rounded = start_step + math.ceil(left / every) * every
+        log.warning(
+            "training to step %d rather than %d so that the last step is saved (a checkpoint every %d steps)",
+            rounded, num_steps, every,
+        )
+        num_steps, left = rounded, rounded - start_step
+    per_iteration = math.gcd(every, MAX_STEPS_PER_ITERATION)
+    return StepPlan(start_step, num_steps, every, per_iteration)
+
+
+# --- the run folder -----------------------------------------------------------------------------------
+
+
+def resolve_path(value: str | Path) -> Path:
+    """Config paths are relative to the repository, so configs hold no machine-specific paths."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def default_run_name(config: Path) -> str:
+    return config.stem
+
+
+def files_matching(patterns: Sequence[str]) -> list[Path]:
+    return sorted({Path(p) for pattern in patterns for p in glob.glob(pattern)})
+
+
+def describe_records(patterns: Sequence[str]) -> dict:
+    files = files_matching(patterns)
+    return {
+        "patterns": list(patterns),
+        "files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
+    }
+
+
+def describe_checkpoint(prefix: Path | None, kind: str) -> dict | None:
+    """Path, type and SHA-256 of every file; plus the zoo archive's record when fetch_checkpoint left one."""
+    if prefix is None:
+        return None
+    from chestdet import pretrained
+
+    record = {"path": str(prefix), "type": kind, "sha256": checkpoint_sha256(prefix)}
+    source = pretrained.source_record(prefix)
+    if source:
+        record["source"] = source
+    return record
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("tensorflow", "tf-models-research-object-detection", "tf-slim", "protobuf", "chestdet"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def config_difference(saved: str, wanted: str, limit: int = 12) -> str:
+    diff = difflib.unified_diff(saved.splitlines(), wanted.splitlines(), n=0, lineterm="")
+    lines = [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return "\n".join(lines[:limit] + (["..."] if len(lines) > limit else []))
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (holds another run, or something else)."""
+
+
+def check_run_folder(model_dir: Path, configs: dict) -> bool:
+    """True when `model_dir` holds this same run (resume), False when it is new or empty."""
+    saved = model_dir / pipeline_config.PIPELINE_FILE
+    if not model_dir.exists() or not any(model_dir.iterdir()):
+        return False
+    if not saved.is_file():
+        raise RunFolderError(f"{model_dir} exists and is not a run folder (no pipeline.config); choose another --name")
+    saved_text = pipeline_config.config_text(pipeline_config.load_configs(saved))
+    wanted_text = pipeline_config.config_text(configs)
+    if saved_text != wanted_text:
+        raise RunFolderError(
+            f"{model_dir} holds a run with another config; resume it with the same options, or start a new "
+            f"run with another --name. Differences (saved -> requested):\n"
+            + config_difference(saved_text, wanted_text)
+        )
+    return True
+
+
+# --- evaluation results and the best checkpoint ---------------------------------------------------------
+
+
+def read_scalars(directory: str | Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} from every TensorBoard event file under `directory` (later files win)."""
+    import tensorflow as tf
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(directory).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        try:
+            for raw in tf.data.TFRecordDataset(str(path)):
+                event = tf.compat.v1.Event.FromString(raw.numpy())
+                for value in event.summary.value:
+                    if value.HasField("simple_value"):
+                        number = value.simple_value
+                    elif value.HasField("tensor") and not value.tensor.tensor_shape.dim:
+                        number = float(tf.make_ndarray(value.tensor))
+                    else:
+                        continue
+                    scalars.setdefault(value.tag, {})[int(event.step)] = float(number)
+        except tf.errors.DataLossError:
+            log.debug("%s ends in a partly written record; reading what is complete", path)
+    return scalars
+
+
+def eval_metrics(model_dir: str | Path) -> dict[int, dict[str, float]]:
+    """{step: {metric: value}} from the OD API's evaluation events in <model_dir>/eval."""
+    by_step: dict[int, dict[str, float]] = {}
+    eval_dir = Path(model_dir) / "eval"
+    if not eval_dir.is_dir():
+        return by_step
+    for tag, values in read_scalars(eval_dir).items():
+        for step, value in values.items():
+            by_step.setdefault(step, {})[tag] = value
+    return {step: metrics for step, metrics in sorted(by_step.items()) if MAP50 in metrics}
+
+
+def update_best(model_dir: str | Path) -> dict | None:
+    """Record (best.json) and copy (best/) the evaluated checkpoint with the highest val mAP@0.5.
+
+    Returns the best record, or None while no evaluated checkpoint can be matched. A checkpoint the
+    CheckpointManager has already deleted cannot be copied; the next best one still on disk is taken.
+    """
+    model_dir = Path(model_dir)
+    metrics = eval_metrics(model_dir)
+    if not metrics:
+        return None
+    current = read_json(model_dir / BEST_RECORD) if (model_dir / BEST_RECORD).is_file() else None
+    on_disk = {checkpoint_step(p): p for p in all_checkpoints(model_dir)}
+    candidates = [(m[MAP50], step) for step, m in metrics.items() if step in on_disk]
+    if current is not None:
+        candidates.append((current["value"], current["step"]))
+    if not candidates:
+        return current
+    value, step = max(candidates, key=lambda item: (item[0], item[1]))
+    history = [{"step": s, MAP50: m[MAP50]} for s, m in metrics.items()]
+    if current is not None and current["step"] == step:
+        if current.get("evaluated") != history:
+            current["evaluated"] = history
+            atomic.write_json(model_dir / BEST_RECORD, current)
+        return current
+    source = on_disk[step]
+    best = copy_checkpoint(source, model_dir / BEST_DIR)
+    record = {
+        "metric": MAP50,
+        "value": value,
+        "step": step,
+        "checkpoint": str(best.relative_to(model_dir)),
+        "copied_from": source.name,
+        "sha256": checkpoint_sha256(best),
+        "metrics": metrics[step],
+        "evaluated": history,
+        "updated": now(),
+    }
+    atomic.write_json(model_dir / BEST_RECORD, record)
+    log.info("best checkpoint so far: step %d, val mAP@0.5 %.4f -> %s", step, value, best)
+    return record
+
+
+def copy_checkpoint(prefix: Path, directory: Path) -> Path:
+    """Copy a checkpoint's files into `directory` (emptied first) and write its `checkpoint` state file."""
+    staging = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for path in checkpoint_files(prefix):
+        shutil.copy2(path, staging / path.name)
+    (staging / "checkpoint").write_text(
+        f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n', encoding="utf-8"
+    )
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    staging.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory / prefix.name
+
+
+def best_checkpoint(model_dir: str | Path) -> Path | None:
+    """The checkpoint prefix best.json names (for export), or None when there is none."""
+    record_path = Path(model_dir) / BEST_RECORD
+    if not record_path.is_file():
+        return None
+    return Path(model_dir) / read_json(record_path)["checkpoint"]
+
+
+# --- the child processes ----------------------------------------------------------------------------------
+
+
+def child_environment(cuda_visible_devices: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    return env
+
+
+def train_command(model_dir: Path, plan: StepPlan, keep_checkpoints: int) -> list[str]:
+    return [
+        sys.executable, "-m", "chestdet.train", "train", "--model-dir", str(model_dir),
+        "--steps", str(plan.num_steps), "--checkpoint-every", str(plan.checkpoint_every),
+        "--steps-per-iteration", str(plan.steps_per_iteration), "--keep-checkpoints", str(keep_checkpoints),
+    ]
+
+
+def eval_command(model_dir: Path, interval: int, timeout: int) -> list[str]:
+    return [
+        sys.executable, "-m", "chestdet.train", "eval", "--model-dir", str(model_dir),
+        "--interval", str(interval), "--timeout", str(timeout),
+    ]
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free TCP port for TensorBoard")
+
+
+def tensorboard_command(model_dir: Path, port: int, host: str) -> list[str]:
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(model_dir), "--port", str(port), "--host", host]
+
+
+class Children:
+    """The processes a training session started; `stop_all` ends every one (SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.pumps: list[threading.Thread] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str], log_path: Path, echo: bool = False) -> None:
+        """Start `command`; its output goes to `log_path`, and with `echo` its progress lines to our log."""
+        process = subprocess.Popen(
+            command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        self.processes[name] = process
+        pump = threading.Thread(target=_pump, args=(process.stdout, log_path, echo), daemon=True)
+        pump.start()
+        self.pumps.append(pump)
+        log.debug("started %s (pid %d): %s", name, process.pid, " ".join(command))
+
+    def stop_all(self) -> None:
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pump in self.pumps:
+            pump.join(timeout=STOP_GRACE_SECONDS)
+
+
+# The OD API's own progress lines (per-step time, the loss dict) and anything that looks like a failure.
+PROGRESS_LINE = re.compile(r"Step \d+ per-step time|'Loss/|'learning_rate'|Traceback|Error|error:")
+
+
+def _pump(stream: IO[bytes], log_path: Path, echo: bool) -> None:
+    with open(log_path, "ab") as sink:
+        for line in iter(stream.readline, b""):
+            sink.write(line)
+            sink.flush()
+            text = line.decode("utf-8", "replace").rstrip()
+            if echo and PROGRESS_LINE.search(text):
+                log.info("%s", text.split(" tensorflow INFO: ", 1)[-1])
+    stream.close()
+
+
+# --- the supervisor --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    config: Path
+    model_dir: Path
+    train_records: list[str]
+    val_records: list[str] | None
+    label_map: Path
+    fine_tune_checkpoint: Path | None
+    num_steps: int
+    checkpoint_every: int | None = None
+    keep_checkpoints: int | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluate: bool = False
+    eval_on_gpu: bool = False
+    eval_interval: int = 60
+    eval_timeout: int = 3600
+    tensorboard: bool = False
+    tensorboard_port: int = 6006
+    tensorboard_host: str = "localhost"
+    gpus: str | None = None
+    poll_seconds: float = 5.0
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    configs: dict
+    plan: StepPlan
+    resumed: bool
+
+
+def build_configs(options: TrainOptions, num_steps: int) -> dict:
+    configs = pipeline_config.load_configs(options.config)
+    overrides = dict(options.overrides)
+    overrides.update(
+        train_records=options.train_records,
+        label_map=str(options.label_map),
+        fine_tune_checkpoint=str(options.fine_tune_checkpoint) if options.fine_tune_checkpoint else None,
+        num_steps=num_steps,
+    )
+    if options.val_records:
+        overrides["val_records"] = options.val_records
+    return pipeline_config.apply_overrides(configs, **overrides)
+
+
+def prepare_run(options: TrainOptions) -> PreparedRun:
+    """Build the as-run config, decide between a new run and a resume, and write the run folder."""
+    num_steps = plan_steps(options.num_steps, options.checkpoint_every).num_steps
+    configs = build_configs(options, num_steps)
+    resumed = check_run_folder(options.model_dir, configs)
+    start = latest_step(options.model_dir) if resumed else 0
+    every = options.checkpoint_every or default_checkpoint_every(num_steps)
+    if (num_steps - start) % every:
+        every = math.gcd(every, num_steps - start)
+        log.warning("resuming at step %d: saving every %d steps so that the last step is saved", start, every)
+    plan = plan_steps(num_steps, every, start)
+    options.model_dir.mkdir(parents=True, exist_ok=True)
+    pipeline_config.save_config(configs, options.model_dir)
+    record_path = options.model_dir / RUN_RECORD
+    if resumed and record_path.is_file():
+        record = read_json(record_path)
+    else:
+        record = new_run_record(options, configs)
+    record.setdefault("sessions", []).append(
+        {"started": now(), "from_step": start, "to_step": plan.num_steps, "checkpoint_every": plan.checkpoint_every,
+         "steps_per_iteration": plan.steps_per_iteration, "evaluate": options.evaluate, "status": "running"}
+    )
+    atomic.write_json(record_path, record)
+    return PreparedRun(configs, plan, resumed)
+
+
+def new_run_record(options: TrainOptions, configs: dict) -> dict:
+    train = configs["train_config"]
+    height, width = pipeline_config.image_size(configs)
+    start = options.fine_tune_checkpoint
+    return {
+        "created": now(),
+        "config": {"source": str(options.config), "source_sha256": sha256_file(options.config),
+                   "as_run": pipeline_config.PIPELINE_FILE},
+        "start_checkpoint": describe_checkpoint(start, train.fine_tune_checkpoint_type) if start else None,
+        "records": {
+            "train": describe_records(options.train_records),
+            "val": describe_records(options.val_records) if options.val_records else None,
+        },
+        "label_map": {"path": str(options.label_map), "sha256": sha256_file(options.label_map)},
+        "num_steps": train.num_steps,
+        "batch_size": train.batch_size,
+        "image_size": [height, width],
+        "gpus": options.gpus,
+        "versions": versions(),
+    }
+
+
+def finish_session(model_dir: Path, status: str, started: float) -> None:
+    record_path = model_dir / RUN_RECORD
+    record = read_json(record_path)
+    session = record["sessions"][-1]
+    session.update(status=status, finished=now(), seconds=round(time.monotonic() - started, 1))
+    latest = latest_checkpoint(model_dir)
+    session["last_checkpoint"] = latest.name if latest else None
+    session["reached_step"] = checkpoint_step(latest) if latest else 0
+    best = model_dir / BEST_RECORD
+    if best.is_file():
+        record["best"] = {k: v for k, v in read_json(best).items() if k in ("checkpoint", "step", "value", "metric")}
+    atomic.write_json(record_path, record)
+
+
+def run_training(options: TrainOptions) -> PreparedRun:
+    """Train (resuming when the run folder holds this run), with evaluation and TensorBoard if asked.
+
+    Raises KeyboardInterrupt on Ctrl-C (or SIGTERM) after stopping every child process.
+    """
+    prepared = prepare_run(options)
+    plan, model_dir = prepared.plan, options.model_dir
+    log.info("%s %s: steps %d..%d, a checkpoint every %d", "resuming" if prepared.resumed else "training",
+             model_dir, plan.start_step, plan.num_steps, plan.checkpoint_every)
+    children = Children()
+    started = time.monotonic()
+    status = "failed"
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if options.tensorboard:
+            port = free_port(options.tensorboard_port)
+            children.start("tensorboard", tensorboard_command(model_dir, port, options.tensorboard_host),
+                           child_environment(""), model_dir / "tensorboard.log")
+            log.info("TensorBoard: http://%s:%d/", options.tensorboard_host, port)
+        done = plan.start_step >= plan.num_steps
+        if done:
+            log.info("%s is already trained to step %d", model_dir, plan.start_step)
+        else:
+            keep = options.keep_checkpoints or (0 if options.evaluate else 7)
+            children.start("train", train_command(model_dir, plan, keep), child_environment(options.gpus),
+                           model_dir / "train.log", echo=True)
+        if options.evaluate and not done:
+            eval_devices = options.gpus if options.eval_on_gpu else ""
+            children.start("eval", eval_command(model_dir, options.eval_interval, options.eval_timeout),
+                           child_environment(eval_devices), model_dir / "eval.log")
+        supervise(children, model_dir, options)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        children.stop_all()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if options.evaluate:
+            update_best(model_dir)
+        finish_session(model_dir, status, started)
+    return prepared
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class ChildFailed(RuntimeError):
+    """A training or evaluation process ended with an error."""
+
+
+def supervise(children: Children, model_dir: Path, options: TrainOptions) -> None:
+    """Wait for training, then for the evaluation of its last checkpoint, tracking the best one."""
+    train = children.processes.get("train")
+    evaluation = children.processes.get("eval")
+    while train is not None and train.poll() is None:
+        time.sleep(options.poll_seconds)
+        if options.evaluate:
+            update_best(model_dir)
+    if train is not None and train.returncode != 0:
+        raise ChildFailed(f"training stopped with exit status {train.returncode}; see {model_dir / 'train.log'}")
+    if evaluation is not None:
+        log.info("waiting for the evaluation of the last checkpoint")
+        while evaluation.poll() is None:
+            time.sleep(options.poll_seconds)
+            update_best(model_dir)
+        if evaluation.returncode != 0:
+            raise ChildFailed(f"evaluation stopped with exit status {evaluation.returncode}; "
+                              f"see {model_dir / 'eval.log'}")
+
+
+# --- the child processes' own entry point ------------------------------------------------------------------
+
+
+def train_worker(model_dir: Path, plan: StepPlan, keep_checkpoints: int) -> None:
+    """What `model_main_tf2` does for training: a MirroredStrategy over the visible GPUs, then train_loop."""
+    from chestdet import compat
+
+    compat.apply()
+    import tensorflow as tf
+    from object_detection import model_lib_v2
+
+    tf.config.set_soft_device_placement(True)
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model_lib_v2.train_loop(
+            pipeline_config_path=str(model_dir / pipeline_config.PIPELINE_FILE),
+            model_dir=str(model_dir),
+            train_steps=plan.num_steps,
+            checkpoint_every_n=plan.checkpoint_every,
+            checkpoint_max_to_keep=keep_checkpoints or None,
+            num_steps_per_iteration=plan.steps_per_iteration,
+        )
+
+
+def eval_worker(model_dir: Path, interval: int, timeout: int) -> None:
+    """The OD API's continuous evaluation of each new checkpoint; it returns after the last step's."""
+    from chestdet import compat
+
+    compat.apply()
+    import tensorflow as tf
+    from object_detection import model_lib_v2
+
+    tf.config.set_soft_device_placement(True)
+    model_lib_v2.eval_continuously(
+        pipeline_config_path=str(model_dir / pipeline_config.PIPELINE_FILE),
+        model_dir=str(model_dir),
+        checkpoint_dir=str(model_dir),
+        wait_interval=interval,
+        timeout=timeout,
+    )
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chestdet.train", description="a training or evaluation child")
+    sub = parser.add_subparsers(dest="role", required=True)
+    train = sub.add_parser("train")
+    train.add_argument("--model-dir", type=Path, required=True)
+    train.add_argument("--steps", type=int, required=True)
+    train.add_argument("--checkpoint-every", type=int, required=True)
+    train.add_argument("--steps-per-iteration", type=int, required=True)
+    train.add_argument("--keep-checkpoints", type=int, default=7)
+    evaluate = sub.add_parser("eval")
+    evaluate.add_argument("--model-dir", type=Path, required=True)
+    evaluate.add_argument("--interval", type=int, default=60)
+    evaluate.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # The OD API reports its per-step time and losses at INFO through absl; the supervisor echoes them.
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    if args.role == "train":
+        plan = StepPlan(latest_step(args.model_dir), args.steps, args.checkpoint_every, args.steps_per_iteration)
+        train_worker(args.model_dir, plan, args.keep_checkpoints)
+    else:
+        eval_worker(args.model_dir, args.interval, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

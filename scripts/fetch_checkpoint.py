@@ -1,0 +1,15 @@
+"""Fetch a TF2 Detection Zoo checkpoint into workspace/pretrained/; see docs/train.md or --help."""
+
+import sys
+from pathlib import Path
+
+try:
+    import chestdet  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chestdet.cli import run_main  # noqa: E402
+from chestdet.commands.fetch_checkpoint import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
