@@ -17,6 +17,7 @@ import pytest
 from chestdet import evaluate
 from chestdet.annotations import Box, read_nih_csv
 from chestdet.cli import UserError
+from chestdet.labels import CLASS_NAMES as CLASS_NAMES_BY_ID
 from chestdet.labels import class_id
 from chestdet.metrics import EvaluationSettings, compute_metrics
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES, SAMPLE_UNLABELED
@@ -518,3 +519,65 @@ def test_perfect_detections_on_the_full_dev_copy(tmp_path, full_nih):
                                   full_nih / "BBox_List_2017.csv", tmp_path / "o", plots=False)
     assert run.metrics.images == len(images) == 440
     assert_perfect(run.metrics, boxes)
+
+
+class FixedBackend:
+    """A stand-in model for detect.detect_images: the same Cardiomegaly (0.9) and Nodule (0.2) box on
+    every image, none on images listed as empty."""
+
+    name = "fixed"
+    max_batch = 1
+
+    def prepare(self, pixels):
+        import numpy as np
+
+        return np.array([pixels.size])  # only whether the image is empty matters: its pixel count
+
+    def load(self) -> None:
+        pass
+
+    def infer(self, batch):
+        import numpy as np
+
+        from chestdet.backends import ModelOutput
+
+        boxes = np.array([[0.3, 0.3, 0.7, 0.8], [0.1, 0.1, 0.2, 0.2]], np.float32)
+        return [ModelOutput(boxes, np.array([2, 6], np.int32), np.array([0.9, 0.2], np.float32)) for _ in batch]
+
+
+def test_reads_what_detect_writes(tmp_path):
+    """The contract between the stages: detect.py's own writer, a list of absolute paths (so the
+    image column holds absolute paths), images with and without boxes."""
+    from chestdet import detect
+
+    images = sorted(SAMPLE_IMAGES.glob("*.png")) + sorted(SAMPLE_UNLABELED.glob("*.png"))
+    listing = tmp_path / "held out.txt"
+    listing.write_text("".join(f"{path}\n" for path in images))
+    out = tmp_path / "detect out"
+    inputs = detect.list_inputs(listing, exclude=out)
+    detect.prepare_output_dir(out, detect.run_settings(input=str(listing)), resume=False, overwrite=False)
+    names = {k: name for k, name in enumerate(CLASS_NAMES_BY_ID, start=1)}
+    detect.detect_images(inputs, FixedBackend(), names, out, detect.DetectOptions(workers=1))
+    run = evaluate.run_evaluation(out, SAMPLE_CSV, tmp_path / "eval", plots=False)
+    assert run.inputs.rejects == []
+    assert run.metrics.images == len(images) == 40 and run.metrics.detections == 80
+    all_boxes, _ = read_nih_csv(SAMPLE_CSV)
+    present = {path.name for path in images}
+    cardio = {b.image for b in all_boxes if b.image in present and b.label == "Cardiomegaly"}
+    nodule = {b.image for b in all_boxes if b.image in present and b.label == "Nodule"}
+    # Cardiomegaly predicted on every image: TP on its images, FP on all others, no TN, no FN.
+    level = run.metrics.image_level["Cardiomegaly"]
+    assert (level.true_positives, level.false_positives, level.true_negatives, level.false_negatives) == (
+        len(cardio), 40 - len(cardio), 0, 0)
+    # Nodule scores 0.2, not above 0.3: never predicted.
+    level = run.metrics.image_level["Nodule"]
+    assert (level.true_positives, level.false_negatives, level.true_negatives) == (0, len(nodule), 40 - len(nodule))
+    # With the 0.2 Nodule boxes let in, each is a false positive: the fixed box (pixels 102-204 of the
+    # 1024 ones) touches none of the sample's Nodule boxes.
+    fixed = (0.1 * 1024, 0.2 * 1024)
+    assert all(b.xmin > fixed[1] or b.ymin > fixed[1] or b.xmax < fixed[0] or b.ymax < fixed[0]
+               for b in all_boxes if b.image in nodule and b.label == "Nodule")
+    low = evaluate.run_evaluation(out, SAMPLE_CSV, tmp_path / "eval low",
+                                  settings=EvaluationSettings(score_threshold=0.1), plots=False)
+    assert low.metrics.iobb.per_class["Nodule"].accuracy == [0.0] * 5
+    assert low.metrics.iobb.per_class["Nodule"].afp == [1.0] * 5
