@@ -581,3 +581,25 @@ def test_reads_what_detect_writes(tmp_path):
                                   settings=EvaluationSettings(score_threshold=0.1), plots=False)
     assert low.metrics.iobb.per_class["Nodule"].accuracy == [0.0] * 5
     assert low.metrics.iobb.per_class["Nodule"].afp == [1.0] * 5
+
+
+def test_reads_what_the_dataset_step_writes(tmp_path, sample_case):
+    """The contract with generate_tfrecords: its test shards and split.csv give the metrics the NIH CSV
+    gives for the same split."""
+    from chestdet.commands import generate_tfrecords
+
+    _, _, _, detections = sample_case
+    records = tmp_path / "records"
+    status = generate_tfrecords.main([
+        "--nih-csv", str(SAMPLE_CSV), "--image-dir", str(SAMPLE_IMAGES), "--unlabeled-dir", str(SAMPLE_UNLABELED),
+        "--output-dir", str(records), "--shards", "1", "--workers", "1"])
+    assert status == 0
+    split = records / "split.csv"
+    from_records = evaluate.run_evaluation(detections, records, tmp_path / "a", split, "test", plots=False)
+    from_csv = evaluate.run_evaluation(detections, SAMPLE_CSV, tmp_path / "b", split, "test", plots=False)
+    assert from_records.inputs.rejects == []
+    assert set(from_records.inputs.images) == set(from_csv.inputs.images)
+    assert 0 < len(from_records.inputs.images) < 8
+    a, b = from_records.metrics.to_dict(), from_csv.metrics.to_dict()
+    a.pop("notes"), b.pop("notes")
+    assert_same_metrics(b, a)
