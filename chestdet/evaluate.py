@@ -1,6 +1,6 @@
 """The evaluation stage: read detections and ground truth, decide which images count, compute, write.
 
-`evaluate_detections` is the library entry point (training uses it for the best checkpoint);
+`evaluate_detections` is the library entry point (for training's checkpoint choice, for instance);
 `run_evaluation` adds the files: it reads a detections folder, NIH CSV / labelImg XML / TFRecord
 ground truth and an optional split, and writes metrics.json, report.md, report.html, plots and
 rejects.csv. Images are matched by file name, so `sub/00000001_000.png` in detections.csv meets
@@ -449,9 +449,7 @@ class EvaluationInputs:
     sources: dict[str, str]
 
 
-def select_images(
-    detection_set: DetectionSet, truth: GroundTruth, split_images: list[str] | None
-) -> tuple[list[str], list[str]]:
+def select_images(detection_set: DetectionSet, split_images: list[str] | None) -> tuple[list[str], list[str]]:
     """The evaluated images and what was said about the choice."""
     notes: list[str] = []
     if detection_set.processed is not None:
@@ -499,7 +497,7 @@ def prepare_inputs(
     if truth.sizes:
         truth = rescale_to_detected_sizes(truth, detection_set.sizes)
     split_images = read_split_images(split_file, split) if split_file else None
-    images, notes = select_images(detection_set, truth, split_images)
+    images, notes = select_images(detection_set, split_images)
     if not images:
         raise UserError("no image to evaluate: the detections and the split have no image in common")
     chosen = set(images)

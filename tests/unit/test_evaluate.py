@@ -442,6 +442,15 @@ def test_ground_truth_that_is_neither_xml_nor_records(tmp_path):
         evaluate.read_ground_truth(str(tmp_path / "test-*.tfrecord"))
 
 
+def test_ground_truth_without_a_usable_box_is_an_error(tmp_path, sample_case):
+    _, _, _, detections = sample_case
+    bad = tmp_path / "boxes.csv"
+    bad.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000032_037.png,Tumour,1,1,5,5\n")
+    with pytest.raises(UserError) as error:
+        evaluate.prepare_inputs(detections, bad)
+    assert str(error.value) == f"{bad}: no usable ground-truth box (1 rejected)"
+
+
 def test_library_entry_point_takes_detections_csv_frames(sample_case):
     boxes, negatives, images, detections = sample_case
     frame = pd.read_csv(detections)
