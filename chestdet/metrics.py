@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -539,7 +538,8 @@ def confusion_matrix(
 
     A matched pair adds to [true class, predicted class]; an unmatched box to [true class,
     background] (missed); an unmatched detection above the threshold to [background, predicted
-    class]. [background, background] stays 0: nothing is counted there.
+    class]. [background, background] stays 0: nothing is counted there, so images with neither boxes
+    nor detections (`images` takes them for symmetry with the other metrics) add nothing.
     """
     labels = [*CLASS_NAMES, BACKGROUND]
     index = {name: k for k, name in enumerate(labels)}
@@ -615,6 +615,3 @@ def compute_metrics(
         ),
     )
 
-
-def is_missing(value: float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
