@@ -130,14 +130,14 @@ class StepPlan:
 
 
 def default_checkpoint_every(num_steps: int) -> int:
-    """About ten checkpoints a run: the largest divisor of num_steps up to a tenth of it (at least 100)."""
+    """About ten checkpoints a run: the largest divisor of num_steps from 100 up to a tenth of it (at most 500)."""
     if num_steps <= MAX_STEPS_PER_ITERATION:
         return num_steps
     limit = min(MAX_DEFAULT_CHECKPOINT_EVERY, max(MAX_STEPS_PER_ITERATION, num_steps // 10))
     for every in range(limit, MAX_STEPS_PER_ITERATION - 1, -1):
         if num_steps % every == 0:
             return every
-    return limit
+    return MAX_STEPS_PER_ITERATION  # the steps are then rounded up to whole hundreds
 
 
 def plan_steps(num_steps: int, checkpoint_every: int | None, start_step: int = 0) -> StepPlan:
