@@ -104,6 +104,10 @@ def start_checkpoint(args: argparse.Namespace, configured: Path | None) -> Path 
     return chosen
 
 
+def _patterns(value: Any) -> list[str]:
+    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+
+
 def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
     config_path = training.resolve_path(args.config)
     try:
@@ -121,6 +125,9 @@ def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
     if args.records is not None:
         train_records = [str(args.records / "train-*")]
         val_records = [str(args.records / "val-*")]
+    # An explicit --set train_records=/val_records= wins over --records and the config.
+    train_records = _patterns(overrides.pop("train_records", train_records))
+    val_records = _patterns(overrides.pop("val_records", val_records))
     if not training.files_matching(train_records):
         raise UserError(f"no training records match {', '.join(train_records)} "
                         "(make them with scripts/generate_tfrecords.py, or pass --records)")

@@ -1,0 +1,129 @@
+"""Training speed: scripts/train.sh's training against plain model_main_tf2, same config, records, steps.
+
+    .venv/bin/python benchmarks/bench_train.py                     # 320x320, batch 4, 300 steps each
+    .venv/bin/python benchmarks/bench_train.py --steps 200 --image-size 128   # a quick check
+
+Ours is the whole command (`python -m chestdet.commands.train`: supervisor, run folder, run.json,
+train_loop in a child process). The baseline is `object_detection.model_main_tf2`'s own main,
+run through absl with only the tf_slim shim applied (without it, model_main_tf2 cannot train on
+this stack). Both train from scratch on the bundled NIH sample's records (generate_tfrecords,
+all 36 box images) with the same as-run pipeline.config. Speed comes from the `steps_per_sec`
+scalars train_loop writes for each 100-step chunk, the first chunk (tracing) left out; the wall
+time of each whole command is shown too. The last lines are a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLE = REPO / "workspace" / "sample" / "nih"
+TOLERANCE = 0.05
+
+BASELINE = """
+import sys
+from absl import app
+from chestdet import compat
+compat.apply()
+from object_detection import model_main_tf2
+sys.argv = ["model_main_tf2"] + sys.argv[1:]
+app.run(model_main_tf2.main)
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run, a multiple of 100 "
+                        "(the first 100 are left out of the speed; default %(default)s)")
+    parser.add_argument("--image-size", type=int, default=320, help="model input size (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="batch size (default %(default)s)")
+    parser.add_argument("--records", type=Path, help="folder with train-* records (default: made from the sample)")
+    parser.add_argument("--keep", type=Path, help="keep the run folders here")
+    return parser
+
+
+def make_records(folder: Path) -> Path:
+    from chestdet.commands.generate_tfrecords import main as generate_tfrecords
+
+    status = generate_tfrecords([
+        "--nih-csv", str(SAMPLE / "BBox_List_2017.csv"), "--image-dir", str(SAMPLE / "images"),
+        "--output-dir", str(folder), "--split", "1,0,0", "--shards", "1",
+    ])
+    if status != 0:
+        raise SystemExit(f"generate_tfrecords failed with status {status}")
+    return folder
+
+
+def run(command: list[str], log_path: Path) -> float:
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed ({result.returncode}); see {log_path}")
+    return time.perf_counter() - started
+
+
+def seconds_per_step(model_dir: Path) -> list[float]:
+    from chestdet.train import read_scalars
+
+    rates = read_scalars(model_dir / "train")["steps_per_sec"]
+    return [1.0 / rate for step, rate in sorted(rates.items())][1:]  # the first chunk includes tracing
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.steps < 200 or args.steps % 100:
+        raise SystemExit("--steps must be a multiple of 100, at least 200 (the first 100 are warm-up)")
+    scratch = Path(tempfile.mkdtemp(prefix="bench_train."))
+    root = args.keep or scratch
+    try:
+        records = args.records or make_records(scratch / "records")
+        ours = root / "ours"
+        baseline = root / "model_main_tf2"
+        for folder in (ours, baseline):
+            shutil.rmtree(folder, ignore_errors=True)
+        ours_wall = run([
+            sys.executable, "-m", "chestdet.commands.train", "--model-dir", str(ours), "--records", str(records),
+            "--from-scratch", "--steps", str(args.steps), "--checkpoint-every", str(args.steps),
+            "--batch-size", str(args.batch_size), "--set", f"image_size={args.image_size}",
+        ], scratch / "ours.log")
+        baseline.mkdir(parents=True)
+        shutil.copy2(ours / "pipeline.config", baseline / "pipeline.config")
+        baseline_wall = run([
+            sys.executable, "-c", BASELINE, f"--pipeline_config_path={baseline / 'pipeline.config'}",
+            f"--model_dir={baseline}", f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
+        ], scratch / "baseline.log")
+        ours_s = statistics.median(seconds_per_step(ours))
+        base_s = statistics.median(seconds_per_step(baseline))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ratio = ours_s / base_s
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"{args.steps} steps at {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+          f"speed from steps {100}..{args.steps}")
+    print()
+    print("| what | s/step | steps/s | wall s (whole command) |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| train.sh (chestdet.commands.train) | {ours_s:.3f} | {1 / ours_s:.3f} | {ours_wall:.0f} |")
+    print(f"| model_main_tf2 + shim | {base_s:.3f} | {1 / base_s:.3f} | {baseline_wall:.0f} |")
+    print(f"| ratio (ours / baseline) | {ratio:.3f} | | |")
+    within = abs(ratio - 1) <= TOLERANCE
+    print(f"\nwithin {TOLERANCE:.0%}: {'yes' if within else 'NO'}")
+    return 0 if within else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
