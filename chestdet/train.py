@@ -569,7 +569,8 @@ def run_training(options: TrainOptions) -> PreparedRun:
     children = Children()
     started = time.monotonic()
     status = "failed"
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
     try:
         if options.tensorboard:
             port = free_port(options.tensorboard_port)
@@ -594,7 +595,8 @@ def run_training(options: TrainOptions) -> PreparedRun:
         raise
     finally:
         children.stop_all()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if options.evaluate:
             update_best(model_dir)
         finish_session(model_dir, status, started)
@@ -613,8 +615,10 @@ def supervise(children: Children, model_dir: Path, options: TrainOptions) -> Non
     """Wait for training, then for the evaluation of its last checkpoint, tracking the best one."""
     train = children.processes.get("train")
     evaluation = children.processes.get("eval")
+    reported: set[str] = set()
     while train is not None and train.poll() is None:
         time.sleep(options.poll_seconds)
+        report_failed_helpers(children, model_dir, reported)
         if options.evaluate:
             update_best(model_dir)
     if train is not None and train.returncode != 0:
@@ -627,6 +631,20 @@ def supervise(children: Children, model_dir: Path, options: TrainOptions) -> Non
         if evaluation.returncode != 0:
             raise ChildFailed(f"evaluation stopped with exit status {evaluation.returncode}; "
                               f"see {model_dir / 'eval.log'}")
+
+
+def report_failed_helpers(children: Children, model_dir: Path, reported: set[str]) -> None:
+    """Say once when TensorBoard or the evaluation dies while training goes on."""
+    for name in ("tensorboard", "eval"):
+        process = children.processes.get(name)
+        if process is None or name in reported or process.poll() in (None, 0):
+            continue
+        reported.add(name)
+        log_path = model_dir / f"{name}.log"
+        text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
+        lines = text.strip().splitlines()
+        log.error("%s stopped with exit status %d: %s (see %s); training goes on",
+                  name, process.returncode, lines[-1] if lines else "no output", log_path)
 
 
 # --- the child processes' own entry point ------------------------------------------------------------------

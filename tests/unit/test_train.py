@@ -211,3 +211,30 @@ def test_cli_bad_steps(records: Path, caplog):
 def test_cli_default_label_map_is_the_repositorys():
     configs = pipeline_config.load_configs(training.DEFAULT_CONFIG)
     assert training.resolve_path(configs["train_input_config"].label_map_path) == LABEL_MAP
+
+
+def test_tensorboard_serves_the_run_folder_and_stops(tmp_path: Path):
+    import time
+    import urllib.request
+
+    run = tmp_path / "run with spaces"
+    run.mkdir()
+    port = training.free_port(0)
+    children = training.Children()
+    children.start("tensorboard", training.tensorboard_command(run, port, "localhost"),
+                   training.child_environment(""), run / "tensorboard.log")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/data/logdir", timeout=5) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or children.processes["tensorboard"].poll() is not None:
+                    raise
+                time.sleep(1)
+        assert str(run) in body
+    finally:
+        children.stop_all()
+    assert children.processes["tensorboard"].poll() is not None
