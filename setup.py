@@ -23,6 +23,7 @@ RUNTIME = [
     "tqdm>=4.66",
     "matplotlib>=3.7",
     "pydicom>=2.4",
+    "markdown>=3.4",
 ]
 
 setup(
