@@ -86,8 +86,8 @@ def list_inputs(spec: str | Path, exclude: Path | None = None) -> list[InputImag
     else:
         raise DetectError(f"--input {spec}: no such folder, file or matching glob")
     if exclude is not None:
-        excluded = exclude.resolve()
-        paths = [p for p in paths if excluded not in p.resolve().parents]
+        excluded = Path(os.path.abspath(exclude))
+        paths = [p for p in paths if excluded not in Path(os.path.abspath(p)).parents]
     return _number(root, paths)
 
 
@@ -110,20 +110,21 @@ def _glob_root(pattern: str) -> Path:
 
 
 def _number(root: Path, paths: Iterable[Path]) -> list[InputImage]:
-    root = root.resolve()
+    """Name and number the images; symlinks keep their own names (two links are two images)."""
+    root = Path(os.path.abspath(root))
     seen: set[Path] = set()
     images: list[InputImage] = []
     duplicates = 0
     for path in paths:
-        resolved = path.resolve()
-        if resolved in seen:
+        absolute = Path(os.path.abspath(path))
+        if absolute in seen:
             duplicates += 1
             continue
-        seen.add(resolved)
+        seen.add(absolute)
         try:
-            name = resolved.relative_to(root).as_posix()
+            name = absolute.relative_to(root).as_posix()
         except ValueError:
-            name = resolved.as_posix()
+            name = absolute.as_posix()
         images.append(InputImage(name, path, len(images) + 1))
     if duplicates:
         log.warning("skipped %d paths listed more than once", duplicates)

@@ -149,9 +149,15 @@ def test_text_list_resolves_relative_paths_skips_comments_and_repeats(tmp_path: 
     shutil.copy(SAMPLE_IMAGES / SAMPLE_NAMES[0], tmp_path / "imgs" / SAMPLE_NAMES[0])
     images = detect.list_inputs(listing)
     assert [i.name for i in images] == [
-        (SAMPLE_IMAGES / SAMPLE_NAMES[1]).resolve().as_posix(), f"imgs/{SAMPLE_NAMES[0]}", "imgs/missing.png"
+        (SAMPLE_IMAGES / SAMPLE_NAMES[1]).as_posix(), f"imgs/{SAMPLE_NAMES[0]}", "imgs/missing.png"
     ]
     assert "skipped 1 paths listed more than once" in caplog.text
+
+
+def test_symlinked_copies_are_separate_images(tmp_path: Path):
+    for i in range(3):
+        (tmp_path / f"copy {i}.png").symlink_to(SAMPLE_IMAGES / SAMPLE_NAMES[0])
+    assert [i.name for i in detect.list_inputs(tmp_path)] == ["copy 0.png", "copy 1.png", "copy 2.png"]
 
 
 def test_glob_names_images_relative_to_its_fixed_part(mixed_inputs: Path):
