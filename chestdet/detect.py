@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -261,6 +262,14 @@ class Journal:
 # ---------------------------------------------------------------- the run
 
 
+class Progress(Protocol):
+    """What detect_images needs of a tqdm bar."""
+
+    def reset(self, total: int | None = None) -> None: ...
+
+    def update(self, n: int = 1) -> bool | None: ...
+
+
 @dataclass(frozen=True)
 class DetectOptions:
     thresholds: Thresholds = Thresholds()
@@ -330,12 +339,12 @@ def detect_images(
     output_dir: Path,
     options: DetectOptions = DetectOptions(),
     started: float | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> RunSummary:
     """Run `backend` over the images not yet in the output folder's journal, then write the tables.
 
-    `started` is the perf_counter time the command began (the summary's clock); `progress` is called
-    with 1 per finished image.
+    `started` is the perf_counter time the command began (the summary's clock); `progress` (a tqdm
+    bar) is reset to the number of images left, then advanced once per finished image.
     """
     started = time.perf_counter() if started is None else started
     layout = OutputLayout(output_dir, images, options.image_format)
@@ -345,6 +354,8 @@ def detect_images(
     summary = RunSummary(skipped=len(images) - len(todo))
     if summary.skipped:
         log.info("resuming: %d of %d images already done", summary.skipped, len(images))
+    if progress is not None:
+        progress.reset(total=len(todo))
     lock = threading.Lock()
 
     def finished(result: ImageResult) -> None:
@@ -356,7 +367,7 @@ def detect_images(
                 summary.first_result_seconds = time.perf_counter() - started
                 log.info("first result after %.1f s", summary.first_result_seconds)
         if progress is not None:
-            progress(1)
+            progress.update(1)
 
     def write(loaded: _Loaded, output: ModelOutput | None) -> None:
         finished(_write_outputs(loaded, output, layout, class_names, options))

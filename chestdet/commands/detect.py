@@ -108,7 +108,7 @@ def _run(images, backend, class_names, args, options, started) -> detect.RunSumm
     ) as bar:
         try:
             return detect.detect_images(
-                images, backend, class_names, args.output_dir, options, started=started, progress=bar.update
+                images, backend, class_names, args.output_dir, options, started=started, progress=bar
             )
         except BackendError as error:
             raise UserError(str(error)) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from tqdm import tqdm
 
 from chestdet import detect
 from chestdet.backends import Detection, ModelOutput
@@ -69,10 +71,12 @@ class FakeBackend:
 
 def run(images_spec, out: Path, backend=None, **options) -> detect.RunSummary:
     resume = options.pop("resume", False)
+    progress = options.pop("progress", None)
     images = detect.list_inputs(images_spec, exclude=out)
     settings = detect.run_settings(input=str(images_spec), **{k: str(v) for k, v in options.items()})
     detect.prepare_output_dir(out, settings, resume=resume, overwrite=False)
-    return detect.detect_images(images, backend or FakeBackend(), CLASS_NAMES, out, detect.DetectOptions(**options))
+    return detect.detect_images(images, backend or FakeBackend(), CLASS_NAMES, out, detect.DetectOptions(**options),
+                                progress=progress)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -319,8 +323,10 @@ def test_resume_skips_finished_images_and_drops_a_cut_journal_line(tmp_path: Pat
     for name in ("detections.csv", "images.csv", "detections.json"):
         (out / name).unlink()
     backend = FakeBackend()
-    summary = run(SAMPLE_IMAGES, out, backend, resume=True)
+    progress = tqdm(disable=False, file=io.StringIO())
+    summary = run(SAMPLE_IMAGES, out, backend, resume=True, progress=progress)
     assert backend.inferred == len(SAMPLE_NAMES) - 10 == summary.processed and summary.skipped == 10
+    assert progress.total == progress.n == len(SAMPLE_NAMES) - 10
     for name in ("detections.csv", "images.csv", "detections.json", "coco_images.json", "errors.csv"):
         assert (out / name).read_bytes() == (full / name).read_bytes(), name
 
