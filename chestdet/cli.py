@@ -47,6 +47,10 @@ def setup_logging(verbose: bool = False) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger.addHandler(handler)
+    if not logging.root.handlers:
+        # Otherwise the first library call to logging.info() runs basicConfig() on the root logger, and
+        # every chestdet line, propagating to it, prints twice.
+        logging.root.addHandler(logging.NullHandler())
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -61,11 +61,11 @@ def training_start(image_size: int) -> list[str]:
 
 
 def held_out_images(split_csv: Path, sample: Path, list_file: Path) -> int:
-    """The test split's images plus the no-finding images, as a list file for detect."""
+    """The test split's images (with and without findings), as a list file for detect."""
     split = pd.read_csv(split_csv, dtype=str)
     test_names = split.loc[split["split"] == "test", "image"]
-    paths = [sample / "images" / name for name in test_names if (sample / "images" / name).exists()]
-    paths += sorted((sample / "unlabeled").glob("*.png"))
+    folders = (sample / "images", sample / "unlabeled")
+    paths = [folder / name for name in test_names for folder in folders if (folder / name).exists()]
     write_text(list_file, "".join(f"{path}\n" for path in paths))
     return len(paths)
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     run_stage(3, "export", export.main, [
         "--checkpoint", str(run), "--output-dir", str(exported), *(["--no-tflite"] if args.no_tflite else [])])
     count = held_out_images(records / "split.csv", args.sample, out / "held_out.txt")
-    log.info("%d held-out images (test split and no-finding images)", count)
+    log.info("%d held-out images: the test split, with and without findings", count)
     run_stage(4, "detection", detect.main, [
         "--model", str(exported), "--input", str(out / "held_out.txt"), "--output-dir", str(detections),
         "--voc-xml", "--format", "jpg"])

@@ -65,3 +65,19 @@ def test_cli_missing_box_list_is_one_line_error(tmp_path, caplog):
     status = run_main(main, ["--bbox-csv", str(tmp_path / "no such.csv"), "--output-dir", str(tmp_path)])
     assert status == ExitStatus.ERROR
     assert f"error: {tmp_path / 'no such.csv'}: box list not found" in caplog.text
+
+
+
+def test_log_lines_print_once_even_after_a_library_logs_through_the_root_logger():
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from chestdet.cli import setup_logging\n"
+        "setup_logging()\n"
+        "logging.info('a library line')\n"  # on a bare root logger this runs logging.basicConfig()
+        "logging.getLogger('chestdet.demo').info('stage done')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.count("stage done") == 1, result.stderr
