@@ -44,6 +44,13 @@ AGREEMENT_MIN_SCORE = 0.3
 AGREEMENT_MIN_IOU = 0.95
 AGREEMENT_MAX_SCORE_DIFFERENCE = 0.02
 
+# The TFLite graph's NMS. The OD API's default for TFLite is "fast": class-agnostic, each anchor keeps
+# only its best class, so a Pneumonia box over an Infiltrate box suppresses it; chest findings often
+# overlap (Effusion with Atelectasis, Infiltrate with Pneumonia), and on the NIH sample fast NMS
+# reproduced 76% of the SavedModel's boxes against 100% for regular (per-class) NMS, for about 20%
+# more TFLite inference time (BENCHMARKS.md).
+TFLITE_NMS = ("regular", "fast")
+
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
 # holds only bookkeeping (step, save counter, optimizer iterations). A real SSD has hundreds.
 MIN_MODEL_VARIABLES = 10
@@ -60,16 +67,19 @@ def export_model(
     tflite: bool = True,
     label_map: str | Path | None = None,
     overwrite: bool = False,
-    tflite_regular_nms: bool = False,
+    tflite_nms: str = "regular",
 ) -> Path:
     """Export `checkpoint` (a prefix, a model dir or a best-checkpoint record) to `output_dir`.
 
     Writes saved_model/, model.tflite (unless `tflite` is False), label_map.pbtxt, pipeline.config,
     checkpoint/ (the restored weights, as the OD API's exporter writes them) and export.json.
     The label map defaults to the config's train_input_reader.label_map_path, then the project's.
-    Returns the output folder.
+    `tflite_nms` is "regular" (per-class NMS, as the SavedModel) or "fast" (the OD API's
+    class-agnostic TFLite default, which drops overlapping findings of other classes). Returns the output folder.
     """
     output_dir = Path(output_dir)
+    if tflite_nms not in TFLITE_NMS:
+        raise ExportError(f"unknown TFLite NMS {tflite_nms!r}; expected one of {', '.join(TFLITE_NMS)}")
     prefix = resolve_checkpoint(checkpoint)
     pipeline_config = Path(pipeline_config)
     configs = load_pipeline_config(pipeline_config)
@@ -89,11 +99,11 @@ def export_model(
             model = write_saved_model(configs, prefix, staging)
         if tflite:
             with _timed(timings, "tflite", "TFLite model"):
-                write_tflite(configs, staging / CHECKPOINT_DIR, staging / TFLITE_FILE, tflite_regular_nms)
+                write_tflite(configs, staging / CHECKPOINT_DIR, staging / TFLITE_FILE, tflite_nms == "regular")
         shutil.copyfile(label_map_path, staging / LABEL_MAP_FILE)
         shutil.copyfile(pipeline_config, staging / PIPELINE_FILE)
         record = export_record(
-            prefix, pipeline_config, label_map_path, configs, model, tflite, tflite_regular_nms, timings
+            prefix, pipeline_config, label_map_path, configs, model, tflite, tflite_nms, timings
         )
         atomic.write_json(staging / RECORD_FILE, record)
         _publish(staging, output_dir, overwrite)
@@ -257,7 +267,11 @@ def _batch_module_class():  # noqa: ANN202 - built lazily so importing chestdet.
     class BatchImageModule(exporter_lib_v2.DetectionInferenceModule):
         """exporter_lib_v2's image_tensor module with a batch of any size instead of exactly 1."""
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="input_tensor")])
+        # No autograph: the body has no Python control flow, and autograph would re-read this file's
+        # source while tracing (an edit to it during a long export then traces the wrong lines).
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="input_tensor")], autograph=False
+        )
         def __call__(self, input_tensor: tf.Tensor):
             images, true_shapes = self._preprocess_input(input_tensor, lambda image: image)
             return self._run_inference_on_images(images, true_shapes)
@@ -323,7 +337,7 @@ def export_record(
     configs: dict,
     model,  # noqa: ANN001 - an OD API DetectionModel
     tflite: bool,
-    tflite_regular_nms: bool,
+    tflite_nms: str,
     timings: dict[str, float],
 ) -> dict:
     import tensorflow as tf
@@ -354,7 +368,7 @@ def export_record(
             "input": {"dtype": "float32", "shape": [1, height, width, 3], **tflite_input_scaling(model, configs)},
             "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
             "class_id_offset": 1,
-            "nms": "regular" if tflite_regular_nms else "fast",
+            "nms": tflite_nms,
         }
     return record
 

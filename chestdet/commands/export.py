@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", type=Path,
                         help="label map copied into the export (default: the config's label_map_path)")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite model (saves about 2.5 minutes)")
-    parser.add_argument("--tflite-regular-nms", action="store_true",
-                        help="TFLite with per-class NMS like the SavedModel's (slower) instead of the fast "
-                        "class-agnostic NMS")
+    parser.add_argument("--tflite-nms", choices=export.TFLITE_NMS, default="regular",
+                        help="regular: per-class NMS, as the SavedModel (default); fast: the OD API's "
+                        "class-agnostic TFLite NMS, about 20%% faster, drops overlapping findings of other classes")
     parser.add_argument("--agreement-images", type=Path,
                         help="after exporting, measure how often TFLite reproduces the SavedModel's boxes "
                         "on the images of this folder and record it in export.json")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("exporting %s with %s to %s", prefix, config, output_dir)
     export.export_model(
         prefix, config, output_dir, tflite=not args.no_tflite, label_map=args.label_map,
-        overwrite=args.overwrite, tflite_regular_nms=args.tflite_regular_nms,
+        overwrite=args.overwrite, tflite_nms=args.tflite_nms,
     )
     if args.agreement_images is not None:
         agreement = export.record_agreement(output_dir, args.agreement_images)

@@ -183,7 +183,7 @@ def test_existing_output_is_not_overwritten_without_the_flag(tmp_path):
 def test_help_lists_every_flag():
     text = build_parser().format_help()
     for flag in ("--checkpoint", "--config", "--output-dir", "--label-map", "--no-tflite", "--overwrite",
-                 "--agreement-images", "--tflite-regular-nms"):
+                 "--agreement-images", "--tflite-nms"):
         assert flag in text
 
 

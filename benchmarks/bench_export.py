@@ -1,0 +1,119 @@
+"""Time the export and the two exported models: export, TFLite conversion, loading, per-image inference.
+
+    .venv/bin/python benchmarks/bench_export.py                         # random 320x320 weights, 40 images
+    .venv/bin/python benchmarks/bench_export.py --images 4              # a quick check
+    .venv/bin/python benchmarks/bench_export.py --checkpoint workspace/runs/overfit   # + TFLite agreement
+
+Without --checkpoint a randomly initialised checkpoint of the project's config is made (speed does
+not depend on the weights); the TFLite agreement needs a trained checkpoint (an untrained model
+scores every box about 0.01, so nothing passes the 0.3 threshold) and is reported only with one.
+Inference runs on the bundled NIH sample (1024x1024 PNGs) through chestdet.backends, as detect does:
+the SavedModel resizes inside its graph; TFLite's time is shown with and without the resize and
+scaling done before it. The last lines are a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLE_IMAGES = REPO / "workspace" / "sample" / "nih" / "images"
+SAMPLE_UNLABELED = REPO / "workspace" / "sample" / "nih" / "unlabeled"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a trained run folder or checkpoint prefix (default: random weights at 320x320)")
+    parser.add_argument("--config", type=Path, help="its pipeline config (default: the run folder's)")
+    parser.add_argument("--images", type=int, default=40, help="sample images to run (default: all 40)")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default: 2)")
+    return parser
+
+
+def sample_images(count: int) -> list[Path]:
+    images = sorted(SAMPLE_IMAGES.glob("*.png")) + sorted(SAMPLE_UNLABELED.glob("*.png"))
+    return images[:count]
+
+
+def time_per_image(function, inputs) -> float:
+    """Seconds per call after one warm-up call."""
+    function(inputs[0])
+    started = time.perf_counter()
+    for item in inputs:
+        function(item)
+    return (time.perf_counter() - started) / len(inputs)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from chestdet import export
+    from chestdet.backends import SavedModelBackend, TFLiteBackend, tflite_normalisation
+    from chestdet.cli import setup_logging
+    from chestdet.commands.export import default_config, run_folder
+    from chestdet.imaging import read_image, to_rgb
+
+    setup_logging()
+    work = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    if args.checkpoint is None:
+        from tests.model_fixtures import make_tiny_checkpoint
+
+        prefix = make_tiny_checkpoint(work / "model", image_size=320)
+    else:
+        prefix = export.resolve_checkpoint(args.checkpoint)
+    config = args.config or default_config(prefix, run_folder(prefix))
+    out = export.export_model(prefix, config, work / "export")
+    seconds = json.loads((out / "export.json").read_text())["seconds"]
+    height, width = export.input_size(export.load_pipeline_config(config))
+
+    started = time.perf_counter()
+    saved_model = SavedModelBackend(out / "saved_model")
+    saved_model.load()
+    saved_model_load = time.perf_counter() - started
+    started = time.perf_counter()
+    tflite = TFLiteBackend(out / "model.tflite", tflite_normalisation(out), args.threads)
+    tflite_load = time.perf_counter() - started
+
+    images = [to_rgb(read_image(path)) for path in sample_images(args.images)]
+    saved_model_infer = time_per_image(lambda rgb: saved_model.infer([rgb]), images)
+    prepared = [tflite.prepare(rgb) for rgb in images]
+    tflite_infer = time_per_image(lambda x: tflite.infer([x]), prepared)
+    tflite_with_resize = time_per_image(lambda rgb: tflite.infer([tflite.prepare(rgb)]), images)
+
+    rows = [
+        ("export: SavedModel (restore, trace, save)", f"{seconds['saved_model']:.1f} s"),
+        ("export: TFLite (export_tflite_graph_tf2 + TFLiteConverter)", f"{seconds['tflite']:.1f} s"),
+        ("SavedModel load (tf.saved_model.load)", f"{saved_model_load:.1f} s"),
+        ("TFLite load (Interpreter + allocate_tensors)", f"{tflite_load:.2f} s"),
+        (f"SavedModel inference, batch 1, 1024x1024 input, resize in graph ({len(images)} images)",
+         f"{1000 * saved_model_infer:.0f} ms/image"),
+        (f"TFLite inference at {height}x{width}, {args.threads} threads", f"{1000 * tflite_infer:.0f} ms/image"),
+        ("TFLite inference + resize/scale of the 1024x1024 image", f"{1000 * tflite_with_resize:.0f} ms/image"),
+    ]
+    if args.checkpoint is not None:
+        agreement = export.measure_agreement(out, sample_images(args.images))
+        rows.append((
+            f"TFLite agreement with the SavedModel (boxes >= {export.AGREEMENT_MIN_SCORE}, IoU >= "
+            f"{export.AGREEMENT_MIN_IOU}, score within {export.AGREEMENT_MAX_SCORE_DIFFERENCE})",
+            f"{agreement.matched}/{agreement.reference_boxes} = {100 * agreement.share:.1f}%",
+        ))
+    print(f"\ncheckpoint {prefix}, input {height}x{width}, {platform.node()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| what | figure |\n| --- | --- |")
+    for what, figure in rows:
+        print(f"| {what} | {figure} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
