@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(images, backend, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
     with progress_logging(), tqdm(
-        total=len(images), unit="img", unit_scale=False, disable=args.no_progress or None, dynamic_ncols=True,
+        total=len(images), unit=" images", unit_scale=False, disable=args.no_progress or None, dynamic_ncols=True,
         desc="detect", file=sys.stderr,
     ) as bar:
         try:

@@ -284,6 +284,15 @@ def test_voc_xml_reads_back_with_labelimg(tmp_path: Path):
         assert shape[4] is False
     assert reader.verified is False
 
+    from chestdet.annotations import read_voc_dir
+
+    boxes, rejects = read_voc_dir(out / "voc", image_dirs=[SAMPLE_IMAGES])
+    assert rejects == [] and len(boxes) == 2 * len(SAMPLE_NAMES)
+    mine = [b for b in boxes if b.image == SAMPLE_NAMES[3]]
+    assert [(b.label, b.xmin, b.ymax) for b in mine] == [
+        (r["class_name"], round(float(r["xmin"])), round(float(r["ymax"]))) for r in rows
+    ]
+
 
 def test_thresholds_file(tmp_path: Path):
     path = tmp_path / "thresholds.csv"
