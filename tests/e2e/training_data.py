@@ -39,45 +39,24 @@ def overfit_boxes() -> list[Box]:
     return chosen
 
 
-def write_records(path: Path, boxes: Sequence[Box]) -> Path:
-    """One TFRecord of the images those boxes are on, with the OD API's TfExampleFields keys."""
-    import tensorflow as tf
-    from object_detection.core.standard_fields import TfExampleFields as Fields
+def write_records(folder: Path, boxes: Sequence[Box]) -> Path:
+    """TFRecords of the images those boxes are on, written by the project's generate_tfrecords from
+    their rows of the NIH CSV (all in the train split, one shard); returns the folder."""
+    from chestdet.commands.generate_tfrecords import main as generate_tfrecords
 
-    from chestdet.imaging import probe_image
-
-    def feature(kind: str, values: list) -> tf.train.Feature:
-        if kind == "bytes":
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        if kind == "float":
-            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    by_image: dict[str, list[Box]] = {}
-    for box in boxes:
-        by_image.setdefault(box.image, []).append(box)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for image, image_boxes in by_image.items():
-            image_path = SAMPLE_IMAGES / image
-            info = probe_image(image_path)
-            width, height = info.width, info.height
-            example = tf.train.Example(features=tf.train.Features(feature={
-                Fields.image_encoded: feature("bytes", [image_path.read_bytes()]),
-                Fields.image_format: feature("bytes", [b"png"]),
-                Fields.filename: feature("bytes", [image.encode()]),
-                Fields.source_id: feature("bytes", [image.encode()]),
-                Fields.height: feature("int", [height]),
-                Fields.width: feature("int", [width]),
-                Fields.object_bbox_xmin: feature("float", [b.xmin / width for b in image_boxes]),
-                Fields.object_bbox_xmax: feature("float", [b.xmax / width for b in image_boxes]),
-                Fields.object_bbox_ymin: feature("float", [b.ymin / height for b in image_boxes]),
-                Fields.object_bbox_ymax: feature("float", [b.ymax / height for b in image_boxes]),
-                Fields.object_class_text: feature("bytes", [b.label.encode() for b in image_boxes]),
-                Fields.object_class_label: feature("int", [class_id(b.label) for b in image_boxes]),
-            }))
-            writer.write(example.SerializeToString())
-    return path
+    images = {box.image for box in boxes}
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = SAMPLE_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = [line for line in lines[1:] if line.split(",", 1)[0] in images]
+    csv_path = folder / "BBox_List_subset.csv"
+    csv_path.write_text(lines[0] + "".join(rows), encoding="utf-8")
+    status = generate_tfrecords([
+        "--nih-csv", str(csv_path), "--image-dir", str(SAMPLE_IMAGES), "--output-dir", str(folder),
+        "--split", "1,0,0", "--shards", "1", "--workers", "1", "--strict",
+    ])
+    assert status == 0, f"generate_tfrecords exited with {status}"
+    assert len(list(folder.glob("train-*"))) == 1
+    return folder
 
 
 def make_start_checkpoint(config_path: Path, directory: Path, seed: int = 0) -> Path:
