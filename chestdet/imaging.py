@@ -88,7 +88,7 @@ def _probe_pil(path: Path) -> ImageInfo:
                 raise ImageReadError(path, f"unsupported image format {image.format}")
             return ImageInfo(str(path), image.width, image.height, image.format, image.mode)
     except Image.DecompressionBombError as error:
-        raise ImageReadError(path, f"decompression bomb refused: {error}") from error
+        raise ImageReadError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(path, f"not a readable image ({error})") from error
 
@@ -242,7 +242,7 @@ def _inspect(path: Path, data: bytes, max_size: int | None, max_pixels: int) -> 
             if pass_through and info.format == "PNG":
                 image.verify()  # walks every chunk to IEND, checking CRCs, without decoding pixels
     except Image.DecompressionBombError as error:
-        raise ImageReadError(path, f"decompression bomb refused: {error}") from error
+        raise ImageReadError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError, struct.error) as error:
         raise ImageReadError(path, f"corrupt, truncated or unreadable {_format_name(data)} ({error})") from error
     if pass_through and info.format == "JPEG" and not _jpeg_is_complete(data):

@@ -203,10 +203,21 @@ def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
 
 def _init_worker(progress) -> None:  # noqa: ANN001  (a multiprocessing queue)
     global _progress
+    _progress = progress
+
+
+@contextlib.contextmanager
+def _opencv_without_threads() -> Iterator[None]:
+    """Fork only while OpenCV runs no thread pool: a forked child inherits the pool's state but not its
+    threads, and its first cv2.setNumThreads or parallel call can wait for them forever."""
     import cv2
 
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own pool would oversubscribe
-    _progress = progress
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def write_records(
@@ -254,7 +265,9 @@ def _run_tasks(
     # fork: workers start at once and inherit the imported modules (spawn would import TF again).
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     progress = context.SimpleQueue()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(progress,)) as pool:
+    with _opencv_without_threads(), ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(progress,)
+    ) as pool:
         futures = {pool.submit(write_shard, task, options): task for task in tasks}
         pending = set(futures)
         while pending:

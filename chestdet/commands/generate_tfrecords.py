@@ -292,7 +292,7 @@ def reject_kind(reason: str) -> str:
         ("not found", "image not found"), ("unknown label", "unknown label"),
         ("not in the label map", "label not in label map"),
         ("not a number", "not a number"), ("not a finite", "not a number"), ("zero or negative size", "empty box"),
-        ("outside the", "box outside the image"), ("resolves outside", "path outside the allowed folders"),
+        ("resolves outside", "path outside the allowed folders"), ("outside the", "box outside the image"),
         ("entities", "unsafe XML refused"), ("malformed XML", "malformed XML"), ("bomb", "decompression bomb"),
         ("truncated", "unreadable image"), ("corrupt", "unreadable image"), ("not a readable", "unreadable image"),
         ("empty file", "unreadable image"), ("different aspect ratio", "size mismatch"), ("columns", "malformed row"),
