@@ -24,6 +24,7 @@ RUNTIME = [
     "matplotlib>=3.7",
     "pydicom>=2.4",
     "markdown>=3.4",
+    "setuptools<81",  # TensorBoard 2.15 imports pkg_resources, removed in setuptools 81
 ]
 
 setup(
