@@ -173,6 +173,16 @@ def resolve_path(value: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def available_start_checkpoint(config: str | Path = DEFAULT_CONFIG) -> Path | None:
+    """The config's fine_tune_checkpoint (resolved) when its files exist, else None: lets a caller such
+    as the demo choose --from-scratch when workspace/pretrained/ is empty."""
+    checkpoint = pipeline_config.load_configs(resolve_path(config))["train_config"].fine_tune_checkpoint
+    if not checkpoint:
+        return None
+    prefix = resolve_path(checkpoint)
+    return prefix if checkpoint_exists(prefix) else None
+
+
 def default_run_name(config: Path) -> str:
     return config.stem
 
