@@ -604,8 +604,12 @@ def run_training(options: TrainOptions) -> PreparedRun:
         status = "interrupted"
         raise
     finally:
+        if in_main_thread:  # a second Ctrl-C must not cut the clean-up short and orphan a child
+            previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         children.stop_all()
         if in_main_thread:
+            signal.signal(signal.SIGINT, previous_sigint)
             signal.signal(signal.SIGTERM, previous_sigterm)
         if options.evaluate:
             update_best(model_dir)
