@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -122,10 +123,16 @@ def warm_cache(image_dir: Path) -> int:
     return total
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(function, *args):
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), cpu_seconds()
     result = function(*args)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, cpu_seconds() - started_cpu, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,36 +144,37 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf  # noqa: F401  (imported once, before any timing)
 
     logging.disable(logging.INFO)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_records.") as scratch_name:
         scratch = Path(scratch_name)
         image_dir = limited_image_dir(args.data_dir / "images", args.limit, scratch)
         source_bytes = warm_cache(image_dir)
         runs = {"baseline": [], "ours": [], "ours_max": []}
         for attempt in range(args.repeat):
-            seconds, images = timed(baseline, csv_path, image_dir, scratch / f"baseline{attempt}.record")
-            runs["baseline"].append((seconds, images, (scratch / f"baseline{attempt}.record").stat().st_size))
+            seconds, cpu, images = timed(baseline, csv_path, image_dir, scratch / f"baseline{attempt}.record")
+            runs["baseline"].append((seconds, images, (scratch / f"baseline{attempt}.record").stat().st_size, cpu))
             for key, max_size in (("ours", None), ("ours_max", args.max_size)):
                 out = scratch / f"{key}{attempt}"
-                seconds, summary = timed(ours, csv_path, image_dir, out, args.workers, max_size)
-                runs[key].append((seconds, summary["totals"]["images"], summary["totals"]["record_bytes"]))
+                seconds, cpu, summary = timed(ours, csv_path, image_dir, out, args.workers, max_size)
+                runs[key].append((seconds, summary["totals"]["images"], summary["totals"]["record_bytes"], cpu))
         best = {key: min(values) for key, values in runs.items()}
     logging.disable(logging.NOTSET)
-    rate = {key: images / seconds for key, (seconds, images, _) in best.items()}
+    rate = {key: images / seconds for key, (seconds, images, _, _) in best.items()}
     workers = args.workers or len(os.sched_getaffinity(0))
     print(f"images: {best['baseline'][1]} ({source_bytes / 1e6:.1f} MB of PNG), CPUs: {os.cpu_count()}, "
-          f"workers: {workers}, load average before: {os.getloadavg()[0]:.2f}")
+          f"workers: {workers}, load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     rows = [
         ("tutorial-style baseline (pandas groupby, PIL size, 1 file, no checks)", "baseline"),
         ("generate_tfrecords, every check on, PNG bytes passed through", "ours"),
         (f"generate_tfrecords --max-size {args.max_size} (decode, downscale, PNG re-encode)", "ours_max"),
     ]
     print()
-    print("| run | images | seconds | images/s | vs baseline | record size |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| run | images | seconds | images/s | vs baseline | CPU ms/image | record size |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, key in rows:
-        seconds, images, size = best[key]
+        seconds, images, size, cpu = best[key]
         print(f"| {label} | {images} | {seconds:.2f} | {rate[key]:.0f} | {rate[key] / rate['baseline']:.2f}x | "
-              f"{size / 1e6:.1f} MB |")
+              f"{cpu / images * 1000:.2f} | {size / 1e6:.1f} MB |")
     print()
     print(f"Python {platform.python_version()}, best of {args.repeat}; ratio ours/baseline = "
           f"{rate['ours'] / rate['baseline']:.2f}x")

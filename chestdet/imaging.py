@@ -189,6 +189,9 @@ def _read_dicom(path: Path) -> np.ndarray:
 # Bytes to store in a TFRecord
 
 PASS_THROUGH_MODES = {"PNG": ("L", "RGB"), "JPEG": ("L", "RGB")}
+# zlib level for re-encoded images: level 1 encodes a 640x640 NIH image about 35% faster than 3 (OpenCV's
+# default) for files about 4% larger; decoding speed is the same.
+STORED_PNG_COMPRESSION = 1
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,8 @@ def _converted(pixels: np.ndarray, info: ImageInfo, max_size: int | None, steps:
         pixels = downscale(pixels, max_size)
         steps = [*steps, f"downscaled to {max_size}"]
     return StoredImage(
-        encode_png(pixels), "png", pixels.shape[1], pixels.shape[0], info.width, info.height, ", ".join(steps)
+        encode_png(pixels, STORED_PNG_COMPRESSION), "png", pixels.shape[1], pixels.shape[0], info.width, info.height,
+        ", ".join(steps),
     )
 
 

@@ -7,6 +7,7 @@ runs in worker processes; the parent only writes the serialised bytes, in a fixe
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import logging
@@ -97,7 +98,7 @@ def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
     result.notes["images stored unchanged" if stored.conversion is None else f"converted: {stored.conversion}"] += 1
     result.width, result.height = real_size
     result.stored_width, result.stored_height, result.format = stored.width, stored.height, stored.format
-    result.example = build_example(stored, job.image, result.boxes, options.class_ids).SerializeToString()
+    result.example = serialize_example(stored, job.image, result.boxes, options.class_ids)
     return result
 
 
@@ -120,33 +121,59 @@ def _fit_boxes(job: ImageJob, real_size: tuple[int, int], options: RecordOptions
     return tuple(kept)
 
 
-def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]):
-    """The OD API's Example for one image; boxes are normalised by the original image size.
+def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]) -> bytes:
+    """The OD API's Example for one image, serialised; boxes are normalised by the original image size.
 
-    Normalised corners do not change when the stored image is downscaled, so they are divided by
-    the size the boxes were made on, not the stored size.
+    Normalised corners do not change when the stored image is downscaled, so they are divided by the
+    size the boxes were made on, not the stored size. Protobuf reads concatenated messages as their
+    merge (TF's example parser too), so the features that repeat from image to image (format, size,
+    classes) are serialised once and cached: with the pure-Python protobuf that the OD API's pins
+    impose, serialising is the costliest step of a pass-through image.
     """
+    width, height = stored.original_width, stored.original_height
+    name = image.encode("utf-8")
+    per_image = _example_bytes({
+        Keys.image_encoded: ("bytes_list", [stored.data]),
+        Keys.filename: ("bytes_list", [name]),
+        Keys.source_id: ("bytes_list", [name]),
+        KEY_SHA256: ("bytes_list", [hashlib.sha256(stored.data).hexdigest().encode()]),
+        Keys.object_bbox_xmin: ("float_list", [box.xmin / width for box in boxes]),
+        Keys.object_bbox_ymin: ("float_list", [box.ymin / height for box in boxes]),
+        Keys.object_bbox_xmax: ("float_list", [box.xmax / width for box in boxes]),
+        Keys.object_bbox_ymax: ("float_list", [box.ymax / height for box in boxes]),
+    })
+    shared = [
+        _shared_feature(Keys.image_format, "bytes_list", (stored.format.encode(),)),
+        _shared_feature(Keys.height, "int64_list", (stored.height,)),
+        _shared_feature(Keys.width, "int64_list", (stored.width,)),
+        _shared_feature(Keys.object_class_text, "bytes_list", tuple(box.label.encode() for box in boxes)),
+        _shared_feature(Keys.object_class_label, "int64_list", tuple(class_ids[box.label] for box in boxes)),
+        _shared_feature(Keys.object_difficult, "int64_list", tuple(int(box.difficult) for box in boxes)),
+    ]
+    return b"".join([per_image, *shared])
+
+
+def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]):
+    """serialize_example as a tf.train.Example message."""
+    from tensorflow.core.example import example_pb2
+
+    return example_pb2.Example.FromString(serialize_example(stored, image, boxes, class_ids))
+
+
+def _example_bytes(features: Mapping[str, tuple[str, Sequence]]) -> bytes:
+    """A serialised Example with `features`: {key: ("bytes_list" | "float_list" | "int64_list", values)}."""
     from tensorflow.core.example import example_pb2
 
     example = example_pb2.Example()
-    feature = example.features.feature
-    name = image.encode("utf-8")
-    feature[Keys.image_encoded].bytes_list.value.append(stored.data)
-    feature[Keys.image_format].bytes_list.value.append(stored.format.encode())
-    feature[Keys.filename].bytes_list.value.append(name)
-    feature[Keys.source_id].bytes_list.value.append(name)
-    feature[KEY_SHA256].bytes_list.value.append(hashlib.sha256(stored.data).hexdigest().encode())
-    feature[Keys.height].int64_list.value.append(stored.height)
-    feature[Keys.width].int64_list.value.append(stored.width)
-    width, height = stored.original_width, stored.original_height
-    feature[Keys.object_bbox_xmin].float_list.value.extend([box.xmin / width for box in boxes])
-    feature[Keys.object_bbox_ymin].float_list.value.extend([box.ymin / height for box in boxes])
-    feature[Keys.object_bbox_xmax].float_list.value.extend([box.xmax / width for box in boxes])
-    feature[Keys.object_bbox_ymax].float_list.value.extend([box.ymax / height for box in boxes])
-    feature[Keys.object_class_text].bytes_list.value.extend([box.label.encode() for box in boxes])
-    feature[Keys.object_class_label].int64_list.value.extend([class_ids[box.label] for box in boxes])
-    feature[Keys.object_difficult].int64_list.value.extend([int(box.difficult) for box in boxes])
-    return example
+    for key, (kind, values) in features.items():
+        getattr(example.features.feature[key], kind).value.extend(values)
+    # Example is proto3 (no required fields): the initialisation walk of SerializeToString is redundant.
+    return example.SerializePartialToString()
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_feature(key: str, kind: str, values: tuple) -> bytes:
+    return _example_bytes({key: (kind, values)})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +204,8 @@ class WrittenShards:
     bytes: Counter = field(default_factory=Counter)
 
 
-_progress = None  # a worker's queue for "one more image done"
+_progress = None  # a worker's queue for "N more images done"
+PROGRESS_EVERY = 16
 
 
 def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
@@ -196,8 +224,10 @@ def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
                 prepared.size = len(prepared.example)
                 prepared.example = b""
             results.append(prepared)
-            if _progress is not None:
-                _progress.put(1)
+            if _progress is not None and len(results) % PROGRESS_EVERY == 0:
+                _progress.put(PROGRESS_EVERY)
+    if _progress is not None and len(results) % PROGRESS_EVERY:
+        _progress.put(len(results) % PROGRESS_EVERY)
     return results
 
 

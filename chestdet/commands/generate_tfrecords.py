@@ -184,7 +184,7 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
             continue
         inputs.unlabeled[name] = path
     unannotated = set(index.by_name) - set(inputs.boxes_by_image) - set(inputs.unlabeled)
-    if unannotated and args.nih_csv is not None:
+    if unannotated:
         inputs.notes["images in --image-dir without boxes (not written; use --unlabeled-dir for negatives)"] += len(
             unannotated
         )
