@@ -116,6 +116,18 @@ def limited_image_dir(image_dir: Path, limit: int | None, scratch: Path) -> Path
     return subset
 
 
+def warm_imports() -> None:
+    """Import what either side uses before any timing, so neither pays for it."""
+    import pandas  # noqa: F401
+    import tensorflow  # noqa: F401
+    from object_detection.utils import dataset_util  # noqa: F401
+
+    from chestdet.commands import generate_tfrecords  # noqa: F401
+    from chestdet.labels import load_label_map
+
+    load_label_map()
+
+
 def warm_cache(image_dir: Path) -> int:
     total = 0
     for name in sorted(os.listdir(image_dir)):
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if not csv_path.is_file() or not (args.data_dir / "images").is_dir():
         print(f"error: {args.data_dir} lacks BBox_List_2017.csv or images/", file=sys.stderr)
         return 2
-    import tensorflow as tf  # noqa: F401  (imported once, before any timing)
+    warm_imports()
 
     logging.disable(logging.INFO)
     load_before = os.getloadavg()[0]

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # The OD API's TfExampleDecoder reads this key, but TfExampleFields has no name for it.
 KEY_SHA256 = "image/key/sha256"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
+DEFAULT_SHARDS = 4
+IMAGES_PER_SHARD = 64
 _SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-\d{5}-of-\d{5}\.tfrecord$")
 
 
@@ -184,9 +186,14 @@ def shard_paths(output_dir: Path, split: str, count: int) -> list[Path]:
     return [output_dir / SHARD_PATTERN.format(split=split, index=index, count=count) for index in range(count)]
 
 
-def shard_counts(images_per_split: Mapping[str, int], shards: int) -> dict[str, int]:
-    """`shards` files per split, fewer when a split has fewer images (never an empty shard)."""
-    return {split: max(1, min(shards, count)) for split, count in images_per_split.items() if count}
+def shard_counts(images_per_split: Mapping[str, int], shards: int | None) -> dict[str, int]:
+    """Files per split: `shards`, or by default up to DEFAULT_SHARDS with at least IMAGES_PER_SHARD
+    images each; never more shards than images."""
+    def count_for(images: int) -> int:
+        wanted = shards if shards is not None else min(DEFAULT_SHARDS, images // IMAGES_PER_SHARD)
+        return max(1, min(wanted, images))
+
+    return {split: count_for(count) for split, count in images_per_split.items() if count}
 
 
 @dataclass(frozen=True)
@@ -251,7 +258,7 @@ def _opencv_without_threads() -> Iterator[None]:
 
 
 def write_records(
-    jobs: Sequence[ImageJob], output_dir: Path, shards: int, options: RecordOptions, workers: int = 1,
+    jobs: Sequence[ImageJob], output_dir: Path, shards: int | None, options: RecordOptions, workers: int = 1,
     on_progress: Callable[[int], None] = lambda _: None,
 ) -> tuple[WrittenShards, list[PreparedImage]]:
     """Write every job's example to `<split>-NNNNN-of-MMMMM.tfrecord` shards in `output_dir`.

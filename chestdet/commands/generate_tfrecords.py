@@ -34,6 +34,8 @@ from chestdet.annotations import (
 from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
 from chestdet.labels import DEFAULT_LABEL_MAP, load_label_map
 from chestdet.records import (
+    DEFAULT_SHARDS,
+    IMAGES_PER_SHARD,
     ImageJob,
     PreparedImage,
     RecordOptions,
@@ -44,8 +46,6 @@ from chestdet.records import (
 from chestdet.split import SPLITS, SplitItem, parse_fractions, patient_of, read_data_entry, split_by_patient
 
 log = logging.getLogger("chestdet.generate_tfrecords")
-
-DEFAULT_SHARDS = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of images without findings, written as negatives (repeatable)")
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
-    parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
-                        help="TFRecord files per split, fewer for small splits (default %(default)s)")
+    parser.add_argument("--shards", type=int,
+                        help=f"TFRecord files per split (default: up to {DEFAULT_SHARDS}, with at least "
+                        f"{IMAGES_PER_SHARD} images each)")
     parser.add_argument("--max-size", type=int, metavar="N",
                         help="store images downscaled so the longer side is N pixels (boxes stay right)")
     parser.add_argument("--label-map", type=Path, default=DEFAULT_LABEL_MAP,
@@ -134,7 +135,7 @@ def _check_args(args: argparse.Namespace) -> dict[str, float]:
         for folder in folders:
             if not folder.is_dir():
                 raise UserError(f"{flag}: folder not found: {folder}")
-    if args.shards < 1:
+    if args.shards is not None and args.shards < 1:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
     if args.max_size is not None and args.max_size < 32:
         raise UserError(f"--max-size must be at least 32 pixels, got {args.max_size}")

@@ -162,3 +162,11 @@ def test_full_nih_copy_decodes_to_the_csv_boxes(full_nih, tmp_path):
     for row in rows:
         patients[row["patient"]].add(row["split"])
     assert all(len(splits) == 1 for splits in patients.values())
+
+
+def test_default_shard_counts_grow_with_the_split_and_never_leave_a_shard_empty():
+    from chestdet.records import shard_counts
+
+    assert shard_counts({"train": 308, "val": 66, "test": 0}, None) == {"train": 4, "val": 1}
+    assert shard_counts({"train": 150, "val": 20}, None) == {"train": 2, "val": 1}
+    assert shard_counts({"train": 2, "val": 30}, 3) == {"train": 2, "val": 3}
