@@ -125,7 +125,7 @@ def compare_with_loop(loop: dict, detections_csv: Path, keep_score: float) -> tu
     return box_diff, score_diff, compared
 
 
-def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float):
+def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float, same_class: bool = True):
     import pandas as pd
 
     from chestdet.backends import Detection, backend_agreement
@@ -140,7 +140,8 @@ def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float):
 
     saved, lite = grouped(saved_csv), grouped(tflite_csv)
     names = sorted(saved)
-    return backend_agreement([saved[n] for n in names], [lite.get(n, []) for n in names], min_score=min_score)
+    return backend_agreement([saved[n] for n in names], [lite.get(n, []) for n in names], min_score=min_score,
+                             same_class=same_class)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="export directory (default: make a 320x320 one)")
     parser.add_argument("--images", type=Path, help="NIH folder with images/ and unlabeled/")
     parser.add_argument("--work-dir", type=Path, help="where to put inputs and outputs (default: a temp dir)")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only print the comparisons of the outputs already in --work-dir")
     parser.add_argument("--loop-only", nargs=3, metavar=("EXPORT", "INPUT_DIR", "RECORD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loop_only:
@@ -156,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         tutorial_loop(export, sorted(folder.iterdir()), Path(record).parent / "loop_drawn", Path(record))
         return 0
 
+    if args.compare_only:
+        if args.work_dir is None:
+            parser.error("--compare-only needs --work-dir")
+        print_comparisons(args.work_dir, json.loads((args.work_dir / "loop.json").read_text())["detections"])
+        return 0
     source = args.images or next((p for p in DEFAULT_IMAGES if (p / "images").is_dir()), DEFAULT_IMAGES[-1])
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-detect-"))
     export = args.model or make_export(work)
@@ -186,16 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, f in figures.items():
         if "last_line" in f:
             print(f"{name} last line: {f['last_line']}")
-    box_diff, score_diff, compared = compare_with_loop(loop["detections"], work / "detect_savedmodel" /
+    print_comparisons(work, loop["detections"])
+    return 0
+
+
+def print_comparisons(work: Path, loop_detections: dict) -> None:
+    box_diff, score_diff, compared = compare_with_loop(loop_detections, work / "detect_savedmodel" /
                                                        "detections.csv", keep_score=0.0)
     print(f"SavedModel vs loop over {compared} detections: max |box| {box_diff:.2e}, "
           f"max |score| {score_diff:.2e} -> {'EQUAL' if max(box_diff, score_diff) <= 1e-4 else 'DIFFERENT'} (1e-4)")
-    for min_score in (0.3, 0.0):
+    for min_score, same_class in ((0.3, True), (0.0, True), (0.0, False)):
         agreement = tflite_agreement(work / "detect_savedmodel" / "detections.csv",
-                                     work / "detect_tflite" / "detections.csv", min_score)
-        print(f"TFLite agreement with the SavedModel (boxes >= {min_score}, same class, IoU >= 0.95, score within "
-              f"0.02): {agreement.matched}/{agreement.reference_boxes} = {agreement.share:.3f}")
-    return 0
+                                     work / "detect_tflite" / "detections.csv", min_score, same_class)
+        print(f"TFLite agreement with the SavedModel (boxes >= {min_score}, {'same' if same_class else 'any'} class, "
+              f"IoU >= 0.95, score within 0.02): {agreement.matched}/{agreement.reference_boxes} = "
+              f"{agreement.share:.3f}")
 
 
 if __name__ == "__main__":

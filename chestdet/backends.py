@@ -317,12 +317,15 @@ def backend_agreement(
     min_score: float = 0.3,
     min_iou: float = 0.95,
     max_score_difference: float = 0.02,
+    same_class: bool = True,
 ) -> Agreement:
     """Share of the reference's boxes (score >= min_score) that the candidate reproduces.
 
     Per image, a reference box is matched by a candidate box of the same class with IoU >= min_iou
     and a score within max_score_difference; each candidate box matches at most once. Used to
-    compare TFLite with the SavedModel (detect and export both report it).
+    compare TFLite with the SavedModel (detect and export both report it). `same_class=False` is a
+    diagnostic for untrained models, whose eight class scores tie exactly, so that the backends
+    pick the class of a box arbitrarily.
     """
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference images but {len(candidate)} candidate images")
@@ -335,7 +338,7 @@ def backend_agreement(
                 (
                     c
                     for c in unused
-                    if c.class_id == ref.class_id
+                    if (c.class_id == ref.class_id or not same_class)
                     and abs(c.score - ref.score) <= max_score_difference
                     and box_iou(c, ref) >= min_iou
                 ),

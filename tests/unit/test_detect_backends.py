@@ -89,6 +89,7 @@ def test_agreement_needs_same_class_high_iou_and_close_score():
     assert (agreement.reference_boxes, agreement.matched) == (4, 2)
     assert agreement.share == 0.5
     assert backend_agreement([[box(1, 0.9, 0)]], [[box(1, 0.95, 0)]]).matched == 0
+    assert backend_agreement(reference, candidate, same_class=False).matched == 3
 
 
 def test_a_candidate_box_matches_only_once():
