@@ -104,10 +104,12 @@ def test_both_backends_write_every_output_and_agree(tiny_export: Path, listed_in
         assert [d.class_id for d in detections] == classes[keep].astype(int).tolist()
 
     lite = by_image(read_rows(outputs["tflite"] / "detections.csv"))
+    # The random model's eight class scores tie exactly and the two NMS implementations break the tie
+    # differently, so only boxes and scores are compared here (a trained model is needed for classes).
     agreement = backend_agreement([saved[k] for k in sorted(saved)], [lite.get(k, []) for k in sorted(saved)],
-                                  min_score=0.0)
-    print(f"TFLite agreement with the SavedModel on the tiny model: {agreement}")
-    assert agreement.reference_boxes > 0 and agreement.share >= 0.5
+                                  min_score=0.0, same_class=False)
+    print(f"TFLite agreement with the SavedModel on the tiny model (any class): {agreement}")
+    assert agreement.reference_boxes == 800 and agreement.share >= 0.95
 
 
 def test_kill_9_then_resume_through_the_script(tiny_export: Path, tmp_path: Path):
