@@ -9,7 +9,6 @@ which is renamed into place only once the whole export has succeeded.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from chestdet import atomic
 from chestdet.cli import UserError
 from chestdet.labels import DEFAULT_LABEL_MAP, REPO_ROOT
+from chestdet.train import BEST_RECORD, checkpoint_sha256
 
 if TYPE_CHECKING:
     from chestdet.backends import Agreement
@@ -36,7 +36,8 @@ LABEL_MAP_FILE = "label_map.pbtxt"
 PIPELINE_FILE = "pipeline.config"
 RECORD_FILE = "export.json"
 CHECKPOINT_DIR = "checkpoint"
-BEST_CHECKPOINT_RECORD = "best.json"  # chestdet.train's record of the best evaluated checkpoint
+
+STEP_VARIABLE = "step/.ATTRIBUTES/VARIABLE_VALUE"  # model_lib_v2.train_loop's global step
 
 # TFLite agrees with the SavedModel on a box when it has one of the same class, IoU >= 0.95 and a
 # score within 0.02, counted over the SavedModel's boxes scoring >= 0.3 (issue 4's definition).
@@ -119,9 +120,9 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         return _checkpoint_from_record(path)
     if path.is_dir():
         prefix = _latest_checkpoint(path)
-        if (path / BEST_CHECKPOINT_RECORD).is_file():
+        if (path / BEST_RECORD).is_file():
             log.info("exporting the latest checkpoint, %s; pass %s for the best one",
-                     prefix.name, path / BEST_CHECKPOINT_RECORD)
+                     prefix.name, path / BEST_RECORD)
         return prefix
     if path.suffix == ".index" or path.suffix.startswith(".data-"):
         path = path.with_suffix("")
@@ -129,7 +130,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         return path
     raise ExportError(
         f"{checkpoint}: no checkpoint there (expected a model dir, a prefix such as run/ckpt-5 with a "
-        f"ckpt-5.index beside it, or a {BEST_CHECKPOINT_RECORD})"
+        f"ckpt-5.index beside it, or a {BEST_RECORD})"
     )
 
 
@@ -159,21 +160,6 @@ def _checkpoint_from_record(record_path: Path) -> Path:
     return prefix
 
 
-def checkpoint_files(prefix: Path) -> list[Path]:
-    """The .index and .data-* files of a checkpoint prefix."""
-    return sorted(prefix.parent.glob(f"{prefix.name}.index")) + sorted(
-        prefix.parent.glob(f"{prefix.name}.data-*")
-    )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_checkpoint_has_model(prefix: Path) -> None:
     """Refuse, with the reason, a checkpoint written before the model's variables existed."""
     import tensorflow as tf
@@ -190,6 +176,16 @@ def check_checkpoint_has_model(prefix: Path) -> None:
             "training from scratch); export a later checkpoint, or train with --checkpoint-every <= "
             "the number of steps"
         )
+
+
+def checkpoint_step(prefix: Path) -> int | None:
+    """The training step an OD API checkpoint was saved at; None for one saved outside training."""
+    import tensorflow as tf
+
+    names = {name for name, _ in tf.train.list_variables(str(prefix))}
+    if STEP_VARIABLE not in names:
+        return None
+    return int(tf.train.load_variable(str(prefix), STEP_VARIABLE))
 
 
 def load_pipeline_config(path: Path) -> dict:
@@ -247,17 +243,30 @@ def check_label_map(path: Path, num_classes: int) -> None:
 
 
 def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD API DetectionModel
-    """Build the inference model of `configs` and restore `prefix` into it (deferred until traced).
+    """Build the inference model of `configs`, create its variables, then restore `prefix` into them.
 
-    Returns (model, tf.train.Checkpoint, restore status).
+    The variables are made first, by one eager pass over a blank image, because a restore deferred
+    until tracing creates each variable with the checkpoint's value and shape: a checkpoint of
+    another num_classes would then export without a word, with a class head of the wrong width.
+    Restoring into existing variables checks every shape. Returns (model, tf.train.Checkpoint).
     """
     import tensorflow as tf
     from object_detection.builders import model_builder
 
     model = model_builder.build(configs["model"], is_training=False)
+    height, width = input_size(configs)
+    images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
+    model.predict(images, shapes)
     checkpoint = tf.train.Checkpoint(model=model)
-    status = checkpoint.restore(str(prefix)).expect_partial()
-    return model, checkpoint, status
+    try:
+        checkpoint.restore(str(prefix)).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportError(
+            f"{prefix}: checkpoint does not fit the model of the pipeline config ({first_line}); another "
+            "num_classes or architecture? Pass the run's own pipeline.config"
+        ) from error
+    return model, checkpoint
 
 
 def _batch_module_class():  # noqa: ANN202 - built lazily so importing chestdet.export stays light
@@ -283,16 +292,9 @@ def write_saved_model(configs: dict, prefix: Path, staging: Path):  # noqa: ANN2
     """Restore `prefix`, save it as staging/saved_model and staging/checkpoint/ckpt-0; return the model."""
     import tensorflow as tf
 
-    model, checkpoint, status = build_restored_model(configs, prefix)
+    model, checkpoint = build_restored_model(configs, prefix)
     module = _batch_module_class()(model)
-    try:
-        signature = module.__call__.get_concrete_function()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise ExportError(
-            f"{prefix}: checkpoint does not fit the model of the pipeline config ({first_line})"
-        ) from error
+    signature = module.__call__.get_concrete_function()
     tf.train.CheckpointManager(checkpoint, str(staging / CHECKPOINT_DIR), max_to_keep=1).save(checkpoint_number=0)
     tf.saved_model.save(module, str(staging / SAVED_MODEL_DIR), signatures=signature)
     return model
@@ -347,7 +349,8 @@ def export_record(
     height, width = input_size(configs)
     record = {
         "checkpoint": str(prefix.resolve()),
-        "checkpoint_files": {path.name: sha256_file(path) for path in checkpoint_files(prefix)},
+        "checkpoint_files": checkpoint_sha256(prefix),
+        "step": checkpoint_step(prefix),
         "pipeline_config": str(pipeline_config.resolve()),
         "label_map": str(label_map_path.resolve()),
         "num_classes": configs["model"].ssd.num_classes,

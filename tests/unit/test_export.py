@@ -53,7 +53,6 @@ def test_resolve_prefix_and_its_files(tmp_path):
     assert export.resolve_checkpoint(prefix) == prefix
     assert export.resolve_checkpoint(f"{prefix}.index") == prefix
     assert export.resolve_checkpoint(f"{prefix}.data-00000-of-00001") == prefix
-    assert [p.name for p in export.checkpoint_files(prefix)] == ["ckpt-7.index", "ckpt-7.data-00000-of-00001"]
 
 
 def test_resolve_run_folder_takes_the_latest_checkpoint(tmp_path):
@@ -93,11 +92,12 @@ def test_resolve_refuses_missing_things_with_the_reason(tmp_path):
         export.resolve_checkpoint(tmp_path / "other.json")
 
 
-def test_sha256_of_checkpoint_files(tmp_path):
-    prefix = fake_checkpoint(tmp_path, 1)
-    import hashlib
+def test_checkpoint_step_is_the_training_step_when_there_is_one(tmp_path):
+    import tensorflow as tf
 
-    assert export.sha256_file(Path(f"{prefix}.index")) == hashlib.sha256(b"index").hexdigest()
+    trained = save_real_checkpoint(tmp_path / "ckpt-3", step=tf.Variable(300, dtype=tf.int64))
+    assert export.checkpoint_step(trained) == 300
+    assert export.checkpoint_step(save_real_checkpoint(tmp_path / "other", v=tf.Variable(1.0))) is None
 
 
 # --- refusing checkpoints, configs and label maps ----------------------------------------------------
