@@ -128,9 +128,10 @@ def main(argv=None) -> int:
     ratio = statistics.median(ours_chunks) / statistics.median(base_chunks)
     best_ratio = min(ours_chunks) / min(base_chunks)
     print(f"| ratio (ours / baseline) | {ratio:.3f} | {best_ratio:.3f} | | |")
-    # On a busy machine single chunks swing by more than 5%; the least disturbed chunks compare the code.
-    within = abs(best_ratio - 1) <= TOLERANCE or abs(ratio - 1) <= TOLERANCE
-    print(f"\nwithin {TOLERANCE:.0%}: {'yes' if within else 'NO'}")
+    # The claim is "no slower than model_main_tf2 by more than 5%". On a busy machine single chunks
+    # swing by more than that either way; the least disturbed chunks compare the code best.
+    within = min(ratio, best_ratio) <= 1 + TOLERANCE
+    print(f"\nno more than {TOLERANCE:.0%} slower than model_main_tf2: {'yes' if within else 'NO'}")
     return 0 if within else 1
 
 
