@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -47,12 +49,14 @@ def sample_images(count: int) -> list[Path]:
 
 
 def time_per_image(function, inputs) -> float:
-    """Seconds per call after one warm-up call."""
+    """Median seconds per call after one warm-up call (the median shrugs off other processes' bursts)."""
     function(inputs[0])
-    started = time.perf_counter()
+    seconds = []
     for item in inputs:
+        started = time.perf_counter()
         function(item)
-    return (time.perf_counter() - started) / len(inputs)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def main(argv=None) -> int:
@@ -96,9 +100,11 @@ def main(argv=None) -> int:
         ("SavedModel load (tf.saved_model.load)", f"{saved_model_load:.1f} s"),
         ("TFLite load (Interpreter + allocate_tensors)", f"{tflite_load:.2f} s"),
         (f"SavedModel inference, batch 1, 1024x1024 input, resize in graph ({len(images)} images)",
-         f"{1000 * saved_model_infer:.0f} ms/image"),
-        (f"TFLite inference at {height}x{width}, {args.threads} threads", f"{1000 * tflite_infer:.0f} ms/image"),
-        ("TFLite inference + resize/scale of the 1024x1024 image", f"{1000 * tflite_with_resize:.0f} ms/image"),
+         f"{1000 * saved_model_infer:.0f} ms/image (median)"),
+        (f"TFLite inference at {height}x{width}, {args.threads} threads",
+         f"{1000 * tflite_infer:.0f} ms/image (median)"),
+        ("TFLite inference + resize/scale of the 1024x1024 image",
+         f"{1000 * tflite_with_resize:.0f} ms/image (median)"),
     ]
     if args.checkpoint is not None:
         agreement = export.measure_agreement(out, sample_images(args.images))
@@ -107,6 +113,7 @@ def main(argv=None) -> int:
             f"{export.AGREEMENT_MIN_IOU}, score within {export.AGREEMENT_MAX_SCORE_DIFFERENCE})",
             f"{agreement.matched}/{agreement.reference_boxes} = {100 * agreement.share:.1f}%",
         ))
+    shutil.rmtree(work, ignore_errors=True)
     print(f"\ncheckpoint {prefix}, input {height}x{width}, {platform.node()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| what | figure |\n| --- | --- |")

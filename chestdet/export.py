@@ -48,8 +48,8 @@ AGREEMENT_MAX_SCORE_DIFFERENCE = 0.02
 # The TFLite graph's NMS. The OD API's default for TFLite is "fast": class-agnostic, each anchor keeps
 # only its best class, so a Pneumonia box over an Infiltrate box suppresses it; chest findings often
 # overlap (Effusion with Atelectasis, Infiltrate with Pneumonia), and on the NIH sample fast NMS
-# reproduced 76% of the SavedModel's boxes against 100% for regular (per-class) NMS, for about 20%
-# more TFLite inference time (BENCHMARKS.md).
+# reproduced 76% of the SavedModel's boxes against 100% for regular (per-class) NMS, which costs
+# about 10 ms more per 320x320 image on a 2-core CPU (20 ms against 10 ms; BENCHMARKS.md).
 TFLITE_NMS = ("regular", "fast")
 
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
