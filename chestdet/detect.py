@@ -59,7 +59,7 @@ class DetectError(Exception):
 
 @dataclass(frozen=True)
 class InputImage:
-    name: str  # posix path relative to the input folder (absolute when the image lies outside it)
+    name: str  # posix path relative to the input folder (absolute only for images on different drives)
     path: Path
     image_id: int  # 1-based position in the listing; the COCO image id
 
@@ -68,7 +68,8 @@ def list_inputs(spec: str | Path, exclude: Path | None = None) -> list[InputImag
     """A folder (recursive, image suffixes only), one image, a text file of paths, or a glob.
 
     Text lists take one path per line (relative to the list's folder; blank lines and `#` comments
-    skipped). A path listed twice is processed once.
+    skipped). Images are named by their path relative to the list's folder, or, when some lie
+    outside it, to the deepest folder holding them all. A path listed twice is processed once.
     """
     spec_path = Path(spec)
     if spec_path.is_dir():
@@ -80,7 +81,8 @@ def list_inputs(spec: str | Path, exclude: Path | None = None) -> list[InputImag
     elif spec_path.is_file() and spec_path.suffix.lower() in IMAGE_SUFFIXES:
         root, paths = spec_path.parent, [spec_path]
     elif spec_path.is_file():
-        root, paths = spec_path.parent, _read_list(spec_path)
+        paths = _read_list(spec_path)
+        root = _common_root(spec_path.parent, paths)
     elif glob.has_magic(str(spec)):
         root = _glob_root(str(spec))
         paths = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
@@ -99,6 +101,15 @@ def _read_list(list_path: Path) -> list[Path]:
         p if p.is_absolute() else list_path.parent / p
         for p in (Path(e) for e in entries if e and not e.startswith("#"))
     ]
+
+
+def _common_root(list_folder: Path, paths: Sequence[Path]) -> Path:
+    """The list's folder when every image lies under it, else the deepest folder holding them all."""
+    folder = os.path.abspath(list_folder)
+    parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    if not parents or all(os.path.commonpath([folder, parent]) == folder for parent in parents):
+        return list_folder
+    return Path(os.path.commonpath(parents))
 
 
 def _glob_root(pattern: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,10 +153,32 @@ def test_text_list_resolves_relative_paths_skips_comments_and_repeats(tmp_path: 
     (tmp_path / "imgs").mkdir()
     shutil.copy(SAMPLE_IMAGES / SAMPLE_NAMES[0], tmp_path / "imgs" / SAMPLE_NAMES[0])
     images = detect.list_inputs(listing)
+    common = Path(os.path.commonpath([SAMPLE_IMAGES, tmp_path / "imgs"]))
     assert [i.name for i in images] == [
-        (SAMPLE_IMAGES / SAMPLE_NAMES[1]).as_posix(), f"imgs/{SAMPLE_NAMES[0]}", "imgs/missing.png"
+        (SAMPLE_IMAGES / SAMPLE_NAMES[1]).relative_to(common).as_posix(),
+        (tmp_path / "imgs" / SAMPLE_NAMES[0]).relative_to(common).as_posix(),
+        (tmp_path / "imgs" / "missing.png").relative_to(common).as_posix(),
     ]
     assert "skipped 1 paths listed more than once" in caplog.text
+
+
+def test_text_list_of_paths_outside_its_folder_names_images_from_their_common_folder(tmp_path: Path):
+    unlabeled = sorted(SAMPLE_UNLABELED.glob("*.png"))[0]
+    listing = tmp_path / "lists" / "held out.txt"
+    listing.parent.mkdir()
+    listing.write_text(f"{SAMPLE_IMAGES / SAMPLE_NAMES[0]}\n{unlabeled}\n")
+    out = tmp_path / "out"
+    run(listing, out)
+    expected = [f"images/{SAMPLE_NAMES[0]}", f"unlabeled/{unlabeled.name}"]
+    assert [r["image"] for r in read_csv(out / "images.csv")] == expected
+    assert [r["path"] for r in read_csv(out / "images.csv")] == [str(SAMPLE_IMAGES / SAMPLE_NAMES[0]), str(unlabeled)]
+    assert {r["image"] for r in read_csv(out / "detections.csv")} == set(expected)
+    drawn = sorted(p.relative_to(out / "drawn").as_posix() for p in (out / "drawn").rglob("*.jpg"))
+    assert drawn == [f"images/{Path(SAMPLE_NAMES[0]).stem}.jpg", f"unlabeled/{unlabeled.stem}.jpg"]
+
+    same_folder = tmp_path / "one folder.txt"
+    same_folder.write_text("".join(f"{SAMPLE_IMAGES / name}\n" for name in SAMPLE_NAMES[:2]))
+    assert [i.name for i in detect.list_inputs(same_folder)] == SAMPLE_NAMES[:2]
 
 
 def test_symlinked_copies_are_separate_images(tmp_path: Path):
