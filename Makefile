@@ -30,9 +30,11 @@ demo: $(STAMP)
 	$(PY) -m chestdet.demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_records.py
+	$(PY) benchmarks/bench_records.py --repeat 3
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_detect.py
+	$(PY) benchmarks/bench_evaluate.py
 
 # Re-pin every package from requirements.in into requirements.lock, with hashes.
 lock:
