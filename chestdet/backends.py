@@ -8,6 +8,7 @@ see the model's input size.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from chestdet.imaging import to_rgb
@@ -188,11 +190,11 @@ class TFLiteBackend:
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         resized = legacy_bilinear_resize(pixels, self.height, self.width)  # gray first: a third of the work
-        if resized.ndim == 2:
-            resized = np.repeat(resized[:, :, np.newaxis], 3, axis=2)
         if self._input_dtype == np.float32:
-            return resized * np.float32(self.scale) + np.float32(self.offset)
-        return np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
+            prepared = resized * np.float32(self.scale) + np.float32(self.offset)
+        else:
+            prepared = np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
+        return cv2.merge([prepared] * 3) if prepared.ndim == 2 else prepared
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
         results = []
@@ -274,23 +276,38 @@ def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.nda
     """float32 bilinear resize exactly as `tf.compat.v1.image.resize_bilinear` (no half-pixel centres).
 
     The OD API's fixed_shape_resizer resizes that way inside the SavedModel; resizing the TFLite
-    input the same way keeps the two backends' boxes together (OpenCV shifts by half a pixel).
+    input the same way keeps the two backends' boxes together (cv2.resize shifts by half a pixel, and
+    cv2.remap/warpAffine round the weights to 1/32, up to 0.7 gray levels off). The four neighbours
+    of every output pixel are gathered by precomputed flat indices (cached per size), then blended
+    in TF's order: horizontally, then vertically.
     """
-    rows, row_weights = _legacy_taps(image.shape[0], height)
-    cols, col_weights = _legacy_taps(image.shape[1], width)
-    col_weights = col_weights.reshape((1, width) + (1,) * (image.ndim - 2))
-    row_weights = row_weights.reshape((height, 1) + (1,) * (image.ndim - 2))
-    top, bottom = image[rows[0]].astype(np.float32), image[rows[1]].astype(np.float32)
-    vertical = top + (bottom - top) * row_weights
-    left, right = vertical[:, cols[0]], vertical[:, cols[1]]
-    return left + (right - left) * col_weights
+    indices, col_weights, row_weights = _legacy_taps(image.shape[0], image.shape[1], height, width)
+    channels = image.shape[2:]
+    flat = np.ascontiguousarray(image).reshape((-1, *channels))
+    top_left, top_right, bottom_left, bottom_right = flat.take(indices, axis=0).astype(np.float32)
+    if channels:
+        col_weights, row_weights = col_weights[..., np.newaxis], row_weights[..., np.newaxis]
+    top = top_left + (top_right - top_left) * col_weights
+    bottom = bottom_left + (bottom_right - bottom_left) * col_weights
+    return top + (bottom - top) * row_weights
 
 
-def _legacy_taps(size_in: int, size_out: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+@functools.lru_cache(maxsize=16)
+def _legacy_taps(rows_in: int, cols_in: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices (4, height, width) of each output pixel's neighbours, and the column and row weights."""
+    top, bottom, row_weights = _legacy_axis(rows_in, height)
+    left, right, col_weights = _legacy_axis(cols_in, width)
+    indices = np.stack([row[:, np.newaxis] * cols_in + col for row in (top, bottom) for col in (left, right)])
+    for array in (indices, col_weights, row_weights):
+        array.flags.writeable = False
+    return indices, col_weights[np.newaxis, :], row_weights[:, np.newaxis]
+
+
+def _legacy_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     position = np.arange(size_out, dtype=np.float32) * np.float32(size_in / size_out)
-    low = np.floor(position).astype(np.int64)
+    low = np.floor(position).astype(np.intp)
     high = np.minimum(low + 1, size_in - 1)
-    return (low, high), (position - low).astype(np.float32)
+    return low, high, (position - low).astype(np.float32)
 
 
 def box_iou(a: Detection, b: Detection) -> float:

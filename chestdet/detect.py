@@ -30,7 +30,7 @@ from lxml import etree
 
 from chestdet import atomic
 from chestdet.backends import Backend, Detection, ModelOutput, to_pixels
-from chestdet.drawing import draw_detections, encode_image
+from chestdet.drawing import render
 from chestdet.imaging import IMAGE_SUFFIXES, ImageReadError, read_image
 
 log = logging.getLogger("chestdet.detect")
@@ -473,8 +473,7 @@ def _write_outputs(
     everything = to_pixels(output, width, height)
     kept = tuple(d for d in everything if d.score >= options.keep_score)
     shown = [d for d in everything if d.score >= options.thresholds.for_class(d.class_id)][: options.max_boxes]
-    drawn = draw_detections(loaded.pixels, shown, class_names)
-    atomic.write_bytes(layout.drawn(item.name), encode_image(drawn, options.image_format))
+    atomic.write_bytes(layout.drawn(item.name), render(loaded.pixels, shown, class_names, options.image_format))
     if options.voc_xml:
         depth = 1 if loaded.pixels.ndim == 2 else 3
         xml = voc_xml(item.path, width, height, depth, shown, class_names)

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from chestdet.backends import Detection
-from chestdet.imaging import to_rgb
 
 # Eight saturated colours that stay distinct from each other and from gray film (RGB).
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -35,20 +34,29 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return PALETTE[(class_id - 1) % len(PALETTE)]
 
 
-def draw_detections(
+def render(
+    pixels: np.ndarray, detections: Sequence[Detection], class_names: Mapping[int, str], fmt: str
+) -> bytes:
+    """Draw the detections on a copy of `pixels` and encode it as `fmt` (jpg or png), colour always."""
+    return encode_bgr(draw_detections_bgr(pixels, detections, class_names), fmt)
+
+
+def draw_detections_bgr(
     pixels: np.ndarray, detections: Sequence[Detection], class_names: Mapping[int, str]
 ) -> np.ndarray:
-    """Return an RGB copy of `pixels` with each detection's box and `name score` label.
+    """Return a BGR copy of `pixels` ((H, W) gray or (H, W, 3) RGB) with each detection's box and label.
 
+    BGR because that is what OpenCV encodes: drawing in it saves converting the whole picture twice
+    (the anti-aliased drawing is per channel, so the pixels equal an RGB drawing's, channels swapped).
     Lower-scoring boxes are drawn first so the best ones stay on top.
     """
-    canvas = to_rgb(pixels).copy()
+    canvas = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR)
     height, width = canvas.shape[:2]
     line = max(2, round(min(height, width) / 350))
     font_scale = max(0.5, min(height, width) / 1400)
     text_thickness = max(1, line - 1)
     for det in sorted(detections, key=lambda d: d.score):
-        colour = class_colour(det.class_id)
+        colour = class_colour(det.class_id)[::-1]
         top_left = (int(round(det.xmin)), int(round(det.ymin)))
         bottom_right = (int(round(det.xmax)), int(round(det.ymax)))
         cv2.rectangle(canvas, top_left, bottom_right, colour, line, cv2.LINE_AA)
@@ -72,12 +80,12 @@ def _draw_label(
     cv2.putText(canvas, text, (x + pad, y_top + pad + text_h), FONT, scale, ink, thickness, cv2.LINE_AA)
 
 
-def encode_image(rgb: np.ndarray, fmt: str) -> bytes:
-    """RGB array -> JPEG (quality 90) or PNG bytes."""
+def encode_bgr(bgr: np.ndarray, fmt: str) -> bytes:
+    """BGR array -> JPEG (quality 90) or PNG bytes."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown image format {fmt!r}; expected one of {', '.join(FORMATS)}")
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, data = cv2.imencode(f".{fmt}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    ok, data = cv2.imencode(f".{fmt}", bgr, params)
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
+        raise ValueError(f"OpenCV could not encode a {bgr.shape} image as {fmt}")
     return data.tobytes()

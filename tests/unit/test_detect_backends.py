@@ -30,12 +30,15 @@ def test_resize_matches_the_graphs_legacy_bilinear_resize_on_a_real_xray():
 
     gray = cv2.imread(str(next(SAMPLE_IMAGES.glob("*.png"))), cv2.IMREAD_GRAYSCALE)
     rgb = np.dstack([gray, 255 - gray, gray // 2])
-    for size in ((320, 320), (128, 96)):
+    for size in ((320, 320), (128, 96), (320, 320), (1100, 1500)):  # twice: the second 320 uses the cached taps
         ours = legacy_bilinear_resize(rgb, *size)
         theirs = tf.compat.v1.image.resize_bilinear(rgb[np.newaxis].astype(np.float32), size)[0].numpy()
-        assert ours.shape == theirs.shape
-        np.testing.assert_allclose(ours, theirs, atol=1e-3)
-        np.testing.assert_allclose(legacy_bilinear_resize(gray, *size), theirs[:, :, 0], atol=1e-3)
+        assert ours.shape == theirs.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+        np.testing.assert_allclose(legacy_bilinear_resize(gray, *size), theirs[:, :, 0], atol=1e-5)
+    strided = rgb[::2, ::3]  # a view, as a crop would be
+    theirs = tf.compat.v1.image.resize_bilinear(strided[np.newaxis].astype(np.float32), (320, 320))[0].numpy()
+    np.testing.assert_allclose(legacy_bilinear_resize(strided, 320, 320), theirs, atol=1e-5)
 
 
 def test_auto_takes_tflite_only_without_a_gpu(tmp_path: Path):
