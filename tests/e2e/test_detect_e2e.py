@@ -72,6 +72,9 @@ tutorial_detections.cache = {}
 
 
 def test_both_backends_write_every_output_and_agree(tiny_export: Path, listed_inputs: Path, tmp_path: Path, capsys):
+    # The list holds absolute paths outside its folder: images are named from the folder holding them all.
+    root = Path(os.path.commonpath([listed_inputs.parent, SAMPLE_IMAGES, SAMPLE_UNLABELED]))
+    broken = (listed_inputs.parent / "broken.png").relative_to(root).as_posix()
     outputs = {}
     for backend in ("savedmodel", "tflite"):
         out = tmp_path / f"out {backend}"
@@ -81,8 +84,9 @@ def test_both_backends_write_every_output_and_agree(tiny_export: Path, listed_in
         assert main(argv) == ExitStatus.SUCCESS
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert LAST_LINE.match(last) and last.startswith("9 images in ") and last.endswith("; 1 errors"), last
-        assert read_rows(out / "errors.csv")[0]["image"] == "broken.png"
+        assert read_rows(out / "errors.csv")[0]["image"] == broken
         images = read_rows(out / "images.csv")
+        assert all(r["image"] == Path(r["path"]).relative_to(root).as_posix() for r in images)
         assert len(images) == 8 and all(int(r["detections"]) > 0 for r in images)
         assert len(list((out / "drawn").rglob("*.jpg"))) == len(list((out / "voc").rglob("*.xml"))) == 8
         outputs[backend] = out
@@ -91,12 +95,13 @@ def test_both_backends_write_every_output_and_agree(tiny_export: Path, listed_in
     from libs.pascal_voc_io import PascalVocReader
 
     saved = by_image(read_rows(outputs["savedmodel"] / "detections.csv"))
+    paths = {r["image"]: Path(r["path"]) for r in read_rows(outputs["savedmodel"] / "images.csv")}
     for name, detections in saved.items():
         xml = next((outputs["savedmodel"] / "voc").rglob(Path(name).stem + ".xml"))
         assert len(PascalVocReader(str(xml)).get_shapes()) == min(5, len(detections))
 
     for name, detections in saved.items():
-        boxes, classes, scores = tutorial_detections(tiny_export / "saved_model", Path(name))
+        boxes, classes, scores = tutorial_detections(tiny_export / "saved_model", paths[name])
         keep = scores >= 0.0  # the random model scores about 0.0099, so the run keeps everything
         ours = np.array([[d.ymin / 1024, d.xmin / 1024, d.ymax / 1024, d.xmax / 1024] for d in detections])
         np.testing.assert_allclose(ours, boxes[keep], atol=1e-4)
