@@ -1,0 +1,43 @@
+"""`make demo` end to end on the bundled sample (fewer training steps than the real demo)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path):
+    out = tmp_path / "demo out"
+    result = subprocess.run(
+        [sys.executable, "-m", "chestdet.demo", "--output-dir", str(out), "--steps", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stderr
+    for stage in ("[1/5] records done", "[2/5] training done", "[3/5] export done",
+                  "[4/5] detection done", "[5/5] evaluation done"):
+        assert log.count(stage) == 1, stage
+    assert f"drawn images: {out / 'detections' / 'drawn'}" in log
+    assert f"report:       {out / 'evaluation' / 'report.md'}" in log
+
+    split = pd.read_csv(out / "records" / "split.csv", dtype=str)
+    test_images = set(split.loc[split["split"] == "test", "image"])
+    assert test_images, "the sample's split has a test part"
+    drawn = {path.stem for path in (out / "detections" / "drawn").rglob("*.jpg")}
+    assert drawn == {name.rsplit(".", 1)[0] for name in test_images}
+    processed = pd.read_csv(out / "detections" / "images.csv", dtype=str)
+    assert set(processed["image"].map(lambda name: name.rsplit("/", 1)[-1])) == test_images
+
+    assert (out / "export" / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "export" / "model.tflite").is_file()
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics, "metrics.json is empty"
+    assert (out / "evaluation" / "report.md").read_text().startswith("# Detection evaluation")
