@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = 400
 MIN_MAP50 = 0.5
+MIS_WIRED_MARGIN = 0.15
 
 
 def swapped_xy(results: list[dict]) -> list[dict]:
@@ -51,6 +52,10 @@ def test_overfitting_16_images_finds_their_boxes(tmp_path: Path):
     results = training_data.checkpoint_detections(run / "pipeline.config", final, images)
     score = training_data.map50(boxes, images, results)
     assert score >= MIN_MAP50, f"mAP@0.5 {score:.3f} on the training images after {STEPS} steps"
-    # The bar is one a wiring bug cannot pass: the same detections, mis-wired, fall below it.
-    assert training_data.map50(boxes, images, swapped_xy(results)) < MIN_MAP50
-    assert training_data.map50(boxes, images, class_off_by_one(results)) < MIN_MAP50
+    # The same detections, mis-wired, score clearly worse. Swapping x and y leaves near-square,
+    # centred and whole-image boxes almost unchanged, so that check is relative to the real score
+    # (measured: 0.79 against 0.33 swapped; another run 0.50 swapped).
+    swapped = training_data.map50(boxes, images, swapped_xy(results))
+    off_by_one = training_data.map50(boxes, images, class_off_by_one(results))
+    assert swapped < score - MIS_WIRED_MARGIN, f"swapped x/y {swapped:.3f} against {score:.3f}"
+    assert off_by_one < MIN_MAP50, f"class ids off by one {off_by_one:.3f} against {score:.3f}"
