@@ -142,9 +142,19 @@ def cpu_seconds() -> float:
 
 
 def timed(function, *args):
+    """Seconds until `function` returns (its outputs complete), and the CPU time of it and its workers.
+
+    generate_tfrecords does not wait for its worker to finish exiting before it writes its reports, so
+    the CPU time is read once every child has been reaped.
+    """
+    import multiprocessing
+
     started, started_cpu = time.perf_counter(), cpu_seconds()
     result = function(*args)
-    return time.perf_counter() - started, cpu_seconds() - started_cpu, result
+    seconds = time.perf_counter() - started
+    for child in multiprocessing.active_children():
+        child.join()
+    return seconds, cpu_seconds() - started_cpu, result
 
 
 def main(argv: list[str] | None = None) -> int:

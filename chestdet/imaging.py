@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +43,17 @@ class ImageInfo:
     mode: str  # PIL mode ("L", "RGB", "RGBA", "P", "I;16", ...) or the DICOM photometric interpretation
 
 
-def is_dicom(path: str | Path) -> bool:
+def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
+    """By suffix, or by the DICM magic after the 128-byte preamble (of `head`, the file's first bytes)."""
     path = Path(path)
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+    if head is None:
+        try:
+            head = _head(path, 132)
+        except OSError:
+            return False
+    return head[128:132] == b"DICM"
 
 
 def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
@@ -215,11 +217,10 @@ def stored_image(path: str | Path, max_size: int | None = None, max_pixels: int 
     limit), every PNG chunk's CRC up to IEND, or a JPEG's end-of-image marker. The file is read once.
     """
     path = Path(path)
-    _check_file(path)
-    if is_dicom(path):
+    data = _read_file(path)
+    if is_dicom(path, data):
         info = probe_image(path, max_pixels)
         return _converted(_read_dicom(path), info, max_size, [f"DICOM {info.mode} -> 8-bit"])
-    data = path.read_bytes()
     info, pass_through = _inspect(path, data, max_size, max_pixels)
     if pass_through:
         return StoredImage(data, info.format.lower(), info.width, info.height, info.width, info.height, None)
@@ -243,7 +244,7 @@ def _inspect(path: Path, data: bytes, max_size: int | None, max_pixels: int) -> 
                 and (info.format == "JPEG" or _png_bit_depth(data) == 8)
             )
             if pass_through and info.format == "PNG":
-                image.verify()  # walks every chunk to IEND, checking CRCs, without decoding pixels
+                _check_png_chunks(data)
     except Image.DecompressionBombError as error:
         raise ImageReadError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError, struct.error) as error:
@@ -251,6 +252,39 @@ def _inspect(path: Path, data: bytes, max_size: int | None, max_pixels: int) -> 
     if pass_through and info.format == "JPEG" and not _jpeg_is_complete(data):
         raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
     return info, pass_through
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Walk every chunk to IEND, checking its CRC, without decoding pixels.
+
+    PIL's verify() does the same walk at twice the cost, and at pass-through speed it was a fifth of
+    the CPU time of an image.
+    """
+    view = memoryview(data)
+    position = 8  # after the signature
+    while position + 12 <= len(view):
+        kind_at, end = position + 4, position + 8 + int.from_bytes(view[position:position + 4], "big")
+        if end + 4 > len(view):
+            break
+        if zlib.crc32(view[kind_at:end]) != int.from_bytes(view[end:end + 4], "big"):
+            kind = bytes(view[kind_at:kind_at + 4]).decode("latin-1")
+            raise ValueError(f"CRC mismatch in the {kind} chunk at byte {position}")
+        if view[kind_at:kind_at + 4] == b"IEND":
+            return
+        position = end + 4
+    raise ValueError(f"no IEND chunk in its {len(view)} bytes")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ImageReadError(path, "file not found") from None
+    except OSError as error:
+        raise ImageReadError(path, f"cannot read the file ({error.strerror or error})") from None
+    if not data:
+        raise ImageReadError(path, "empty file")
+    return data
 
 
 def _format_name(data: bytes) -> str:

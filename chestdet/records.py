@@ -1,7 +1,7 @@
 """Turn images and their boxes into the OD API's tf.train.Examples, written as sharded TFRecords.
 
-Preparing an example (read, verify, maybe convert, serialise) is pure Python and CPU-bound, so it
-runs in worker processes; the parent only writes the serialised bytes, in a fixed order.
+Preparing an example (read, verify, maybe convert, serialise) is pure Python and CPU-bound, so the
+shards are written in parallel processes, one process per shard file: forked workers, and the parent.
 """
 
 from __future__ import annotations
@@ -134,16 +134,18 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
     """
     width, height = stored.original_width, stored.original_height
     name = image.encode("utf-8")
-    per_image = _example_bytes({
-        Keys.image_encoded: ("bytes_list", [stored.data]),
-        Keys.filename: ("bytes_list", [name]),
-        Keys.source_id: ("bytes_list", [name]),
-        KEY_SHA256: ("bytes_list", [hashlib.sha256(stored.data).hexdigest().encode()]),
-        Keys.object_bbox_xmin: ("float_list", [box.xmin / width for box in boxes]),
-        Keys.object_bbox_ymin: ("float_list", [box.ymin / height for box in boxes]),
-        Keys.object_bbox_xmax: ("float_list", [box.xmax / width for box in boxes]),
-        Keys.object_bbox_ymax: ("float_list", [box.ymax / height for box in boxes]),
-    })
+    example, values = _per_image_example()
+    values[Keys.image_encoded][:] = [stored.data]
+    values[Keys.filename][:] = [name]
+    values[Keys.source_id][:] = [name]
+    values[KEY_SHA256][:] = [hashlib.sha256(stored.data).hexdigest().encode()]
+    values[Keys.object_bbox_xmin][:] = [box.xmin / width for box in boxes]
+    values[Keys.object_bbox_ymin][:] = [box.ymin / height for box in boxes]
+    values[Keys.object_bbox_xmax][:] = [box.xmax / width for box in boxes]
+    values[Keys.object_bbox_ymax][:] = [box.ymax / height for box in boxes]
+    # Example is proto3 (no required fields): the initialisation walk of SerializeToString is redundant.
+    per_image = example.SerializePartialToString()
+    values[Keys.image_encoded][:] = []  # do not keep the image alive until the next one
     shared = [
         _shared_feature(Keys.image_format, "bytes_list", (stored.format.encode(),)),
         _shared_feature(Keys.height, "int64_list", (stored.height,)),
@@ -164,13 +166,53 @@ def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_i
 
 def _example_bytes(features: Mapping[str, tuple[str, Sequence]]) -> bytes:
     """A serialised Example with `features`: {key: ("bytes_list" | "float_list" | "int64_list", values)}."""
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example()
+    example = _example_without_map()()
+    add_entry = example.features.feature.add
     for key, (kind, values) in features.items():
-        getattr(example.features.feature[key], kind).value.extend(values)
+        getattr(add_entry(key=key).value, kind).value.extend(values)
     # Example is proto3 (no required fields): the initialisation walk of SerializeToString is redundant.
     return example.SerializePartialToString()
+
+
+PER_IMAGE_FEATURES = (
+    (Keys.image_encoded, "bytes_list"), (Keys.filename, "bytes_list"), (Keys.source_id, "bytes_list"),
+    (KEY_SHA256, "bytes_list"), (Keys.object_bbox_xmin, "float_list"), (Keys.object_bbox_ymin, "float_list"),
+    (Keys.object_bbox_xmax, "float_list"), (Keys.object_bbox_ymax, "float_list"),
+)
+
+
+@functools.cache
+def _per_image_example() -> tuple:
+    """One Example holding the features that differ from image to image, and their value lists.
+
+    It is refilled for every image rather than built anew: creating its 26 messages was a third of the
+    serialisation time. Not thread-safe; records are written by processes, one image at a time each.
+    """
+    example = _example_without_map()()
+    add_entry = example.features.feature.add
+    return example, {key: getattr(add_entry(key=key).value, kind).value for key, kind in PER_IMAGE_FEATURES}
+
+
+@functools.cache
+def _example_without_map() -> type:
+    """tf.train.Example with its features map declared as the repeated entry message a map is on the wire.
+
+    Protobuf defines a map as wire-identical to that repeated field, so the bytes are the same, but the
+    pure-Python protobuf copies every map entry twice while serialising it: half the CPU time of a
+    pass-through image. The declaration is TF's own, with only the map-entry option cleared.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    for module in (feature_pb2, example_pb2):
+        declaration = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(declaration)
+        for message in declaration.message_type:
+            for nested in message.nested_type:
+                nested.options.ClearField("map_entry")
+        pool.Add(declaration)
+    return message_factory.MessageFactory(pool).GetPrototype(pool.FindMessageTypeByName("tensorflow.Example"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -215,13 +257,17 @@ _progress = None  # a worker's queue for "N more images done"
 PROGRESS_EVERY = 16
 
 
-def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
+def write_shard(
+    task: ShardTask, options: RecordOptions, report: Callable[[int], None] | None = None
+) -> list[PreparedImage]:
     """Prepare and write one shard's images; return what happened to each, without the bytes.
 
-    Runs in a worker process: one process owns one file, so no example crosses a process boundary.
+    One process owns one file, so no example crosses a process boundary. Every PROGRESS_EVERY images
+    and at the end, `report` (by default the worker's progress queue, if any) hears how many were done.
     """
     import tensorflow as tf
 
+    report = report or (_progress.put if _progress is not None else None)
     results = []
     with tf.io.TFRecordWriter(str(task.temporary)) as writer:
         for job in task.jobs:
@@ -231,10 +277,10 @@ def write_shard(task: ShardTask, options: RecordOptions) -> list[PreparedImage]:
                 prepared.size = len(prepared.example)
                 prepared.example = b""
             results.append(prepared)
-            if _progress is not None and len(results) % PROGRESS_EVERY == 0:
-                _progress.put(PROGRESS_EVERY)
-    if _progress is not None and len(results) % PROGRESS_EVERY:
-        _progress.put(len(results) % PROGRESS_EVERY)
+            if report is not None and len(results) % PROGRESS_EVERY == 0:
+                report(PROGRESS_EVERY)
+    if report is not None and len(results) % PROGRESS_EVERY:
+        report(len(results) % PROGRESS_EVERY)
     return results
 
 
@@ -295,26 +341,54 @@ def _run_tasks(
     workers = min(workers, len(tasks))
     if workers <= 1:
         for task in tasks:
-            prepared = write_shard(task, options)
-            on_progress(len(prepared))
-            yield task, prepared
+            yield task, write_shard(task, options, on_progress)
         return
+    _example_without_map()  # built once, before the fork
     # fork: workers start at once and inherit the imported modules (spawn would import TF again).
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     progress = context.SimpleQueue()
-    with _opencv_without_threads(), ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(progress,)
-    ) as pool:
-        futures = {pool.submit(write_shard, task, options): task for task in tasks}
+
+    def report(done: int) -> None:
+        if done:
+            on_progress(done)
+        while not progress.empty():
+            on_progress(progress.get())
+
+    own, forked = _parent_share(tasks, workers)
+    pool = ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_init_worker, initargs=(progress,))
+    finished = False
+    try:
+        with _opencv_without_threads():  # the first submit forks
+            futures = {pool.submit(write_shard, task, options): task for task in forked}
+        for task in own:
+            yield task, write_shard(task, options, report)
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while not progress.empty():
-                on_progress(progress.get())
+            report(0)
             for future in done:
                 yield futures[future], future.result()
-        while not progress.empty():
-            on_progress(progress.get())
+        report(0)
+        finished = True
+    finally:
+        # When every result is in, the workers' exit (unmapping a TF-sized address space, about 10 ms)
+        # overlaps with the reports. After an error, wait: a worker must not write a shard's temporary
+        # file after it has been removed.
+        pool.shutdown(wait=not finished, cancel_futures=True)
+
+
+def _parent_share(tasks: Sequence[ShardTask], workers: int) -> tuple[list[ShardTask], list[ShardTask]]:
+    """The shards the parent writes itself (one fork fewer, and it does not sit idle), and the rest.
+
+    Shards go, largest first, to whichever of the `workers` is least loaded so far, counting images.
+    """
+    loads = [0] * workers
+    own, forked = [], []
+    for task in sorted(tasks, key=lambda task: -len(task.jobs)):
+        worker = loads.index(min(loads))
+        loads[worker] += len(task.jobs)
+        (own if worker == 0 else forked).append(task)
+    return own, forked
 
 
 def default_workers() -> int:

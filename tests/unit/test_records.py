@@ -170,3 +170,60 @@ def test_default_shard_counts_grow_with_the_split_and_never_leave_a_shard_empty(
     assert shard_counts({"train": 308, "val": 66, "test": 0}, None) == {"train": 4, "val": 1}
     assert shard_counts({"train": 150, "val": 20}, None) == {"train": 2, "val": 1}
     assert shard_counts({"train": 2, "val": 30}, 3) == {"train": 2, "val": 3}
+
+
+def test_serialized_example_is_the_example_tf_train_example_builds(tmp_path):
+    import tensorflow as tf
+
+    from chestdet.annotations import Box
+    from chestdet.imaging import stored_image
+    from chestdet.records import serialize_example
+
+    image = sorted(SAMPLE_IMAGES.glob("*.png"))[0]
+    stored = stored_image(image)
+    boxes = [Box(image.name, "Mass", 10, 20, 300, 400), Box(image.name, "Nodule", 500, 510, 530, 560, difficult=True)]
+    ids = {"Mass": 5, "Nodule": 6}
+
+    def floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    def texts(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+    name = image.name.encode()
+    expected = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": texts([stored.data]), "image/filename": texts([name]), "image/source_id": texts([name]),
+        "image/key/sha256": texts([hashlib.sha256(stored.data).hexdigest().encode()]),
+        "image/format": texts([b"png"]), "image/height": ints([1024]), "image/width": ints([1024]),
+        "image/object/bbox/xmin": floats([10 / 1024, 500 / 1024]),
+        "image/object/bbox/ymin": floats([20 / 1024, 510 / 1024]),
+        "image/object/bbox/xmax": floats([300 / 1024, 530 / 1024]),
+        "image/object/bbox/ymax": floats([400 / 1024, 560 / 1024]),
+        "image/object/class/text": texts([b"Mass", b"Nodule"]), "image/object/class/label": ints([5, 6]),
+        "image/object/difficult": ints([0, 1]),
+    }))
+    first = serialize_example(stored, image.name, boxes, ids)
+    assert tf.train.Example.FromString(first) == expected
+    # The per-image message is reused: a following image keeps nothing of this one.
+    negative = tf.train.Example.FromString(serialize_example(stored, "other.png", [], ids))
+    assert negative.features.feature["image/filename"].bytes_list.value == [b"other.png"]
+    assert not negative.features.feature["image/object/bbox/xmin"].float_list.value
+    assert serialize_example(stored, image.name, boxes, ids) == first
+
+
+def test_the_parent_takes_a_fair_share_of_the_shards():
+    from chestdet.records import ShardTask, _parent_share
+
+    def task(name: str, images: int) -> ShardTask:
+        return ShardTask(Path(name), Path(name + ".tmp"), tuple(range(images)))
+
+    tasks = [task("train-0", 77), task("train-1", 77), task("train-2", 76), task("train-3", 76), task("val", 66),
+             task("test", 66)]
+    own, forked = _parent_share(tasks, workers=2)
+    assert sorted(t.path.name for t in own + forked) == sorted(t.path.name for t in tasks)
+    assert abs(sum(len(t.jobs) for t in own) - sum(len(t.jobs) for t in forked)) <= 11
+    own, forked = _parent_share(tasks, workers=3)
+    assert sum(len(t.jobs) for t in own) == pytest.approx(sum(len(t.jobs) for t in tasks) / 3, abs=10)
