@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -60,6 +62,15 @@ def progress_logging() -> contextlib.AbstractContextManager:
     return logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)])
 
 
+def exit_with(main: Callable[[list[str] | None], int]) -> NoReturn:
+    """run_main on the command line's arguments, then end the process with its status."""
+    status = run_main(main)
+    # Python's exit would otherwise spend about a second collecting the cycles among TensorFlow's
+    # objects, which vanish with the process anyway (atexit handlers still run and flush).
+    gc.freeze()
+    sys.exit(status)
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call main(argv) and turn the user's errors and Ctrl-C into an exit status and one line."""
     try:
@@ -70,3 +81,4 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         logging.getLogger("chestdet").error("interrupted")
         return ExitStatus.INTERRUPTED
+

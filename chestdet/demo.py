@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from chestdet.atomic import write_text
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.commands import detect, evaluate, export, generate_tfrecords, train
 from chestdet.labels import REPO_ROOT
 
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

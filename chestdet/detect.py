@@ -1,10 +1,11 @@
 """Batch detection: images in; drawn copies, detections.csv/json, images.csv, VOC XML and errors out.
 
 Three stages overlap: reader threads decode and prepare images (bounded look-ahead, so memory does
-not grow with the number of images) while the backend loads and infers; writer threads draw, encode
-and write. Every finished image is appended to a journal after its files are in place, so a killed
-run resumes where it stopped; the final tables are always rebuilt from the journal, which is why a
-resumed run's outputs equal an uninterrupted one's.
+not grow with the number of images) while the backend loads and infers (in as many threads as it
+can use at once); writer threads draw, encode and write. Every finished image is appended to a
+journal after its files are in place, so a killed run resumes where it stopped. The final tables hold
+exactly what the journal holds (its floats round-trip through JSON unchanged, rounded as printed
+before either sees them), which is why a resumed run's outputs equal an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -224,6 +225,13 @@ class ImageResult:
         return cls(data["image"], data["path"], data["width"], data["height"], detections)
 
 
+def as_printed(detection: Detection) -> Detection:
+    """The detection as the tables print it: score to 6 decimals, pixel corners to 2."""
+    d = detection
+    return Detection(d.class_id, round(d.score, 6), round(d.xmin, 2), round(d.ymin, 2), round(d.xmax, 2),
+                     round(d.ymax, 2))
+
+
 class Journal:
     """Append-only record of finished images; a line is written only after the image's files exist.
 
@@ -368,10 +376,12 @@ def detect_images(
     if progress is not None:
         progress.reset(total=len(todo))
     lock = threading.Lock()
+    results: dict[str, ImageResult] = {}
 
     def finished(result: ImageResult) -> None:
         journal.append(result)
         with lock:
+            results[result.image] = result
             summary.processed += 1
             summary.errors += result.error is not None
             if summary.first_result_seconds is None:
@@ -383,25 +393,36 @@ def detect_images(
     def write(loaded: _Loaded, output: ModelOutput | None) -> None:
         finished(_write_outputs(loaded, output, layout, class_names, options))
 
+    def infer(batch: list[_Loaded]) -> list[ModelOutput | None]:
+        return backend.infer([b.prepared for b in batch]) if batch[0].error is None else [None]
+
     try:
         with ThreadPoolExecutor(options.workers, "read") as readers, ThreadPoolExecutor(
-            options.workers, "write"
-        ) as writers:
+            backend.concurrency, "infer"
+        ) as inferrers, ThreadPoolExecutor(options.workers, "write") as writers:
             loaded_images = _OrderedPrefetch(readers, lambda i: _load(i, backend), todo, options.prefetch)
             if todo:
                 backend.load()
-            pending: deque[Future] = deque()
+            inferring: deque[tuple[list[_Loaded], Future]] = deque()
+            writing: deque[Future] = deque()
+
+            def hand_over_inferred(keep: int) -> None:
+                while inferring and (inferring[0][1].done() or len(inferring) > keep):
+                    batch, outputs = inferring.popleft()
+                    for loaded, output in zip(batch, outputs.result(), strict=True):
+                        writing.append(writers.submit(write, loaded, output))
+                while writing and (writing[0].done() or len(writing) > options.prefetch):
+                    writing.popleft().result()
+
             for batch in _batches(loaded_images, backend.max_batch):
-                outputs = backend.infer([b.prepared for b in batch]) if batch[0].error is None else [None]
-                for loaded, output in zip(batch, outputs, strict=True):
-                    pending.append(writers.submit(write, loaded, output))
-                while pending and (pending[0].done() or len(pending) > options.prefetch):
-                    pending.popleft().result()
-            while pending:
-                pending.popleft().result()
+                inferring.append((batch, inferrers.submit(infer, batch)))
+                hand_over_inferred(keep=backend.concurrency)
+            hand_over_inferred(keep=0)
+            while writing:
+                writing.popleft().result()
     finally:
         journal.close()
-    write_tables(output_dir, images, journal.read(), class_names)
+    write_tables(output_dir, images, {**done, **results}, class_names)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -471,7 +492,7 @@ def _write_outputs(
         return ImageResult(item.name, str(item.path), error=loaded.error)
     height, width = loaded.pixels.shape[:2]
     everything = to_pixels(output, width, height)
-    kept = tuple(d for d in everything if d.score >= options.keep_score)
+    kept = tuple(as_printed(d) for d in everything if d.score >= options.keep_score)
     shown = [d for d in everything if d.score >= options.thresholds.for_class(d.class_id)][: options.max_boxes]
     atomic.write_bytes(layout.drawn(item.name), render(loaded.pixels, shown, class_names, options.image_format))
     if options.voc_xml:
@@ -533,7 +554,7 @@ def write_tables(
         for _, r in readable:
             for d in r.detections:
                 name = class_names.get(d.class_id, f"class {d.class_id}")
-                writer.writerow([r.image, r.width, r.height, d.class_id, name, _score(d.score), *_coords(d)])
+                writer.writerow([r.image, r.width, r.height, d.class_id, name, d.score, d.xmin, d.ymin, d.xmax, d.ymax])
     with atomic.atomic_open(output_dir / IMAGES_CSV, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(IMAGE_COLUMNS)
@@ -546,8 +567,8 @@ def write_tables(
         {
             "image_id": i.image_id,
             "category_id": d.class_id,
-            "bbox": [round(d.xmin, 2), round(d.ymin, 2), round(d.xmax - d.xmin, 2), round(d.ymax - d.ymin, 2)],
-            "score": _score(d.score),
+            "bbox": [d.xmin, d.ymin, round(d.xmax - d.xmin, 2), round(d.ymax - d.ymin, 2)],
+            "score": d.score,
         }
         for i, r in readable
         for d in r.detections
@@ -562,14 +583,6 @@ def write_tables(
             "categories": [{"id": k, "name": v} for k, v in sorted(class_names.items())],
         },
     )
-
-
-def _score(value: float) -> float:
-    return round(value, 6)
-
-
-def _coords(d: Detection) -> list[float]:
-    return [round(d.xmin, 2), round(d.ymin, 2), round(d.xmax, 2), round(d.ymax, 2)]
 
 
 # ---------------------------------------------------------------- run settings and resume

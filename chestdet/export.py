@@ -52,6 +52,12 @@ AGREEMENT_MAX_SCORE_DIFFERENCE = 0.02
 # about 10 ms more per 320x320 image on a 2-core CPU (20 ms against 10 ms; BENCHMARKS.md).
 TFLITE_NMS = ("regular", "fast")
 
+# The TFLite graph's NMS considers only boxes scoring at least this (the config's score_threshold,
+# 1e-8, reaches the TFLite op as 0, so every anchor of every class went through NMS: 10% of its CPU
+# time). Greedy NMS never lets a lower-scoring box suppress a higher one, so every box at or above the
+# floor is unchanged; it equals detect's default --keep-score, below which nothing is kept anyway.
+TFLITE_MIN_SCORE = 0.01
+
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
 # holds only bookkeeping (step, save counter, optimizer iterations). A real SSD has hundreds.
 MIN_MODEL_VARIABLES = 10
@@ -69,6 +75,7 @@ def export_model(
     label_map: str | Path | None = None,
     overwrite: bool = False,
     tflite_nms: str = "regular",
+    tflite_min_score: float = TFLITE_MIN_SCORE,
 ) -> Path:
     """Export `checkpoint` (a prefix, a model dir or a best-checkpoint record) to `output_dir`.
 
@@ -76,7 +83,8 @@ def export_model(
     checkpoint/ (the restored weights, as the OD API's exporter writes them) and export.json.
     The label map defaults to the config's train_input_reader.label_map_path, then the project's.
     `tflite_nms` is "regular" (per-class NMS, as the SavedModel) or "fast" (the OD API's
-    class-agnostic TFLite default, which drops overlapping findings of other classes). Returns the output folder.
+    class-agnostic TFLite default, which drops overlapping findings of other classes); the TFLite NMS
+    keeps boxes scoring at least `tflite_min_score`. Returns the output folder.
     """
     output_dir = Path(output_dir)
     if tflite_nms not in TFLITE_NMS:
@@ -100,12 +108,14 @@ def export_model(
             model = write_saved_model(configs, prefix, staging)
         if tflite:
             with _timed(timings, "tflite", "TFLite model"):
-                write_tflite(configs, staging / CHECKPOINT_DIR, staging / TFLITE_FILE, tflite_nms == "regular")
+                write_tflite(configs, staging / CHECKPOINT_DIR, staging / TFLITE_FILE, tflite_nms == "regular",
+                             tflite_min_score)
         shutil.copyfile(label_map_path, staging / LABEL_MAP_FILE)
         shutil.copyfile(pipeline_config, staging / PIPELINE_FILE)
-        record = export_record(
-            prefix, pipeline_config, label_map_path, configs, model, tflite, tflite_nms, timings
-        )
+        record = export_record(prefix, pipeline_config, label_map_path, configs, model, timings)
+        if tflite:
+            record["exported"].append(TFLITE_FILE)
+            record["tflite"] = tflite_record(model, configs, tflite_nms, tflite_min_score)
         atomic.write_json(staging / RECORD_FILE, record)
         _publish(staging, output_dir, overwrite)
     log.info("export written to %s in %.1f s", output_dir, time.perf_counter() - started)
@@ -300,14 +310,20 @@ def write_saved_model(configs: dict, prefix: Path, staging: Path):  # noqa: ANN2
     return model
 
 
-def write_tflite(configs: dict, checkpoint_dir: Path, tflite_path: Path, regular_nms: bool = False) -> None:
-    """export_tflite_graph_tf2's SSD graph of the latest checkpoint in `checkpoint_dir`, converted to float32."""
+def write_tflite(
+    configs: dict, checkpoint_dir: Path, tflite_path: Path, regular_nms: bool = False,
+    min_score: float = TFLITE_MIN_SCORE,
+) -> None:
+    """export_tflite_graph_tf2's SSD graph of the latest checkpoint in `checkpoint_dir`, converted to float32;
+    its NMS keeps boxes scoring at least `min_score`."""
     import tensorflow as tf
     from object_detection import export_tflite_graph_lib_tf2
     from object_detection.utils import config_util
 
     pipeline = config_util.create_pipeline_proto_from_configs(configs)
-    max_detections = configs["model"].ssd.post_processing.batch_non_max_suppression.max_total_detections
+    nms = pipeline.model.ssd.post_processing.batch_non_max_suppression
+    nms.score_threshold = tflite_nms_floor(configs, min_score)
+    max_detections = nms.max_total_detections
     work = Path(tempfile.mkdtemp(prefix=".tflite-graph-", dir=tflite_path.parent))
     try:
         started = time.perf_counter()
@@ -338,8 +354,6 @@ def export_record(
     label_map_path: Path,
     configs: dict,
     model,  # noqa: ANN001 - an OD API DetectionModel
-    tflite: bool,
-    tflite_nms: str,
     timings: dict[str, float],
 ) -> dict:
     import tensorflow as tf
@@ -355,7 +369,7 @@ def export_record(
         "label_map": str(label_map_path.resolve()),
         "num_classes": configs["model"].ssd.num_classes,
         "input_size": {"height": height, "width": width},
-        "exported": [SAVED_MODEL_DIR] + ([TFLITE_FILE] if tflite else []),
+        "exported": [SAVED_MODEL_DIR],
         "saved_model": {
             "signature": "serving_default",
             "input": {"name": "input_tensor", "dtype": "uint8", "shape": [None, None, None, 3]},
@@ -366,14 +380,26 @@ def export_record(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": {name: round(value, 1) for name, value in timings.items()},
     }
-    if tflite:
-        record["tflite"] = {
-            "input": {"dtype": "float32", "shape": [1, height, width, 3], **tflite_input_scaling(model, configs)},
-            "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
-            "class_id_offset": 1,
-            "nms": tflite_nms,
-        }
     return record
+
+
+def tflite_record(model, configs: dict, nms: str, min_score: float) -> dict:  # noqa: ANN001 - a DetectionModel
+    """How to run the TFLite model: its input and its scaling, its outputs, and its NMS."""
+    height, width = input_size(configs)
+    return {
+        "input": {"dtype": "float32", "shape": [1, height, width, 3], **tflite_input_scaling(model, configs)},
+        "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
+        "class_id_offset": 1,
+        "nms": nms,
+        "min_score": tflite_nms_floor(configs, min_score),
+    }
+
+
+def tflite_nms_floor(configs: dict, min_score: float) -> float:
+    """The score below which the TFLite NMS drops boxes: the config's threshold, or `min_score` if higher,
+    as export_tflite_graph_lib_tf2 writes it into the graph (with "%f": 1e-8 becomes 0)."""
+    threshold = max(configs["model"].ssd.post_processing.batch_non_max_suppression.score_threshold, min_score)
+    return float(f"{threshold:f}")
 
 
 def measure_agreement(

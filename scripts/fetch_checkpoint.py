@@ -8,8 +8,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chestdet.cli import run_main  # noqa: E402
+from chestdet.cli import exit_with  # noqa: E402
 from chestdet.commands.fetch_checkpoint import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    exit_with(main)

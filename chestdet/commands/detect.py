@@ -11,8 +11,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet import detect
-from chestdet.backends import BACKENDS, BackendError, choose_backend, gpu_available, open_backend
-from chestdet.cli import ExitStatus, UserError, progress_logging, run_main, setup_logging
+from chestdet.backends import (
+    BACKENDS,
+    BackendError,
+    choose_backend,
+    gpu_available,
+    open_backend,
+    tflite_min_score,
+)
+from chestdet.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
 from chestdet.drawing import FORMATS
 
 log = logging.getLogger("chestdet.detect")
@@ -58,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in --output-dir")
     parser.add_argument("--workers", type=int, default=detect.default_workers(),
                         help="reader and writer threads each (default: CPU count, at most 4)")
-    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: TensorFlow's choice)")
+    parser.add_argument("--threads", type=int,
+                        help="TFLite: images inferred at once, by one single-threaded interpreter each "
+                        "(default: CPU count)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any image could not be read")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -77,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_score_file is not None:
             thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
         has_gpu = args.backend == "auto" and (args.model / "model.tflite").is_file() and gpu_available()
-        kind = choose_backend(args.backend, args.model, has_gpu)
+        kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
+        if kind == "tflite" and args.keep_score < tflite_min_score(args.model):
+            log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
+                        "use --backend savedmodel for them", tflite_min_score(args.model), args.keep_score)
         images = detect.list_inputs(args.input, exclude=args.output_dir)
         if not images:
             raise UserError(f"--input {args.input}: no images found")
@@ -124,6 +136,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in counts:
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be at least 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
 
@@ -140,7 +154,7 @@ def _load_class_names(label_map: Path) -> dict[int, str]:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.evaluate import OUTPUT_FILES, run_evaluation
 from chestdet.metrics import EvaluationSettings
 from chestdet.report import summary_text
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

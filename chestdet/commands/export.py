@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from chestdet import export
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.labels import REPO_ROOT
 
 log = logging.getLogger("chestdet.export")
@@ -45,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="regular: per-class NMS, as the SavedModel (default); fast: the OD API's "
                         "class-agnostic TFLite NMS, about 10 ms faster per image, drops overlapping findings "
                         "of other classes")
+    parser.add_argument("--tflite-min-score", type=float, default=export.TFLITE_MIN_SCORE,
+                        help="lowest score the TFLite NMS keeps (default: %(default)s, detect.py's default "
+                        "--keep-score; 0 keeps every box, for about 10%% more inference time)")
     parser.add_argument("--agreement-images", type=Path,
                         help="after exporting, measure how often TFLite reproduces the SavedModel's boxes "
                         "on the images of this folder and record it in export.json")
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = run_folder(prefix)
     config = args.config or default_config(prefix, run_dir)
     output_dir = args.output_dir or EXPORTS_DIR / run_dir.name
+    if not 0.0 <= args.tflite_min_score < 1.0:
+        raise UserError(f"--tflite-min-score {args.tflite_min_score}: must be at least 0 and below 1")
     if args.agreement_images is not None:
         if args.no_tflite:
             raise UserError("--agreement-images compares the TFLite model with the SavedModel; drop --no-tflite")
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("exporting %s with %s to %s", prefix, config, output_dir)
     export.export_model(
         prefix, config, output_dir, tflite=not args.no_tflite, label_map=args.label_map,
-        overwrite=args.overwrite, tflite_nms=args.tflite_nms,
+        overwrite=args.overwrite, tflite_nms=args.tflite_nms, tflite_min_score=args.tflite_min_score,
     )
     if args.agreement_images is not None:
         agreement = export.record_agreement(output_dir, args.agreement_images)
@@ -95,7 +99,7 @@ def default_config(prefix: Path, run_dir: Path) -> Path:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from chestdet import pretrained
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 
 log = logging.getLogger("chestdet.fetch_checkpoint")
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import csv
 import gc
 import io
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from chestdet.annotations import (
     merge_boxes,
     read_nih_csv,
 )
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.labels import DEFAULT_LABEL_MAP, load_label_map
 from chestdet.records import (
     DEFAULT_SHARDS,
@@ -329,7 +328,7 @@ def format_summary(summary: dict) -> str:
 
 
 def entry() -> None:
-    sys.exit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 from chestdet import pipeline_config, pretrained
 from chestdet import train as training
-from chestdet.cli import ExitStatus, UserError, run_main, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.labels import REPO_ROOT
 
 log = logging.getLogger("chestdet.train")
@@ -190,7 +190,7 @@ def _shown(path: Path) -> str:
 
 
 def entry() -> None:
-    raise SystemExit(run_main(main))
+    exit_with(main)
 
 
 if __name__ == "__main__":

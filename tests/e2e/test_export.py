@@ -76,6 +76,7 @@ def test_export_directory_holds_every_file_and_an_honest_record(tiny_export):
     # ssd_mobilenet_v2_fpn_keras scales pixels to [-1, 1]; export measured it through model.preprocess.
     assert record["tflite"]["input"]["scale"] == pytest.approx(2 / 255)
     assert record["tflite"]["input"]["offset"] == pytest.approx(-1.0)
+    assert record["tflite"]["min_score"] == 0.0  # the fixture keeps every box of its random model
     import tensorflow as tf
 
     assert record["tensorflow"] == tf.__version__
@@ -227,6 +228,7 @@ def test_tflite_reproduces_the_saved_models_confident_boxes(trained_export, tmp_
 
     exported = shutil.copytree(trained_export, tmp_path / "export")  # the session's export stays as made
     assert json.loads((exported / "export.json").read_text())["tflite"]["nms"] == "regular"
+    assert json.loads((exported / "export.json").read_text())["tflite"]["min_score"] == export.TFLITE_MIN_SCORE
     images = tmp_path / "sample images"
     images.mkdir()
     for path in sorted(SAMPLE_IMAGES.glob("*.png")) + sorted(SAMPLE_UNLABELED.glob("*.png")):

@@ -41,8 +41,9 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, max_batch: int = 1, delay: float = 0.0, empty_below: float = -1.0) -> None:
+    def __init__(self, max_batch: int = 1, delay: float = 0.0, empty_below: float = -1.0, concurrency: int = 1) -> None:
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self.delay = delay
         self.empty_below = empty_below
         self.loaded = 0
@@ -342,6 +343,33 @@ def test_batches_group_images_of_one_size(mixed_inputs: Path, tmp_path: Path):
     assert read_csv(single / "detections.csv") == read_csv(tmp_path / "out" / "detections.csv")
 
 
+def test_a_backend_that_infers_concurrently_gets_overlapping_calls_and_the_same_outputs(mixed_inputs, tmp_path):
+    import threading
+
+    backend = FakeBackend(delay=0.05, concurrency=3)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    infer = backend.infer
+
+    def counted(batch):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return infer(batch)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    backend.infer = counted
+    summary = run(mixed_inputs, tmp_path / "concurrent", backend)
+    assert most[0] > 1 and backend.inferred == summary.processed - summary.errors
+    serial = tmp_path / "serial"
+    run(mixed_inputs, serial)
+    for table in ("detections.csv", "images.csv", "errors.csv"):
+        assert read_csv(serial / table) == read_csv(tmp_path / "concurrent" / table)
+
+
 # ------------------------------------------------------------------ resume
 
 
@@ -415,6 +443,7 @@ def test_the_parser_documents_every_flag():
 def test_detection_from_json_round_trips_floats_exactly():
     result = detect.ImageResult("a.png", "/x/a.png", 1024, 1000, (Detection(3, 0.1234567, 1 / 3, 2.5, 700.25, 999.9),))
     assert detect.ImageResult.from_json(result.to_json()) == result
+    assert detect.as_printed(result.detections[0]) == Detection(3, 0.123457, 0.33, 2.5, 700.25, 999.9)
 
 
 KILLABLE_RUN = """

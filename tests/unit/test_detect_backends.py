@@ -17,6 +17,7 @@ from chestdet.backends import (
     backend_agreement,
     choose_backend,
     legacy_bilinear_resize,
+    tflite_min_score,
     tflite_normalisation,
     to_pixels,
 )
@@ -50,6 +51,17 @@ def test_auto_takes_tflite_only_without_a_gpu(tmp_path: Path):
     shutil.rmtree(tmp_path / "saved_model")
     with pytest.raises(BackendError, match=r": no saved_model/ in this export$"):
         choose_backend("savedmodel", tmp_path, has_gpu=False)
+
+
+def test_auto_takes_the_savedmodel_when_tflite_drops_scores_the_user_keeps(tmp_path: Path):
+    (tmp_path / "saved_model").mkdir()
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    assert tflite_min_score(tmp_path) == 0.0  # an export.json-less (older) export: no floor stated
+    (tmp_path / "export.json").write_text(json.dumps({"tflite": {"min_score": 0.01}}))
+    assert tflite_min_score(tmp_path) == 0.01
+    assert choose_backend("auto", tmp_path, has_gpu=False, keep_score=0.01) == "tflite"
+    assert choose_backend("auto", tmp_path, has_gpu=False, keep_score=0.0) == "savedmodel"
+    assert choose_backend("tflite", tmp_path, has_gpu=False, keep_score=0.0) == "tflite"
 
 
 def test_tflite_input_scaling_from_export_json_or_the_feature_extractor(tmp_path: Path):

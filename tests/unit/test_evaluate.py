@@ -536,6 +536,7 @@ class FixedBackend:
 
     name = "fixed"
     max_batch = 1
+    concurrency = 1
 
     def prepare(self, pixels):
         import numpy as np
