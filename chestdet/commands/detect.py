@@ -79,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     _check_arguments(args)
+    try:
+        images = detect.list_inputs(args.input, exclude=args.output_dir)
+    except detect.DetectError as error:
+        raise UserError(str(error)) from error
+    if not images:
+        raise UserError(f"--input {args.input}: no images found")
+    # Importing TensorFlow (label map, backend) takes seconds: decode the first images meanwhile.
+    ahead = None if args.resume else detect.DecodeAhead(images)
+    try:
+        return _detect(args, images, ahead, started)
+    finally:
+        if ahead is not None:
+            ahead.stop()
+
+
+def _detect(args: argparse.Namespace, images: list, ahead: detect.DecodeAhead | None, started: float) -> int:
     label_map = args.label_map or args.model / "label_map.pbtxt"
     class_names = _load_class_names(label_map)
     thresholds = detect.Thresholds(args.min_score)
@@ -90,9 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "tflite" and args.keep_score < tflite_min_score(args.model):
             log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
                         "use --backend savedmodel for them", tflite_min_score(args.model), args.keep_score)
-        images = detect.list_inputs(args.input, exclude=args.output_dir)
-        if not images:
-            raise UserError(f"--input {args.input}: no images found")
         options = detect.DetectOptions(
             thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
             image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
@@ -108,19 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     except (detect.DetectError, BackendError) as error:
         raise UserError(str(error)) from error
     log.info("%d images, %s backend, writing to %s", len(images), kind, args.output_dir)
-    summary = _run(images, backend, class_names, args, options, started)
+    summary = _run(images, backend, class_names, args, options, started, ahead)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
 
 
-def _run(images, backend, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
+def _run(images, backend, class_names, args, options, started, ahead) -> detect.RunSummary:  # noqa: ANN001
     with progress_logging(), tqdm(
         total=len(images), unit=" images", unit_scale=False, disable=args.no_progress or None, dynamic_ncols=True,
         desc="detect", file=sys.stderr,
     ) as bar:
         try:
             return detect.detect_images(
-                images, backend, class_names, args.output_dir, options, started=started, progress=bar
+                images, backend, class_names, args.output_dir, options, started=started, progress=bar,
+                ahead=ahead,
             )
         except BackendError as error:
             raise UserError(str(error)) from error

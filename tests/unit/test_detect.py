@@ -23,7 +23,7 @@ from chestdet.backends import Detection, ModelOutput
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.detect import main
 from chestdet.drawing import class_colour
-from chestdet.imaging import to_rgb
+from chestdet.imaging import ImageReadError, read_image, to_rgb
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 3: "Effusion", 4: "Infiltrate", 5: "Mass", 6: "Nodule",
@@ -74,11 +74,13 @@ class FakeBackend:
 def run(images_spec, out: Path, backend=None, **options) -> detect.RunSummary:
     resume = options.pop("resume", False)
     progress = options.pop("progress", None)
+    decode_ahead = options.pop("decode_ahead", False)
     images = detect.list_inputs(images_spec, exclude=out)
     settings = detect.run_settings(input=str(images_spec), **{k: str(v) for k, v in options.items()})
     detect.prepare_output_dir(out, settings, resume=resume, overwrite=False)
+    ahead = detect.DecodeAhead(images) if decode_ahead else None
     return detect.detect_images(images, backend or FakeBackend(), CLASS_NAMES, out, detect.DetectOptions(**options),
-                                progress=progress)
+                                progress=progress, ahead=ahead)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -368,6 +370,40 @@ def test_a_backend_that_infers_concurrently_gets_overlapping_calls_and_the_same_
     run(mixed_inputs, serial)
     for table in ("detections.csv", "images.csv", "errors.csv"):
         assert read_csv(serial / table) == read_csv(tmp_path / "concurrent" / table)
+
+
+def test_images_decoded_ahead_are_the_images_and_their_errors(mixed_inputs: Path, tmp_path: Path):
+    images = detect.list_inputs(mixed_inputs)
+    ahead = detect.DecodeAhead(images)
+    ahead._thread.join()  # all of them: far under the budget
+    for item in images:
+        if item.name in ("corrupt.jpg", "empty.png"):
+            with pytest.raises(ImageReadError):
+                ahead.take(item)
+        else:
+            np.testing.assert_array_equal(ahead.take(item), read_image(item.path))
+        assert ahead.take(item) is None  # taken once
+    ahead.stop()
+
+
+def test_decoding_ahead_stops_at_its_budget_or_where_the_readers_are(mixed_inputs: Path):
+    images = detect.list_inputs(mixed_inputs)
+    ahead = detect.DecodeAhead(images, budget=1)
+    ahead._thread.join()
+    with pytest.raises(ImageReadError):
+        ahead.take(images[0])  # corrupt.jpg: an error costs no budget
+    assert ahead.take(images[1]) is not None and ahead.take(images[2]) is None
+    ahead = detect.DecodeAhead([])
+    assert ahead.take(images[2]) is None  # a reader reached the third image first
+    ahead._run(images, budget=1 << 30)  # so decoding ahead stops before it
+    assert ahead.take(images[1]) is not None and ahead.take(images[3]) is None
+
+
+def test_a_run_with_images_decoded_ahead_writes_the_same_outputs(mixed_inputs: Path, tmp_path: Path):
+    run(mixed_inputs, tmp_path / "plain")
+    run(mixed_inputs, tmp_path / "ahead", decode_ahead=True)
+    for table in ("detections.csv", "images.csv", "errors.csv", "detections.json"):
+        assert (tmp_path / "plain" / table).read_bytes() == (tmp_path / "ahead" / table).read_bytes()
 
 
 # ------------------------------------------------------------------ resume
