@@ -38,11 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import NIH_DIR, REPO
+from _common import SAMPLE_NIH_DIR as SAMPLE
 
-SAMPLE = REPO / "workspace" / "sample" / "nih"
-DEFAULT_IMAGES = [REPO.parent / "shared" / "data" / "nih", SAMPLE]
+DEFAULT_IMAGES = [NIH_DIR, SAMPLE]
 LAST_LINE = re.compile(r"(\d+) images in ([\d.]+) s = ([\d.]+) images/s; (\d+) errors")
 DRAW_SCORE = 0.3  # the tutorial loop's min_score_thresh and detect.py's default --min-score
 FIRST = re.compile(r"first result after ([\d.]+) s")

@@ -25,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _common import SAMPLE_NIH_DIR
 
-SAMPLE_IMAGES = REPO / "workspace" / "sample" / "nih" / "images"
-SAMPLE_UNLABELED = REPO / "workspace" / "sample" / "nih" / "unlabeled"
+SAMPLE_IMAGES = SAMPLE_NIH_DIR / "images"
+SAMPLE_UNLABELED = SAMPLE_NIH_DIR / "unlabeled"
 
 
 def build_parser():

@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _common import REPO
+from _common import SAMPLE_NIH_DIR as SAMPLE
 
-SAMPLE = REPO / "workspace" / "sample" / "nih"
 TOLERANCE = 0.05
 
 BASELINE = """
