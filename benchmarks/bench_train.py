@@ -76,7 +76,7 @@ def run(command: list[str], log_path: Path) -> float:
 
 
 def seconds_per_step(model_dir: Path) -> list[float]:
-    from chestdet.train import read_scalars
+    from chestdet.checkpoints import read_scalars
 
     rates = read_scalars(model_dir / "train")["steps_per_sec"]
     return [1.0 / rate for step, rate in sorted(rates.items())][1:]  # the first chunk includes tracing

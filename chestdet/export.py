@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chestdet import atomic
+from chestdet.checkpoints import BEST_RECORD, checkpoint_sha256
 from chestdet.cli import UserError
 from chestdet.labels import DEFAULT_LABEL_MAP, REPO_ROOT
-from chestdet.train import BEST_RECORD, checkpoint_sha256
 
 if TYPE_CHECKING:
     from chestdet.backends import Agreement

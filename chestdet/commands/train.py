@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from chestdet import pipeline_config, pretrained
+from chestdet import checkpoints, pipeline_config, pretrained
 from chestdet import train as training
 from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.labels import REPO_ROOT
@@ -96,7 +96,7 @@ def start_checkpoint(args: argparse.Namespace, configured: Path | None) -> Path 
     model_dir = training.resolve_path(args.model_dir) if args.model_dir else None
     if model_dir is not None and chosen.parent.resolve() == model_dir.resolve():
         raise UserError(f"the fine-tune checkpoint {chosen} is inside the run folder; the OD API refuses that")
-    if not training.checkpoint_exists(chosen):
+    if not checkpoints.checkpoint_exists(chosen):
         hint = ""
         if pretrained.PRETRAINED_DIR in chosen.parents:
             hint = f" (fetch it with: python scripts/fetch_checkpoint.py {chosen.parent.parent.name})"
@@ -175,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", error)
         return ExitStatus.ERROR
     model_dir = options.model_dir
-    latest = training.latest_checkpoint(model_dir)
+    latest = checkpoints.latest_checkpoint(model_dir)
     log.info("run folder: %s", _shown(model_dir))
     log.info("last checkpoint: %s (step %d of %d)", latest.name if latest else "none",
-             training.checkpoint_step(latest) if latest else 0, prepared.plan.num_steps)
-    best = training.best_checkpoint(model_dir)
+             checkpoints.checkpoint_step(latest) if latest else 0, prepared.plan.num_steps)
+    best = checkpoints.best_checkpoint(model_dir)
     if best is not None:
-        log.info("best checkpoint: %s (see %s)", _shown(best), training.BEST_RECORD)
+        log.info("best checkpoint: %s (see %s)", _shown(best), checkpoints.BEST_RECORD)
     return ExitStatus.SUCCESS
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chestdet import checkpoints
 from chestdet import train as training
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.train import main
@@ -82,7 +83,7 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     ]
 
     # Session 1: stopped by a signal once the step-10 checkpoint exists.
-    interrupt_when(lambda: training.latest_checkpoint(run) is not None and training.latest_step(run) >= EVERY)
+    interrupt_when(lambda: checkpoints.latest_checkpoint(run) is not None and checkpoints.latest_step(run) >= EVERY)
     assert run_main(main, argv) == ExitStatus.INTERRUPTED
     children = RecordingChildren.instances[-1]
     assert children.processes and all(p.poll() is not None for p in children.processes.values())
@@ -94,7 +95,7 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     # The fine-tune path: the step-0 checkpoint holds the start checkpoint's feature extractor.
     assert_same_feature_extractor(start_checkpoint, run / "ckpt-1")
     assert record["start_checkpoint"]["type"] == "detection"
-    assert record["start_checkpoint"]["sha256"] == training.checkpoint_sha256(start_checkpoint)
+    assert record["start_checkpoint"]["sha256"] == checkpoints.checkpoint_sha256(start_checkpoint)
 
     # Session 2: the same command (plus evaluation) resumes and finishes.
     assert run_main(main, [*argv, "--eval", "--eval-interval", "1"]) == ExitStatus.SUCCESS
@@ -102,10 +103,10 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert [s["status"] for s in record["sessions"]] == ["interrupted", "finished"]
     assert record["sessions"][1]["from_step"] == stopped_at
     assert record["sessions"][1]["reached_step"] == STEPS
-    assert training.latest_step(run) == STEPS
+    assert checkpoints.latest_step(run) == STEPS
 
     # TensorBoard events hold the loss and learning-rate scalars.
-    scalars = training.read_scalars(run / "train")
+    scalars = checkpoints.read_scalars(run / "train")
     for tag in ("Loss/total_loss", "Loss/localization_loss", "Loss/classification_loss", "learning_rate"):
         assert tag in scalars, sorted(scalars)
         assert max(scalars[tag]) == STEPS
@@ -113,14 +114,14 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
 
     # The best checkpoint by val mAP@0.5 is recorded and copied, and matches the evaluation events.
     best = json.loads((run / "best.json").read_text())
-    metrics = training.eval_metrics(run)
+    metrics = checkpoints.eval_metrics(run)
     assert STEPS in metrics
-    assert best["value"] == max(m[training.MAP50] for m in metrics.values())
-    assert best["value"] == metrics[best["step"]][training.MAP50]
-    prefix = training.best_checkpoint(run)
+    assert best["value"] == max(m[checkpoints.MAP50] for m in metrics.values())
+    assert best["value"] == metrics[best["step"]][checkpoints.MAP50]
+    prefix = checkpoints.best_checkpoint(run)
     assert prefix.parent == run / "best"
-    assert training.checkpoint_step(prefix) == best["step"]
-    assert training.checkpoint_sha256(prefix) == best["sha256"]
+    assert checkpoints.checkpoint_step(prefix) == best["step"]
+    assert checkpoints.checkpoint_sha256(prefix) == best["sha256"]
 
     # The as-run config is the one that trained, with the run's paths filled in.
     from chestdet import pipeline_config
@@ -139,7 +140,7 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     # Running it once more finds the run finished and starts nothing.
     assert run_main(main, argv) == ExitStatus.SUCCESS
     assert not RecordingChildren.instances[-1].processes
-    assert training.latest_step(run) == STEPS
+    assert checkpoints.latest_step(run) == STEPS
 
 
 def test_another_config_in_the_same_run_folder_is_refused(workspace: Path, start_checkpoint: Path, caplog):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chestdet import train as training
+from chestdet import checkpoints
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.train import main
 from tests.e2e import training_data
@@ -47,8 +47,8 @@ def test_overfitting_16_images_finds_their_boxes(tmp_path: Path):
     ])
 
     assert status == ExitStatus.SUCCESS
-    final = training.latest_checkpoint(run)
-    assert training.checkpoint_step(final) == STEPS
+    final = checkpoints.latest_checkpoint(run)
+    assert checkpoints.checkpoint_step(final) == STEPS
     results = training_data.checkpoint_detections(run / "pipeline.config", final, images)
     score = training_data.map50(boxes, images, results)
     assert score >= MIN_MAP50, f"mAP@0.5 {score:.3f} on the training images after {STEPS} steps"

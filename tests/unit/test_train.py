@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chestdet import pipeline_config
+from chestdet import checkpoints, pipeline_config
 from chestdet import train as training
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.train import main, parse_override
@@ -92,7 +92,7 @@ def write_eval(model_dir: Path, values: dict[int, float]) -> None:
     writer = tf.summary.create_file_writer(str(model_dir / "eval"))
     with writer.as_default():
         for step, value in values.items():
-            tf.summary.scalar(training.MAP50, value, step=step)
+            tf.summary.scalar(checkpoints.MAP50, value, step=step)
             tf.summary.scalar("DetectionBoxes_Precision/mAP", value / 2, step=step)
     writer.flush()
     writer.close()
@@ -103,31 +103,31 @@ def test_best_checkpoint_follows_val_map50(tmp_path: Path):
 
     run = tmp_path / "run with spaces"
     holder: dict = {}
-    assert training.update_best(run) is None
+    assert checkpoints.update_best(run) is None
     for step in (100, 200):
         save_checkpoint(run, step, holder)
     write_eval(run, {100: 0.30, 200: 0.20})
-    best = training.update_best(run)
+    best = checkpoints.update_best(run)
     assert (best["step"], best["value"], best["checkpoint"]) == (100, pytest.approx(0.30), "best/ckpt-1")
-    prefix = training.best_checkpoint(run)
+    prefix = checkpoints.best_checkpoint(run)
     assert prefix == run / "best" / "ckpt-1"
     assert tf.train.load_variable(str(prefix), "model/w/.ATTRIBUTES/VARIABLE_VALUE").tolist() == [100.0, 1.0]
     assert tf.train.latest_checkpoint(str(run / "best")) == str(prefix)
     assert best["metrics"]["DetectionBoxes_Precision/mAP"] == pytest.approx(0.15)
-    assert json.loads((run / "best.json").read_text())["sha256"] == training.checkpoint_sha256(prefix)
+    assert json.loads((run / "best.json").read_text())["sha256"] == checkpoints.checkpoint_sha256(prefix)
 
     # ckpt-1 leaves the manager's window; the copy in best/ stays the best until beaten.
     save_checkpoint(run, 300, holder)
     write_eval(run, {300: 0.25})
-    assert not training.checkpoint_exists(run / "ckpt-1")
-    assert training.update_best(run)["step"] == 100
-    assert training.checkpoint_exists(run / "best" / "ckpt-1")
+    assert not checkpoints.checkpoint_exists(run / "ckpt-1")
+    assert checkpoints.update_best(run)["step"] == 100
+    assert checkpoints.checkpoint_exists(run / "best" / "ckpt-1")
 
     save_checkpoint(run, 400, holder)
     write_eval(run, {400: 0.50})
-    best = training.update_best(run)
+    best = checkpoints.update_best(run)
     assert (best["step"], best["checkpoint"]) == (400, "best/ckpt-4")
-    assert not training.checkpoint_exists(run / "best" / "ckpt-1")
+    assert not checkpoints.checkpoint_exists(run / "best" / "ckpt-1")
     assert [e["step"] for e in best["evaluated"]] == [100, 200, 300, 400]
 
 
@@ -170,7 +170,7 @@ def test_cli_default_checkpoint_names_the_fetch_command(records: Path, caplog):
     configured = training.resolve_path(
         pipeline_config.load_configs(training.DEFAULT_CONFIG)["train_config"].fine_tune_checkpoint
     )
-    if training.checkpoint_exists(configured):
+    if checkpoints.checkpoint_exists(configured):
         pytest.skip("the zoo checkpoint is present on this machine")
     assert run_main(main, ["--records", str(records)]) == ExitStatus.ERROR
     assert error_line(caplog) == (
