@@ -130,7 +130,8 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
     size the boxes were made on, not the stored size. Protobuf reads concatenated messages as their
     merge (TF's example parser too), so the features that repeat from image to image (format, size,
     classes) are serialised once and cached: with the pure-Python protobuf that the OD API's pins
-    impose, serialising is the costliest step of a pass-through image.
+    impose, serialising is the costliest step of a pass-through image. Not thread-safe (the
+    per-image message is reused); the records are written by processes.
     """
     width, height = stored.original_width, stored.original_height
     name = image.encode("utf-8")
