@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", type=Path, default=DEFAULT_LABEL_MAP,
                         help="label map giving class ids (default: the repository's label_map.pbtxt)")
     parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="worker processes (default: the CPUs available, %(default)s)")
+                        help="processes writing shards, this one included (default: the CPUs available, %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when anything was rejected")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
