@@ -348,7 +348,7 @@ def test_batches_group_images_of_one_size(mixed_inputs: Path, tmp_path: Path):
 def test_a_backend_that_infers_concurrently_gets_overlapping_calls_and_the_same_outputs(mixed_inputs, tmp_path):
     import threading
 
-    backend = FakeBackend(delay=0.05, concurrency=3)
+    backend = FakeBackend(delay=0.2, concurrency=3)  # long enough that readers keep up even on a busy machine
     running, most = [0], [0]
     lock = threading.Lock()
     infer = backend.infer
