@@ -152,3 +152,29 @@ def test_kill_9_then_resume_through_the_script(tiny_export: Path, tmp_path: Path
     assert drawn == sorted(p.name for p in (full / "drawn").iterdir()) and len(drawn) == 120
     assert all((out / "drawn" / n).read_bytes() == (full / "drawn" / n).read_bytes() for n in drawn)
     shutil.rmtree(folder)
+
+
+def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(trained_export: Path, tmp_path: Path):
+    """Without a GPU, a fresh detect.py process runs one SavedModel call per CPU, each op on one thread.
+
+    This test's own process started TF's runtime long ago, so its in-process run takes one call at a
+    time with TF's default threading: the two must find the same boxes (the 16 images the model was
+    trained on, so that it is confident).
+    """
+    from chestdet.backends import cpu_count
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted(SAMPLE_IMAGES.glob("*.png"))[:16]:
+        (folder / path.name).symlink_to(path)
+    common = ["--model", str(trained_export), "--input", str(folder), "--backend", "savedmodel", "--no-progress"]
+    assert main(common + ["--output-dir", str(tmp_path / "one call")]) == ExitStatus.SUCCESS
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "detect.py"), *common, "--output-dir",
+                           str(tmp_path / "side by side")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"; {cpu_count()} call(s) at once" in done.stderr
+    one = by_image(read_rows(tmp_path / "one call" / "detections.csv"))
+    side = by_image(read_rows(tmp_path / "side by side" / "detections.csv"))
+    assert sorted(one) == sorted(side)
+    agreement = backend_agreement([one[k] for k in sorted(one)], [side[k] for k in sorted(one)], min_score=0.1)
+    assert agreement.reference_boxes >= 16 and agreement.share == 1.0, agreement
