@@ -105,16 +105,11 @@ def tf_example(image_path: Path, boxes: list[Box], stored: tuple[bytes, int, int
     original 1024x1024 size; `stored` replaces the image by other PNG bytes (width, height)."""
     import tensorflow as tf
     from object_detection.core.standard_fields import TfExampleFields as keys
+    from object_detection.utils import dataset_util
 
-    def floats(values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    def strings(values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
+    floats, ints, strings = (
+        dataset_util.float_list_feature, dataset_util.int64_list_feature, dataset_util.bytes_list_feature
+    )
     width = height = 1024
     data, stored_width, stored_height = stored or (image_path.read_bytes(), width, height)
     feature = {

@@ -174,6 +174,7 @@ def test_default_shard_counts_grow_with_the_split_and_never_leave_a_shard_empty(
 
 def test_serialized_example_is_the_example_tf_train_example_builds(tmp_path):
     import tensorflow as tf
+    from object_detection.utils import dataset_util
 
     from chestdet.annotations import Box
     from chestdet.imaging import stored_image
@@ -184,15 +185,9 @@ def test_serialized_example_is_the_example_tf_train_example_builds(tmp_path):
     boxes = [Box(image.name, "Mass", 10, 20, 300, 400), Box(image.name, "Nodule", 500, 510, 530, 560, difficult=True)]
     ids = {"Mass": 5, "Nodule": 6}
 
-    def floats(values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    def texts(values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
+    floats, ints, texts = (
+        dataset_util.float_list_feature, dataset_util.int64_list_feature, dataset_util.bytes_list_feature
+    )
     name = image.name.encode()
     expected = tf.train.Example(features=tf.train.Features(feature={
         "image/encoded": texts([stored.data]), "image/filename": texts([name]), "image/source_id": texts([name]),
