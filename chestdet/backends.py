@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import queue
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from chestdet.cli import available_cpus
 from chestdet.imaging import to_rgb
 
 log = logging.getLogger("chestdet.detect")
@@ -94,10 +94,11 @@ def choose_backend(requested: str, export_dir: Path, has_gpu: bool, keep_score: 
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend {requested!r}; expected one of {', '.join(BACKENDS)}")
     has_tflite = (export_dir / TFLITE_FILE).is_file()
-    too_low = keep_score is not None and keep_score < tflite_min_score(export_dir)
-    if requested == "auto" and has_tflite and not has_gpu and too_low:
-        log.info("the SavedModel, since the TFLite model drops boxes scoring under %g", tflite_min_score(export_dir))
-        return "savedmodel"
+    if requested == "auto" and has_tflite and not has_gpu and keep_score is not None:
+        floor = tflite_min_score(export_dir)
+        if keep_score < floor:
+            log.info("the SavedModel, since the TFLite model drops boxes scoring under %g", floor)
+            return "savedmodel"
     if requested == "auto":
         return "tflite" if has_tflite and not has_gpu else "savedmodel"
     if requested == "tflite" and not has_tflite:
@@ -126,20 +127,13 @@ def _parallel_calls_on_cpu() -> int:
     """CPU count, with TF's intra-op threads set to 1, when there is no GPU; else 1."""
     import tensorflow as tf
 
-    if cpu_count() == 1 or tf.config.list_physical_devices("GPU"):
+    if available_cpus() == 1 or gpu_available():
         return 1
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
     except RuntimeError:  # TF's runtime already started in this process: its threading stays
         return 1
-    return cpu_count()
-
-
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 class SavedModelBackend:
@@ -215,7 +209,7 @@ class TFLiteBackend:
     ) -> None:
         self.path = path
         self.scale, self.offset = normalisation
-        self.concurrency = interpreters or cpu_count()
+        self.concurrency = interpreters or available_cpus()
         self.threads = threads
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         first = self._open_interpreter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -87,8 +88,6 @@ def now() -> str:
 
 
 def read_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text(encoding="utf-8"))
 
 

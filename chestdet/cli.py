@@ -62,6 +62,14 @@ def progress_logging() -> contextlib.AbstractContextManager:
     return logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)])
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as in a container), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def exit_with(main: Callable[[list[str] | None], int]) -> NoReturn:
     """run_main on the command line's arguments, then end the process with its status."""
     status = run_main(main)
@@ -81,4 +89,3 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         logging.getLogger("chestdet").error("interrupted")
         return ExitStatus.INTERRUPTED
-

@@ -392,13 +392,6 @@ def _parent_share(tasks: Sequence[ShardTask], workers: int) -> tuple[list[ShardT
     return own, forked
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def remove_stale_shards(output_dir: Path, keep: Sequence[Path]) -> list[Path]:
     """Delete shards of an earlier run (another shard count or split) so `train-*` globs match only this one."""
     keep_names = {path.name for path in keep}

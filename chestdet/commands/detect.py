@@ -103,9 +103,10 @@ def _detect(args: argparse.Namespace, images: list, ahead: detect.DecodeAhead | 
             thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
         has_gpu = args.backend == "auto" and (args.model / "model.tflite").is_file() and gpu_available()
         kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
-        if kind == "tflite" and args.keep_score < tflite_min_score(args.model):
+        floor = tflite_min_score(args.model) if kind == "tflite" else 0.0
+        if args.keep_score < floor:
             log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
-                        "use --backend savedmodel for them", tflite_min_score(args.model), args.keep_score)
+                        "use --backend savedmodel for them", floor, args.keep_score)
         options = detect.DetectOptions(
             thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
             image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,

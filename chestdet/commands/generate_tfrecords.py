@@ -30,7 +30,7 @@ from chestdet.annotations import (
     merge_boxes,
     read_nih_csv,
 )
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.cli import ExitStatus, UserError, available_cpus, exit_with, setup_logging
 from chestdet.labels import DEFAULT_LABEL_MAP, load_label_map
 from chestdet.records import (
     DEFAULT_SHARDS,
@@ -39,7 +39,6 @@ from chestdet.records import (
     PreparedImage,
     RecordOptions,
     WrittenShards,
-    default_workers,
     write_records,
 )
 from chestdet.split import SPLITS, SplitItem, parse_fractions, patient_of, read_data_entry, split_by_patient
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store images downscaled so the longer side is N pixels (boxes stay right)")
     parser.add_argument("--label-map", type=Path, default=DEFAULT_LABEL_MAP,
                         help="label map giving class ids (default: the repository's label_map.pbtxt)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="processes writing shards, this one included (default: the CPUs available, %(default)s)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when anything was rejected")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -161,7 +161,7 @@ def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(traine
     time with TF's default threading: the two must find the same boxes (the 16 images the model was
     trained on, so that it is confident).
     """
-    from chestdet.backends import cpu_count
+    from chestdet.cli import available_cpus
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -172,7 +172,7 @@ def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(traine
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "detect.py"), *common, "--output-dir",
                            str(tmp_path / "side by side")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"; {cpu_count()} call(s) at once" in done.stderr
+    assert f"; {available_cpus()} call(s) at once" in done.stderr
     one = by_image(read_rows(tmp_path / "one call" / "detections.csv"))
     side = by_image(read_rows(tmp_path / "side by side" / "detections.csv"))
     assert sorted(one) == sorted(side)
