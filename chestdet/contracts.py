@@ -1,0 +1,45 @@
+"""The files, folders and columns one stage hands the next, named once for writer and reader.
+
+Like the OD API's `standard_fields`, this module only names things: every stage that writes one of
+these files and every stage that reads it takes the name from here.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- records folder (records -> train, evaluate)
+SPLIT_CSV = "split.csv"
+SPLIT_COLUMNS = ("image", "patient", "split", "boxes")
+FOLDS_CSV = "folds.csv"
+FOLD_COLUMNS = ("image", "patient", "fold")
+REJECTS_CSV = "rejects.csv"
+REJECT_COLUMNS = ("source", "location", "reason")
+SUMMARY_JSON = "summary.json"
+
+# ---------------------------------------------------------------- run folder (train -> export)
+RUN_JSON = "run.json"
+BEST_RECORD = "best.json"
+BEST_DIR = "best"
+
+# ---------------------------------------------------------------- export folder (export -> detect)
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+LABEL_MAP_FILE = "label_map.pbtxt"
+PIPELINE_FILE = "pipeline.config"
+EXPORT_RECORD = "export.json"
+CHECKPOINT_DIR = "checkpoint"
+
+# ---------------------------------------------------------------- detections folder (detect -> evaluate)
+DETECTIONS_CSV = "detections.csv"
+DETECTION_COLUMNS = ("image", "width", "height", "class_id", "class_name", "score", "xmin", "ymin", "xmax", "ymax")
+IMAGES_CSV = "images.csv"
+IMAGE_COLUMNS = ("image", "path", "width", "height", "detections")
+ERRORS_CSV = "errors.csv"
+ERROR_COLUMNS = ("image", "reason")
+DETECTIONS_JSON = "detections.json"
+COCO_IMAGES_JSON = "coco_images.json"
+DRAWN_DIR = "drawn"
+VOC_DIR = "voc"
+JOURNAL = ".journal.jsonl"
+
+# ---------------------------------------------------------------- evaluation folder (evaluate -> the user)
+METRICS_JSON = "metrics.json"
