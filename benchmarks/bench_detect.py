@@ -170,7 +170,8 @@ def compare_with_loop(loop: dict, detections_dir: Path, keep_score: float) -> tu
 def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float, same_class: bool = True):
     import pandas as pd
 
-    from chestdet.backends import Detection, backend_agreement
+    from chestdet.detections import Detection
+    from chestdet.metrics import backend_agreement
 
     def grouped(path: Path) -> dict[str, list[Detection]]:
         table = pd.read_csv(path)

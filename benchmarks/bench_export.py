@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     from chestdet.cli import setup_logging
     from chestdet.commands.export import default_config, run_folder
     from chestdet.imaging import read_image, to_rgb
+    from chestdet.pipeline_config import image_size
 
     setup_logging()
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     config = args.config or default_config(prefix, run_folder(prefix))
     out = export.export_model(prefix, config, work / "export")
     seconds = json.loads((out / "export.json").read_text())["seconds"]
-    height, width = export.input_size(export.load_pipeline_config(config))
+    height, width = image_size(export.load_pipeline_config(config))
 
     started = time.perf_counter()
     saved_model = SavedModelBackend(out / "saved_model", calls=1)  # one image's latency, on every core

@@ -21,13 +21,14 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from chestdet.cli import available_cpus
+from chestdet.contracts import EXPORT_RECORD, PIPELINE_FILE, SAVED_MODEL_DIR, TFLITE_FILE
+from chestdet.detections import Detection
+from chestdet.errors import BackendError
 from chestdet.imaging import to_rgb
+from chestdet.system import available_cpus
 
 log = logging.getLogger("chestdet.detect")
 
-SAVED_MODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
 BACKENDS = ("auto", "savedmodel", "tflite")
 
 # How each SSD feature extractor family scales pixels before the network (its `preprocess`);
@@ -38,10 +39,6 @@ _TFLITE_NORMALISATION = {
 }
 
 
-class BackendError(Exception):
-    """The export cannot be run by the requested backend; the message says why."""
-
-
 @dataclass(frozen=True)
 class ModelOutput:
     """One image's detections as the model gives them, best first."""
@@ -49,18 +46,6 @@ class ModelOutput:
     boxes: np.ndarray  # (N, 4) float32, normalised ymin, xmin, ymax, xmax
     classes: np.ndarray  # (N,) int32, label-map ids from 1
     scores: np.ndarray  # (N,) float32
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box in pixels of the original image (top-left origin)."""
-
-    class_id: int
-    score: float
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
 
 
 class Backend(Protocol):
@@ -287,7 +272,7 @@ def _output_position(name: str) -> int:
 def tflite_min_score(export_dir: Path) -> float:
     """The lowest score the export's TFLite NMS keeps (export.json `tflite.min_score`; 0 when unstated)."""
     try:
-        record = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))
+        record = json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
         return float(record["tflite"].get("min_score", 0.0))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return 0.0
@@ -299,14 +284,14 @@ def tflite_normalisation(export_dir: Path) -> tuple[float, float]:
     export.json states it (`tflite.input.scale` and `.offset`, measured by the export through the
     model's own preprocess); older exports fall back on the feature extractor in pipeline.config.
     """
-    meta_path = export_dir / "export.json"
+    meta_path = export_dir / EXPORT_RECORD
     if meta_path.is_file():
         try:
             stated = json.loads(meta_path.read_text(encoding="utf-8"))["tflite"]["input"]
             return float(stated["scale"]), float(stated["offset"])
         except (ValueError, KeyError, TypeError):
             log.debug("%s states no TFLite input scaling", meta_path)
-    extractor = _feature_extractor_type(export_dir / "pipeline.config")
+    extractor = _feature_extractor_type(export_dir / PIPELINE_FILE)
     for family, normalisation in _TFLITE_NORMALISATION.items():
         if family in extractor:
             return normalisation
@@ -366,60 +351,3 @@ def _legacy_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, n
     low = np.floor(position).astype(np.intp)
     high = np.minimum(low + 1, size_in - 1)
     return low, high, (position - low).astype(np.float32)
-
-
-def box_iou(a: Detection, b: Detection) -> float:
-    inter_w = max(0.0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin))
-    inter_h = max(0.0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
-    inter = inter_w * inter_h
-    union = (a.xmax - a.xmin) * (a.ymax - a.ymin) + (b.xmax - b.xmin) * (b.ymax - b.ymin) - inter
-    return inter / union if union > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class Agreement:
-    reference_boxes: int  # reference boxes scoring at least min_score
-    matched: int
-
-    @property
-    def share(self) -> float:
-        return self.matched / self.reference_boxes if self.reference_boxes else 1.0
-
-
-def backend_agreement(
-    reference: Sequence[Sequence[Detection]],
-    candidate: Sequence[Sequence[Detection]],
-    min_score: float = 0.3,
-    min_iou: float = 0.95,
-    max_score_difference: float = 0.02,
-    same_class: bool = True,
-) -> Agreement:
-    """Share of the reference's boxes (score >= min_score) that the candidate reproduces.
-
-    Per image, a reference box is matched by a candidate box of the same class with IoU >= min_iou
-    and a score within max_score_difference; each candidate box matches at most once. Used to
-    compare TFLite with the SavedModel (detect and export both report it). `same_class=False` is a
-    diagnostic for untrained models, whose eight class scores tie exactly, so that the backends
-    pick the class of a box arbitrarily.
-    """
-    if len(reference) != len(candidate):
-        raise ValueError(f"{len(reference)} reference images but {len(candidate)} candidate images")
-    total = matched = 0
-    for ref_boxes, cand_boxes in zip(reference, candidate, strict=True):
-        unused = list(cand_boxes)
-        for ref in sorted((d for d in ref_boxes if d.score >= min_score), key=lambda d: -d.score):
-            total += 1
-            match = next(
-                (
-                    c
-                    for c in unused
-                    if (c.class_id == ref.class_id or not same_class)
-                    and abs(c.score - ref.score) <= max_score_difference
-                    and box_iou(c, ref) >= min_iou
-                ),
-                None,
-            )
-            if match is not None:
-                unused.remove(match)
-                matched += 1
-    return Agreement(total, matched)

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from chestdet import atomic
+from chestdet.contracts import BEST_DIR, BEST_RECORD
 
 log = logging.getLogger(__name__)
 
-BEST_RECORD = "best.json"
-BEST_DIR = "best"
+STEP_VARIABLE = "step/.ATTRIBUTES/VARIABLE_VALUE"  # model_lib_v2.train_loop's global step
 MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
 
 
@@ -50,11 +50,14 @@ def checkpoint_sha256(prefix: str | Path) -> dict[str, str]:
     return {path.name: sha256_file(path) for path in checkpoint_files(prefix)}
 
 
-def checkpoint_step(prefix: str | Path) -> int:
-    """The global step stored in an OD API training checkpoint."""
+def checkpoint_step(prefix: str | Path) -> int | None:
+    """The training step an OD API checkpoint was saved at; None for one saved outside training."""
     import tensorflow as tf
 
-    return int(tf.train.load_variable(str(prefix), "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    names = {name for name, _ in tf.train.list_variables(str(prefix))}
+    if STEP_VARIABLE not in names:
+        return None
+    return int(tf.train.load_variable(str(prefix), STEP_VARIABLE))
 
 
 def latest_checkpoint(model_dir: str | Path) -> Path | None:
@@ -77,7 +80,7 @@ def all_checkpoints(model_dir: str | Path) -> list[Path]:
 
 def latest_step(model_dir: str | Path) -> int:
     latest = latest_checkpoint(model_dir)
-    return checkpoint_step(latest) if latest else 0
+    return (checkpoint_step(latest) or 0) if latest else 0
 
 
 # --- evaluation results and the best checkpoint ---------------------------------------------------------
@@ -136,7 +139,7 @@ def update_best(model_dir: str | Path) -> dict | None:
     if not metrics:
         return None
     current = read_json(model_dir / BEST_RECORD) if (model_dir / BEST_RECORD).is_file() else None
-    on_disk = {checkpoint_step(p): p for p in all_checkpoints(model_dir)}
+    on_disk = {step: p for p in all_checkpoints(model_dir) if (step := checkpoint_step(p)) is not None}
     candidates = [(m[MAP50], step) for step, m in metrics.items() if step in on_disk]
     if current is not None:
         candidates.append((current["value"], current["step"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import gc
 import logging
@@ -11,10 +10,13 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from tqdm.contrib.logging import logging_redirect_tqdm
+from chestdet.errors import ChestdetError
+from chestdet.logs import PACKAGE_LOGGER, progress_logging
+from chestdet.system import available_cpus
+
+__all__ = ["ExitStatus", "UserError", "available_cpus", "exit_with", "progress_logging", "run_main", "setup_logging"]
 
 LOG_FORMAT = "%(message)s"
-PACKAGE_LOGGER = "chestdet"
 
 
 class ExitStatus(enum.IntEnum):
@@ -24,8 +26,8 @@ class ExitStatus(enum.IntEnum):
     INTERRUPTED = 130
 
 
-class UserError(Exception):
-    """A problem the user can fix; reported as one line, without a traceback."""
+# The commands raise the library's own base for the problems a user can fix, under this name.
+UserError = ChestdetError
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -57,19 +59,6 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def progress_logging() -> contextlib.AbstractContextManager:
-    """Use around tqdm bars so log lines print above the bar instead of through it."""
-    return logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)])
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, as in a container), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def exit_with(main: Callable[[list[str] | None], int]) -> NoReturn:
     """run_main on the command line's arguments, then end the process with its status."""
     status = run_main(main)
@@ -80,10 +69,10 @@ def exit_with(main: Callable[[list[str] | None], int]) -> NoReturn:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Call main(argv) and turn the user's errors and Ctrl-C into an exit status and one line."""
+    """Call main(argv) and turn the library's errors (ChestdetError) and Ctrl-C into an exit status and one line."""
     try:
         return int(main(argv))
-    except UserError as error:
+    except ChestdetError as error:
         logging.getLogger("chestdet").error("error: %s", error)
         return ExitStatus.ERROR
     except KeyboardInterrupt:

@@ -1,147 +1,59 @@
 """Batch detection: images in; drawn copies, detections.csv/json, images.csv, VOC XML and errors out.
 
-Three stages overlap: reader threads decode and prepare images (bounded look-ahead, so memory does
-not grow with the number of images) while the backend loads and infers (in as many threads as it
-can use at once); writer threads draw, encode and write. Every finished image is appended to a
-journal after its files are in place, so a killed run resumes where it stopped. The final tables hold
-exactly what the journal holds (its floats round-trip through JSON unchanged, rounded as printed
-before either sees them), which is why a resumed run's outputs equal an uninterrupted one's.
+The work on one image is three steps any runner can call: `decode` (read and prepare it),
+`infer` (the backend on a batch of decoded images) and `draw` (its drawn copy and VOC XML, giving
+its `ImageResult`); `chestdet.tables` turns the results into rows. `detect_images` runs the steps
+in three overlapping stages: reader threads decode (bounded look-ahead, so memory does not grow
+with the number of images) while the backend loads and infers (in as many threads as it can use at
+once); writer threads draw, encode and write. Every finished image is appended to a journal after
+its files are in place, so a killed run resumes where it stopped. The final tables hold exactly
+what the journal holds (its floats round-trip through JSON unchanged, rounded as printed before
+either sees them), which is why a resumed run's outputs equal an uninterrupted one's.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import cv2
 import numpy as np
-from lxml import etree
 
 from chestdet import atomic
-from chestdet.backends import Backend, Detection, ModelOutput, to_pixels
+from chestdet.backends import Backend, ModelOutput, to_pixels
+from chestdet.contracts import (
+    COCO_IMAGES_JSON,
+    DETECTIONS_CSV,
+    DETECTIONS_JSON,
+    DRAWN_DIR,
+    ERRORS_CSV,
+    IMAGES_CSV,
+    JOURNAL,
+    RUN_JSON,
+    VOC_DIR,
+)
+from chestdet.detections import ImageResult
 from chestdet.drawing import render
-from chestdet.imaging import IMAGE_SUFFIXES, ImageReadError, read_image
+from chestdet.errors import DetectError
+from chestdet.imaging import ImageReadError, read_image
+from chestdet.inputs import InputImage
+from chestdet.journal import Journal
+from chestdet.prefetch import OrderedPrefetch
+from chestdet.tables import write_tables
+from chestdet.voc import voc_xml
 
 log = logging.getLogger("chestdet.detect")
-
-DETECTIONS_CSV = "detections.csv"
-IMAGES_CSV = "images.csv"
-DETECTIONS_JSON = "detections.json"
-COCO_IMAGES_JSON = "coco_images.json"
-ERRORS_CSV = "errors.csv"
-RUN_JSON = "run.json"
-JOURNAL = ".journal.jsonl"
-DRAWN_DIR = "drawn"
-VOC_DIR = "voc"
-
-DETECTION_COLUMNS = ("image", "width", "height", "class_id", "class_name", "score", "xmin", "ymin", "xmax", "ymax")
-IMAGE_COLUMNS = ("image", "path", "width", "height", "detections")
-ERROR_COLUMNS = ("image", "reason")
-
-
-class DetectError(Exception):
-    """A problem with the run's inputs or settings that the user can fix."""
-
-
-# ---------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class InputImage:
-    name: str  # posix path relative to the input folder (absolute only for images on different drives)
-    path: Path
-    image_id: int  # 1-based position in the listing; the COCO image id
-
-
-def list_inputs(spec: str | Path, exclude: Path | None = None) -> list[InputImage]:
-    """A folder (recursive, image suffixes only), one image, a text file of paths, or a glob.
-
-    Text lists take one path per line (relative to the list's folder; blank lines and `#` comments
-    skipped). Images are named by their path relative to the list's folder, or, when some lie
-    outside it, to the deepest folder holding them all. A path listed twice is processed once.
-    """
-    spec_path = Path(spec)
-    if spec_path.is_dir():
-        root = spec_path
-        paths = sorted(
-            (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-            key=lambda p: p.relative_to(root).as_posix(),
-        )
-    elif spec_path.is_file() and spec_path.suffix.lower() in IMAGE_SUFFIXES:
-        root, paths = spec_path.parent, [spec_path]
-    elif spec_path.is_file():
-        paths = _read_list(spec_path)
-        root = _common_root(spec_path.parent, paths)
-    elif glob.has_magic(str(spec)):
-        root = _glob_root(str(spec))
-        paths = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
-    else:
-        raise DetectError(f"--input {spec}: no such folder, file or matching glob")
-    if exclude is not None:
-        excluded = Path(os.path.abspath(exclude))
-        paths = [p for p in paths if excluded not in Path(os.path.abspath(p)).parents]
-    return _number(root, paths)
-
-
-def _read_list(list_path: Path) -> list[Path]:
-    lines = list_path.read_text(encoding="utf-8-sig").splitlines()
-    entries = (line.strip() for line in lines)
-    return [
-        p if p.is_absolute() else list_path.parent / p
-        for p in (Path(e) for e in entries if e and not e.startswith("#"))
-    ]
-
-
-def _common_root(list_folder: Path, paths: Sequence[Path]) -> Path:
-    """The list's folder when every image lies under it, else the deepest folder holding them all."""
-    folder = os.path.abspath(list_folder)
-    parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
-    if not parents or all(os.path.commonpath([folder, parent]) == folder for parent in parents):
-        return list_folder
-    return Path(os.path.commonpath(parents))
-
-
-def _glob_root(pattern: str) -> Path:
-    parts = []
-    for part in Path(pattern).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
-def _number(root: Path, paths: Iterable[Path]) -> list[InputImage]:
-    """Name and number the images; symlinks keep their own names (two links are two images)."""
-    root = Path(os.path.abspath(root))
-    seen: set[Path] = set()
-    images: list[InputImage] = []
-    duplicates = 0
-    for path in paths:
-        absolute = Path(os.path.abspath(path))
-        if absolute in seen:
-            duplicates += 1
-            continue
-        seen.add(absolute)
-        try:
-            name = absolute.relative_to(root).as_posix()
-        except ValueError:
-            name = absolute.as_posix()
-        images.append(InputImage(name, path, len(images) + 1))
-    if duplicates:
-        log.warning("skipped %d paths listed more than once", duplicates)
-    return images
 
 
 # ---------------------------------------------------------------- thresholds
@@ -194,88 +106,6 @@ def _threshold_value(path: Path, row: int, text: str | None) -> float:
     if not 0.0 <= value <= 1.0:
         raise DetectError(f"{path}: row {row}: min_score {text!r} is not a number between 0 and 1")
     return value
-
-
-# ---------------------------------------------------------------- per-image results
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    image: str
-    path: str
-    width: int = 0
-    height: int = 0
-    detections: tuple[Detection, ...] = ()
-    error: str | None = None
-
-    def to_json(self) -> str:
-        if self.error is not None:
-            return json.dumps({"image": self.image, "path": self.path, "error": self.error})
-        rows = [[d.class_id, d.score, d.xmin, d.ymin, d.xmax, d.ymax] for d in self.detections]
-        return json.dumps(
-            {"image": self.image, "path": self.path, "width": self.width, "height": self.height, "detections": rows}
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ImageResult:
-        data = json.loads(text)
-        if "error" in data:
-            return cls(data["image"], data["path"], error=data["error"])
-        detections = tuple(Detection(int(r[0]), *(float(v) for v in r[1:])) for r in data["detections"])
-        return cls(data["image"], data["path"], data["width"], data["height"], detections)
-
-
-def as_printed(detection: Detection) -> Detection:
-    """The detection as the tables print it: score to 6 decimals, pixel corners to 2."""
-    d = detection
-    return Detection(d.class_id, round(d.score, 6), round(d.xmin, 2), round(d.ymin, 2), round(d.xmax, 2),
-                     round(d.ymax, 2))
-
-
-class Journal:
-    """Append-only record of finished images; a line is written only after the image's files exist.
-
-    A kill can cut the last line short; reading drops it and truncates the file back to whole lines.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._handle = None
-
-    def read(self) -> dict[str, ImageResult]:
-        if not self.path.is_file():
-            return {}
-        results: dict[str, ImageResult] = {}
-        good_bytes = 0
-        with open(self.path, "rb") as handle:
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    result = ImageResult.from_json(raw.decode("utf-8"))
-                except (ValueError, KeyError, IndexError, TypeError):
-                    break
-                results[result.image] = result
-                good_bytes += len(raw)
-        if good_bytes != self.path.stat().st_size:
-            log.warning("%s: dropped an incomplete last entry left by an interrupted run", self.path)
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good_bytes)
-        return results
-
-    def append(self, result: ImageResult) -> None:
-        with self._lock:
-            if self._handle is None:
-                self._handle = open(self.path, "a", encoding="utf-8")
-            self._handle.write(result.to_json() + "\n")
-            self._handle.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
 
 
 # ---------------------------------------------------------------- the run
@@ -344,11 +174,78 @@ class OutputLayout:
 
 
 @dataclass
-class _Loaded:
+class Loaded:
+    """One image after `decode`: its pixels and the backend's input, or the reason it could not be read."""
+
     item: InputImage
     pixels: np.ndarray | None = None
     prepared: np.ndarray | None = None
     error: str | None = None
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def decode(item: InputImage, prepare: Callable[[np.ndarray], np.ndarray], ahead: DecodeAhead | None = None) -> Loaded:
+    """Read one image (or take it from `ahead`) and prepare it for the backend; errors become `Loaded.error`."""
+    try:
+        pixels = ahead.take(item) if ahead is not None else None
+        if pixels is None:
+            pixels = read_image(item.path)
+        return Loaded(item, pixels, prepare(pixels))
+    except ImageReadError as error:
+        return Loaded(item, error=error.reason)
+    except (cv2.error, ValueError, MemoryError) as error:
+        return Loaded(item, error=f"cannot decode ({type(error).__name__}: {error})")
+
+
+def infer(backend: Backend, batch: Sequence[Loaded]) -> list[ModelOutput | None]:
+    """The backend's output for each image of a batch from `batches`; [None] for an unreadable image."""
+    return backend.infer([b.prepared for b in batch]) if batch[0].error is None else [None]
+
+
+def draw(
+    loaded: Loaded,
+    output: ModelOutput | None,
+    layout: OutputLayout,
+    class_names: Mapping[int, str],
+    options: DetectOptions,
+) -> ImageResult:
+    """Write one image's drawn copy (and VOC XML) and return its result, detections as the tables print them."""
+    item = loaded.item
+    if loaded.error is not None or output is None:
+        return ImageResult(item.name, str(item.path), error=loaded.error)
+    height, width = loaded.pixels.shape[:2]
+    everything = to_pixels(output, width, height)
+    kept = tuple(d.as_printed() for d in everything if d.score >= options.keep_score)
+    shown = [d for d in everything if d.score >= options.thresholds.for_class(d.class_id)][: options.max_boxes]
+    atomic.write_bytes(layout.drawn(item.name), render(loaded.pixels, shown, class_names, options.image_format))
+    if options.voc_xml:
+        depth = 1 if loaded.pixels.ndim == 2 else 3
+        xml = voc_xml(item.path, width, height, depth, shown, class_names)
+        atomic.write_bytes(layout.voc(item.name), xml)
+    return ImageResult(item.name, str(item.path), width, height, kept)
+
+
+def batches(loaded: Iterable[Loaded], max_batch: int) -> Iterator[list[Loaded]]:
+    """Consecutive readable images of one shape, up to max_batch; each unreadable one alone."""
+    batch: list[Loaded] = []
+    for item in loaded:
+        if item.error is not None:
+            yield [item]
+            continue
+        if batch and (len(batch) >= max_batch or batch[0].prepared.shape != item.prepared.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+        if len(batch) >= max_batch:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- the local threaded runner
 
 
 def detect_images(
@@ -372,88 +269,71 @@ def detect_images(
     journal = Journal(layout.journal)
     done = journal.read()
     todo = [i for i in images if i.name not in done]
-    summary = RunSummary(skipped=len(images) - len(todo))
-    if summary.skipped:
-        log.info("resuming: %d of %d images already done", summary.skipped, len(images))
+    finisher = _Finisher(journal, RunSummary(skipped=len(images) - len(todo)), started, progress)
+    if finisher.summary.skipped:
+        log.info("resuming: %d of %d images already done", finisher.summary.skipped, len(images))
     if progress is not None:
         progress.reset(total=len(todo))
-    lock = threading.Lock()
-    results: dict[str, ImageResult] = {}
-
-    def finished(result: ImageResult) -> None:
-        journal.append(result)
-        with lock:
-            results[result.image] = result
-            summary.processed += 1
-            summary.errors += result.error is not None
-            if summary.first_result_seconds is None:
-                summary.first_result_seconds = time.perf_counter() - started
-                log.info("first result after %.1f s", summary.first_result_seconds)
-        if progress is not None:
-            progress.update(1)
-
-    def write(loaded: _Loaded, output: ModelOutput | None) -> None:
-        finished(_write_outputs(loaded, output, layout, class_names, options))
-
-    def infer(batch: list[_Loaded]) -> list[ModelOutput | None]:
-        return backend.infer([b.prepared for b in batch]) if batch[0].error is None else [None]
-
     try:
-        with ThreadPoolExecutor(options.workers, "read") as readers, ThreadPoolExecutor(
-            backend.concurrency, "infer"
-        ) as inferrers, ThreadPoolExecutor(options.workers, "write") as writers:
-            loaded_images = _OrderedPrefetch(readers, lambda i: _load(i, backend, ahead), todo, options.prefetch)
-            if todo:
-                backend.load()
-            inferring: deque[tuple[list[_Loaded], Future]] = deque()
-            writing: deque[Future] = deque()
-
-            def hand_over_inferred(keep: int) -> None:
-                while inferring and (inferring[0][1].done() or len(inferring) > keep):
-                    batch, outputs = inferring.popleft()
-                    for loaded, output in zip(batch, outputs.result(), strict=True):
-                        writing.append(writers.submit(write, loaded, output))
-                while writing and (writing[0].done() or len(writing) > options.prefetch):
-                    writing.popleft().result()
-
-            for batch in _batches(loaded_images, backend.max_batch):
-                inferring.append((batch, inferrers.submit(infer, batch)))
-                hand_over_inferred(keep=backend.concurrency)
-            hand_over_inferred(keep=0)
-            while writing:
-                writing.popleft().result()
+        write = partial(_draw_and_finish, layout=layout, class_names=class_names, options=options, finisher=finisher)
+        _run_stages(todo, backend, options, ahead, write)
     finally:
         journal.close()
         if ahead is not None:
             ahead.stop()
-    write_tables(output_dir, images, {**done, **results}, class_names)
-    summary.seconds = time.perf_counter() - started
-    return summary
+    write_tables(output_dir, images, {**done, **finisher.results}, class_names)
+    finisher.summary.seconds = time.perf_counter() - finisher.started
+    return finisher.summary
 
 
-class _OrderedPrefetch:
-    """Run fn over items in a pool, at most `depth` ahead of the consumer, yielding in order.
+def _run_stages(
+    todo: Sequence[InputImage], backend: Backend, options: DetectOptions, ahead: DecodeAhead | None,
+    write: Callable[[tuple[Loaded, ModelOutput | None]], None],
+) -> None:
+    """Readers decode while the backend loads, then infer and write overlap, each stage bounded and in order."""
+    with ThreadPoolExecutor(options.workers, "read") as readers, ThreadPoolExecutor(
+        backend.concurrency, "infer"
+    ) as inferrers, ThreadPoolExecutor(options.workers, "write") as writers:
+        loaded = OrderedPrefetch(readers, partial(decode, prepare=backend.prepare, ahead=ahead), todo, options.prefetch)
+        if todo:
+            backend.load()
+        inferred = OrderedPrefetch(inferrers, partial(_infer_pairs, backend), batches(loaded, backend.max_batch),
+                                   backend.concurrency)
+        pairs = (pair for batch_pairs in inferred for pair in batch_pairs)
+        for _ in OrderedPrefetch(writers, write, pairs, options.prefetch):
+            pass
 
-    The first `depth` items are submitted on construction, so decoding starts before iteration
-    (while the model loads).
-    """
 
-    def __init__(self, pool: ThreadPoolExecutor, fn: Callable, items: Sequence, depth: int) -> None:
-        self._pool, self._fn, self._items = pool, fn, iter(items)
-        self._pending: deque[Future] = deque()
-        for _ in range(max(1, depth)):
-            self._submit_next()
+def _infer_pairs(backend: Backend, batch: list[Loaded]) -> list[tuple[Loaded, ModelOutput | None]]:
+    return list(zip(batch, infer(backend, batch), strict=True))
 
-    def _submit_next(self) -> None:
-        item = next(self._items, None)
-        if item is not None:
-            self._pending.append(self._pool.submit(self._fn, item))
 
-    def __iter__(self) -> Iterator:
-        while self._pending:
-            future = self._pending.popleft()
-            self._submit_next()
-            yield future.result()
+def _draw_and_finish(
+    pair: tuple[Loaded, ModelOutput | None], layout: OutputLayout, class_names: Mapping[int, str],
+    options: DetectOptions, finisher: _Finisher,
+) -> None:
+    finisher.finished(draw(*pair, layout, class_names, options))
+
+
+class _Finisher:
+    """Journal each finished image, count it in the summary and advance the progress bar (thread-safe)."""
+
+    def __init__(self, journal: Journal, summary: RunSummary, started: float, progress: Progress | None) -> None:
+        self.journal, self.summary, self.started, self.progress = journal, summary, started, progress
+        self.results: dict[str, ImageResult] = {}
+        self._lock = threading.Lock()
+
+    def finished(self, result: ImageResult) -> None:
+        self.journal.append(result)
+        with self._lock:
+            self.results[result.image] = result
+            self.summary.processed += 1
+            self.summary.errors += result.error is not None
+            if self.summary.first_result_seconds is None:
+                self.summary.first_result_seconds = time.perf_counter() - self.started
+                log.info("first result after %.1f s", self.summary.first_result_seconds)
+        if self.progress is not None:
+            self.progress.update(1)
 
 
 class DecodeAhead:
@@ -503,141 +383,6 @@ class DecodeAhead:
         self._thread.join()
         with self._lock:
             self._decoded.clear()
-
-
-def _load(item: InputImage, backend: Backend, ahead: DecodeAhead | None = None) -> _Loaded:
-    try:
-        pixels = ahead.take(item) if ahead is not None else None
-        if pixels is None:
-            pixels = read_image(item.path)
-        return _Loaded(item, pixels, backend.prepare(pixels))
-    except ImageReadError as error:
-        return _Loaded(item, error=error.reason)
-    except (cv2.error, ValueError, MemoryError) as error:
-        return _Loaded(item, error=f"cannot decode ({type(error).__name__}: {error})")
-
-
-def _batches(loaded: Iterable[_Loaded], max_batch: int) -> Iterator[list[_Loaded]]:
-    """Consecutive readable images of one shape, up to max_batch; each unreadable one alone."""
-    batch: list[_Loaded] = []
-    for item in loaded:
-        if item.error is not None:
-            yield [item]
-            continue
-        if batch and (len(batch) >= max_batch or batch[0].prepared.shape != item.prepared.shape):
-            yield batch
-            batch = []
-        batch.append(item)
-        if len(batch) >= max_batch:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _write_outputs(
-    loaded: _Loaded,
-    output: ModelOutput | None,
-    layout: OutputLayout,
-    class_names: Mapping[int, str],
-    options: DetectOptions,
-) -> ImageResult:
-    item = loaded.item
-    if loaded.error is not None or output is None:
-        return ImageResult(item.name, str(item.path), error=loaded.error)
-    height, width = loaded.pixels.shape[:2]
-    everything = to_pixels(output, width, height)
-    kept = tuple(as_printed(d) for d in everything if d.score >= options.keep_score)
-    shown = [d for d in everything if d.score >= options.thresholds.for_class(d.class_id)][: options.max_boxes]
-    atomic.write_bytes(layout.drawn(item.name), render(loaded.pixels, shown, class_names, options.image_format))
-    if options.voc_xml:
-        depth = 1 if loaded.pixels.ndim == 2 else 3
-        xml = voc_xml(item.path, width, height, depth, shown, class_names)
-        atomic.write_bytes(layout.voc(item.name), xml)
-    return ImageResult(item.name, str(item.path), width, height, kept)
-
-
-# ---------------------------------------------------------------- outputs
-
-
-def voc_xml(
-    image_path: Path, width: int, height: int, depth: int,
-    detections: Sequence[Detection], class_names: Mapping[int, str],
-) -> bytes:
-    """A Pascal VOC annotation as labelImg writes it (integer pixel corners, not verified)."""
-    root = etree.Element("annotation")
-    _sub(root, "folder", image_path.resolve().parent.name)
-    _sub(root, "filename", image_path.name)
-    _sub(root, "path", str(image_path.resolve()))
-    _sub(_sub(root, "source"), "database", "chestdet detections")
-    size = _sub(root, "size")
-    for tag, value in (("width", width), ("height", height), ("depth", depth)):
-        _sub(size, tag, str(value))
-    _sub(root, "segmented", "0")
-    for det in detections:
-        xmin, xmax = (int(np.clip(round(v), 0, width)) for v in (det.xmin, det.xmax))
-        ymin, ymax = (int(np.clip(round(v), 0, height)) for v in (det.ymin, det.ymax))
-        obj = _sub(root, "object")
-        _sub(obj, "name", class_names.get(det.class_id, f"class {det.class_id}"))
-        _sub(obj, "pose", "Unspecified")
-        touches_edge = xmin <= 1 or ymin <= 1 or xmax >= width or ymax >= height
-        _sub(obj, "truncated", "1" if touches_edge else "0")
-        _sub(obj, "difficult", "0")
-        box = _sub(obj, "bndbox")
-        for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
-            _sub(box, tag, str(value))
-    return etree.tostring(root, pretty_print=True, encoding="utf-8")
-
-
-def _sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
-    element = etree.SubElement(parent, tag)
-    if text is not None:
-        element.text = text
-    return element
-
-
-def write_tables(
-    output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
-    class_names: Mapping[int, str],
-) -> None:
-    """detections.csv, images.csv, detections.json, coco_images.json and errors.csv, in listing order."""
-    ordered = [(i, results[i.name]) for i in images if i.name in results]
-    readable = [(i, r) for i, r in ordered if r.error is None]
-    with atomic.atomic_open(output_dir / DETECTIONS_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(DETECTION_COLUMNS)
-        for _, r in readable:
-            for d in r.detections:
-                name = class_names.get(d.class_id, f"class {d.class_id}")
-                writer.writerow([r.image, r.width, r.height, d.class_id, name, d.score, d.xmin, d.ymin, d.xmax, d.ymax])
-    with atomic.atomic_open(output_dir / IMAGES_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(IMAGE_COLUMNS)
-        writer.writerows([r.image, r.path, r.width, r.height, len(r.detections)] for _, r in readable)
-    with atomic.atomic_open(output_dir / ERRORS_CSV, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(ERROR_COLUMNS)
-        writer.writerows([r.image, r.error] for _, r in ordered if r.error is not None)
-    coco_results = [
-        {
-            "image_id": i.image_id,
-            "category_id": d.class_id,
-            "bbox": [d.xmin, d.ymin, round(d.xmax - d.xmin, 2), round(d.ymax - d.ymin, 2)],
-            "score": d.score,
-        }
-        for i, r in readable
-        for d in r.detections
-    ]
-    atomic.write_text(output_dir / DETECTIONS_JSON, json.dumps(coco_results) + "\n")
-    atomic.write_json(
-        output_dir / COCO_IMAGES_JSON,
-        {
-            "images": [
-                {"id": i.image_id, "file_name": r.image, "width": r.width, "height": r.height} for i, r in readable
-            ],
-            "categories": [{"id": k, "name": v} for k, v in sorted(class_names.items())],
-        },
-    )
 
 
 # ---------------------------------------------------------------- run settings and resume

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from chestdet.backends import Detection
+from chestdet.detections import Detection
 
 # Eight saturated colours that stay distinct from each other and from gray film (RGB).
 PALETTE: tuple[tuple[int, int, int], ...] = (

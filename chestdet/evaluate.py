@@ -30,18 +30,17 @@ from chestdet.annotations import (
     read_voc_xml,
     same_picture,
 )
-from chestdet.cli import UserError, progress_logging
+from chestdet.contracts import DETECTIONS_CSV, IMAGES_CSV, METRICS_JSON, SPLIT_COLUMNS
+from chestdet.errors import EvaluationError
 from chestdet.labels import UnknownLabelError, canonical_label, class_name
+from chestdet.logs import progress_logging
 from chestdet.metrics import GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
 
 log = logging.getLogger("chestdet.evaluate")
 
-DETECTIONS_CSV = "detections.csv"
-IMAGES_CSV = "images.csv"
-SPLIT_COLUMNS = ("image", "patient", "split", "boxes")
 SOURCE_TFRECORD = "tfrecord"
 NOT_RECORD_SUFFIXES = {".json", ".csv", ".txt", ".md", ".pbtxt", ".config"}
-OUTPUT_FILES = ("metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png")
+OUTPUT_FILES = (METRICS_JSON, "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png")
 
 
 def image_key(name: str) -> str:
@@ -71,7 +70,7 @@ def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[p
     missing = [c for c in ("image", "score", "xmin", "ymin", "xmax", "ymax") if c not in frame.columns]
     if missing or not has_class:
         missing += [] if has_class else ["class_name"]
-        raise UserError(f"{source}: missing column(s) {', '.join(missing)}")
+        raise EvaluationError(f"{source}: missing column(s) {', '.join(missing)}")
     frame = frame.reset_index(drop=True)
     numbers = frame[list(NUMBER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     keys = _cached_map(frame["image"], lambda value: "" if _blank(value) else image_key(str(value)))
@@ -171,7 +170,7 @@ def read_detections(path: str | Path) -> DetectionSet:
     path = Path(path)
     csv_path = path / DETECTIONS_CSV if path.is_dir() else path
     if not csv_path.is_file():
-        raise UserError(f"{csv_path}: detections file not found")
+        raise EvaluationError(f"{csv_path}: detections file not found")
     frame = _read_csv(csv_path)
     table, rejects = detections_frame(frame, str(csv_path))
     sizes = image_sizes(frame)
@@ -180,7 +179,7 @@ def read_detections(path: str | Path) -> DetectionSet:
     if images_path.is_file():
         images = _read_csv(images_path)
         if "image" not in images.columns:
-            raise UserError(f"{images_path}: missing column image")
+            raise EvaluationError(f"{images_path}: missing column image")
         processed = []
         for number, name in enumerate(images["image"], start=2):
             if _blank(name):
@@ -210,7 +209,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: cannot read as CSV ({str(error).splitlines()[0]})") from error
+        raise EvaluationError(f"{path}: cannot read as CSV ({str(error).splitlines()[0]})") from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +236,7 @@ def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
     if not path.exists() and any(char in text for char in "*?["):
         files = sorted(Path(name) for name in glob.glob(text) if Path(name).is_file())
         if not files:
-            raise UserError(f"{text}: no TFRecord files match this pattern")
+            raise EvaluationError(f"{text}: no TFRecord files match this pattern")
         return read_tfrecords(files)
     if path.is_file():
         if path.suffix.lower() == ".csv":
@@ -256,14 +255,14 @@ def read_ground_truth(spec: str | Path, split: str = "test") -> GroundTruth:
             if p.is_file() and p.name.startswith(f"{split}-") and p.suffix.lower() not in NOT_RECORD_SUFFIXES
         )
         if has_xml and shards:
-            raise UserError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
+            raise EvaluationError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
         if has_xml:
             boxes, rejects = read_voc_dir(path, require_image=False)
             return GroundTruth(boxes, rejects, None, f"labelImg XML folder {path}")
         if shards:
             return read_tfrecords(shards)
-        raise UserError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
-    raise UserError(f"{path}: ground truth not found")
+        raise EvaluationError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
+    raise EvaluationError(f"{path}: ground truth not found")
 
 
 def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
@@ -376,15 +375,17 @@ def read_split_images(path: str | Path, split: str) -> list[str]:
     """Image keys of one split of the dataset step's split.csv."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: split file not found")
+        raise EvaluationError(f"{path}: split file not found")
     frame = _read_csv(path)
     missing = [c for c in ("image", "split") if c not in frame.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(SPLIT_COLUMNS)})")
+        raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(SPLIT_COLUMNS)})")
     chosen = frame[frame["split"].str.strip() == split]
     if chosen.empty:
         present = sorted(set(frame["split"].str.strip()) - {""})
-        raise UserError(f"{path}: no image is in split {split!r} (splits present: {', '.join(present) or 'none'})")
+        raise EvaluationError(
+            f"{path}: no image is in split {split!r} (splits present: {', '.join(present) or 'none'})"
+        )
     return [image_key(name) for name in chosen["image"] if str(name).strip()]
 
 
@@ -469,7 +470,7 @@ def select_images(detection_set: DetectionSet, split_images: list[str] | None) -
             )
     duplicates = _duplicate_keys(detection_set.processed or [])
     if duplicates:
-        raise UserError(
+        raise EvaluationError(
             f"{detection_set.source}: {len(duplicates)} processed images share a file name (e.g. "
             f"{duplicates[0]}); ground truth is matched by file name, so they cannot be told apart"
         )
@@ -499,11 +500,11 @@ def prepare_inputs(
     split_images = read_split_images(split_file, split) if split_file else None
     images, notes = select_images(detection_set, split_images)
     if not images:
-        raise UserError("no image to evaluate: the detections and the split have no image in common")
+        raise EvaluationError("no image to evaluate: the detections and the split have no image in common")
     chosen = set(images)
     gt = ground_truth_frame(truth.boxes)
     if gt.empty and not truth.images:
-        raise UserError(f"{ground_truth_spec}: no usable ground-truth box ({len(truth.rejects)} rejected)")
+        raise EvaluationError(f"{ground_truth_spec}: no usable ground-truth box ({len(truth.rejects)} rejected)")
     left_out = gt[~gt["image"].isin(chosen)]
     if len(left_out):
         notes.append(
@@ -563,8 +564,8 @@ def run_evaluation(
     metrics.notes.extend(inputs.notes)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {"sources": inputs.sources, "rejects": len(inputs.rejects), **metrics.to_dict()}
-    atomic.write_json(output_dir / "metrics.json", _json_ready(document))
-    files = [output_dir / "metrics.json"]
+    atomic.write_json(output_dir / METRICS_JSON, _json_ready(document))
+    files = [output_dir / METRICS_JSON]
     if plots:
         files += report.write_plots(metrics, output_dir)
     files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=plots)

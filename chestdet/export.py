@@ -21,26 +21,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chestdet import atomic
-from chestdet.checkpoints import BEST_RECORD, checkpoint_sha256
-from chestdet.cli import UserError
+from chestdet.checkpoints import checkpoint_sha256, checkpoint_step
+from chestdet.contracts import (
+    BEST_RECORD,
+    CHECKPOINT_DIR,
+    EXPORT_RECORD,
+    LABEL_MAP_FILE,
+    PIPELINE_FILE,
+    SAVED_MODEL_DIR,
+    TFLITE_FILE,
+)
+from chestdet.errors import ExportError
 from chestdet.labels import DEFAULT_LABEL_MAP, REPO_ROOT
+from chestdet.pipeline_config import image_size, load_configs
 
 if TYPE_CHECKING:
-    from chestdet.backends import Agreement
+    from chestdet.metrics import Agreement
 
 log = logging.getLogger(__name__)
 
-SAVED_MODEL_DIR = "saved_model"
-TFLITE_FILE = "model.tflite"
-LABEL_MAP_FILE = "label_map.pbtxt"
-PIPELINE_FILE = "pipeline.config"
-RECORD_FILE = "export.json"
-CHECKPOINT_DIR = "checkpoint"
-
-STEP_VARIABLE = "step/.ATTRIBUTES/VARIABLE_VALUE"  # model_lib_v2.train_loop's global step
-
 # TFLite agrees with the SavedModel on a box when it has one of the same class, IoU >= 0.95 and a
-# score within 0.02, counted over the SavedModel's boxes scoring >= 0.3 (issue 4's definition).
+# score within 0.02, counted over the SavedModel's boxes scoring >= 0.3.
 AGREEMENT_MIN_SCORE = 0.3
 AGREEMENT_MIN_IOU = 0.95
 AGREEMENT_MAX_SCORE_DIFFERENCE = 0.02
@@ -61,10 +62,6 @@ TFLITE_MIN_SCORE = 0.01
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
 # holds only bookkeeping (step, save counter, optimizer iterations). A real SSD has hundreds.
 MIN_MODEL_VARIABLES = 10
-
-
-class ExportError(UserError):
-    """An export that cannot be made; the message names the file and the reason."""
 
 
 def export_model(
@@ -116,7 +113,7 @@ def export_model(
         if tflite:
             record["exported"].append(TFLITE_FILE)
             record["tflite"] = tflite_record(model, configs, tflite_nms, tflite_min_score)
-        atomic.write_json(staging / RECORD_FILE, record)
+        atomic.write_json(staging / EXPORT_RECORD, record)
         _publish(staging, output_dir, overwrite)
     log.info("export written to %s in %.1f s", output_dir, time.perf_counter() - started)
     return output_dir
@@ -188,25 +185,14 @@ def check_checkpoint_has_model(prefix: Path) -> None:
         )
 
 
-def checkpoint_step(prefix: Path) -> int | None:
-    """The training step an OD API checkpoint was saved at; None for one saved outside training."""
-    import tensorflow as tf
-
-    names = {name for name, _ in tf.train.list_variables(str(prefix))}
-    if STEP_VARIABLE not in names:
-        return None
-    return int(tf.train.load_variable(str(prefix), STEP_VARIABLE))
-
-
 def load_pipeline_config(path: Path) -> dict:
     """config_util's dict of configs; only SSD models with a fixed-shape resizer can be exported."""
     from google.protobuf import text_format
-    from object_detection.utils import config_util
 
     if not path.is_file():
         raise ExportError(f"{path}: pipeline config not found")
     try:
-        configs = config_util.get_configs_from_pipeline_file(str(path))
+        configs = load_configs(path)
     except text_format.ParseError as error:
         raise ExportError(f"{path}: not a valid pipeline config ({error})") from error
     if configs["model"].WhichOneof("model") != "ssd":
@@ -214,11 +200,6 @@ def load_pipeline_config(path: Path) -> dict:
     if configs["model"].ssd.image_resizer.WhichOneof("image_resizer_oneof") != "fixed_shape_resizer":
         raise ExportError(f"{path}: the TFLite export needs a fixed_shape_resizer image resizer")
     return configs
-
-
-def input_size(configs: dict) -> tuple[int, int]:
-    resizer = configs["model"].ssd.image_resizer.fixed_shape_resizer
-    return resizer.height, resizer.width
 
 
 def resolve_label_map(label_map: str | Path | None, configs: dict, pipeline_config: Path) -> Path:
@@ -264,7 +245,7 @@ def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD A
     from object_detection.builders import model_builder
 
     model = model_builder.build(configs["model"], is_training=False)
-    height, width = input_size(configs)
+    height, width = image_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
     model.predict(images, shapes)
     checkpoint = tf.train.Checkpoint(model=model)
@@ -341,7 +322,7 @@ def tflite_input_scaling(model, configs: dict) -> dict:  # noqa: ANN001 - an OD 
     """The TFLite graph skips model.preprocess: its float input is pixel * scale + offset, resized."""
     import tensorflow as tf
 
-    height, width = input_size(configs)
+    height, width = image_size(configs)
     pixels = tf.constant([[[[0.0, 0.0, 0.0]] * width] * height, [[[255.0, 255.0, 255.0]] * width] * height])
     preprocessed, _ = model.preprocess(pixels)
     low, high = float(preprocessed[0, 0, 0, 0]), float(preprocessed[1, 0, 0, 0])
@@ -360,7 +341,7 @@ def export_record(
 
     import chestdet
 
-    height, width = input_size(configs)
+    height, width = image_size(configs)
     record = {
         "checkpoint": str(prefix.resolve()),
         "checkpoint_files": checkpoint_sha256(prefix),
@@ -385,7 +366,7 @@ def export_record(
 
 def tflite_record(model, configs: dict, nms: str, min_score: float) -> dict:  # noqa: ANN001 - a DetectionModel
     """How to run the TFLite model: its input and its scaling, its outputs, and its NMS."""
-    height, width = input_size(configs)
+    height, width = image_size(configs)
     return {
         "input": {"dtype": "float32", "shape": [1, height, width, 3], **tflite_input_scaling(model, configs)},
         "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
@@ -411,8 +392,9 @@ def measure_agreement(
 ) -> Agreement:
     """Run the export's SavedModel and TFLite model on `images`; how many of the SavedModel's boxes
     scoring >= min_score does TFLite reproduce (same class, IoU >= min_iou, score within the margin)?"""
-    from chestdet.backends import backend_agreement, open_backend, to_pixels
+    from chestdet.backends import open_backend, to_pixels
     from chestdet.imaging import read_image, to_rgb
+    from chestdet.metrics import backend_agreement
 
     saved_model = open_backend("savedmodel", export_dir)
     saved_model.load()
@@ -446,9 +428,9 @@ def record_agreement(export_dir: Path, image_dir: Path) -> dict:
         "matched": agreement.matched,
         "share": round(agreement.share, 4),
     }
-    record = json.loads((export_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    record = json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
     record["tflite_agreement"] = result
-    atomic.write_json(export_dir / RECORD_FILE, record)
+    atomic.write_json(export_dir / EXPORT_RECORD, record)
     return result
 
 

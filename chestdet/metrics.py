@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from object_detection.utils import np_box_ops
 
+from chestdet.detections import Detection
 from chestdet.labels import CLASS_NAMES, class_id
 
 BOX_COLUMNS = ["xmin", "ymin", "xmax", "ymax"]
@@ -615,3 +616,75 @@ def compute_metrics(
         ),
     )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement between two backends' detections
+
+
+@dataclass(frozen=True)
+class Agreement:
+    reference_boxes: int  # reference boxes scoring at least min_score
+    matched: int
+
+    @property
+    def share(self) -> float:
+        return self.matched / self.reference_boxes if self.reference_boxes else 1.0
+
+
+def backend_agreement(
+    reference: Sequence[Sequence[Detection]],
+    candidate: Sequence[Sequence[Detection]],
+    min_score: float = 0.3,
+    min_iou: float = 0.95,
+    max_score_difference: float = 0.02,
+    same_class: bool = True,
+) -> Agreement:
+    """Share of the reference's boxes (score >= min_score) that the candidate reproduces.
+
+    Per image, a reference box is matched by a candidate box of the same class with IoU >= min_iou
+    and a score within max_score_difference; each candidate box matches at most once, reference
+    boxes taking theirs best first. Used to compare TFLite with the SavedModel (detect and export
+    both report it). `same_class=False` is a diagnostic for untrained models, whose eight class
+    scores tie exactly, so that the backends pick the class of a box arbitrarily.
+    """
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference images but {len(candidate)} candidate images")
+    total = matched = 0
+    for ref_boxes, cand_boxes in zip(reference, candidate, strict=True):
+        refs = sorted((d for d in ref_boxes if d.score >= min_score), key=lambda d: -d.score)
+        total += len(refs)
+        matched += _matched_boxes(refs, list(cand_boxes), min_iou, max_score_difference, same_class)
+    return Agreement(total, matched)
+
+
+def _matched_boxes(
+    refs: Sequence[Detection], cands: Sequence[Detection], min_iou: float, max_score_difference: float,
+    same_class: bool,
+) -> int:
+    """Greedy one-to-one matching in `refs` order, each taking the first fitting unused candidate."""
+    if not refs or not cands:
+        return 0
+    iou = pairwise_iou(_corners(refs), _corners(cands))
+    unused = list(range(len(cands)))
+    matched = 0
+    for r, ref in enumerate(refs):
+        match = next(
+            (
+                c
+                for c in unused
+                if (cands[c].class_id == ref.class_id or not same_class)
+                and abs(cands[c].score - ref.score) <= max_score_difference
+                and iou[r, c] >= min_iou
+            ),
+            None,
+        )
+        if match is not None:
+            unused.remove(match)
+            matched += 1
+    return matched
+
+
+def _corners(detections: Sequence[Detection]) -> np.ndarray:
+    """[N, 4] float64 (ymin, xmin, ymax, xmax), the order pairwise_iou takes."""
+    return np.array([[d.ymin, d.xmin, d.ymax, d.xmax] for d in detections], dtype=np.float64)

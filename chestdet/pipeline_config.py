@@ -18,10 +18,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from chestdet import atomic
+from chestdet.contracts import PIPELINE_FILE
 
 log = logging.getLogger(__name__)
-
-PIPELINE_FILE = "pipeline.config"
 
 # A warm-up longer than a tenth of the run leaves too little of the cosine schedule; a caller who
 # wants more says so with warmup_steps.

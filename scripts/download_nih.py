@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the package beside this script
 
 from chestdet.cli import exit_with  # noqa: E402
 from chestdet.commands.download_nih import main  # noqa: E402

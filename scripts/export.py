@@ -3,10 +3,7 @@
 import sys
 from pathlib import Path
 
-try:
-    import chestdet  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the package beside this script
 
 from chestdet.cli import exit_with  # noqa: E402
 from chestdet.commands.export import main  # noqa: E402

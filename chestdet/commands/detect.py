@@ -11,16 +11,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet import detect
-from chestdet.backends import (
-    BACKENDS,
-    BackendError,
-    choose_backend,
-    gpu_available,
-    open_backend,
-    tflite_min_score,
-)
+from chestdet.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
 from chestdet.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
+from chestdet.contracts import LABEL_MAP_FILE, TFLITE_FILE
 from chestdet.drawing import FORMATS
+from chestdet.inputs import InputImage, list_inputs
 
 log = logging.getLogger("chestdet.detect")
 
@@ -79,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     _check_arguments(args)
-    try:
-        images = detect.list_inputs(args.input, exclude=args.output_dir)
-    except detect.DetectError as error:
-        raise UserError(str(error)) from error
+    images = list_inputs(args.input, exclude=args.output_dir)
     if not images:
         raise UserError(f"--input {args.input}: no images found")
     # Importing TensorFlow (label map, backend) takes seconds: decode the first images meanwhile.
@@ -94,33 +86,32 @@ def main(argv: list[str] | None = None) -> int:
             ahead.stop()
 
 
-def _detect(args: argparse.Namespace, images: list, ahead: detect.DecodeAhead | None, started: float) -> int:
-    label_map = args.label_map or args.model / "label_map.pbtxt"
+def _detect(
+    args: argparse.Namespace, images: list[InputImage], ahead: detect.DecodeAhead | None, started: float
+) -> int:
+    label_map = args.label_map or args.model / LABEL_MAP_FILE
     class_names = _load_class_names(label_map)
     thresholds = detect.Thresholds(args.min_score)
-    try:
-        if args.min_score_file is not None:
-            thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
-        has_gpu = args.backend == "auto" and (args.model / "model.tflite").is_file() and gpu_available()
-        kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
-        floor = tflite_min_score(args.model) if kind == "tflite" else 0.0
-        if args.keep_score < floor:
-            log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
-                        "use --backend savedmodel for them", floor, args.keep_score)
-        options = detect.DetectOptions(
-            thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
-            image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
-            prefetch=max(4, 2 * args.workers, 2 * args.batch_size),
-        )
-        settings = detect.run_settings(
-            model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=args.input,
-            keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
-            format=args.format, voc_xml=args.voc_xml,
-        )
-        detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
-        backend = open_backend(kind, args.model, args.batch_size, args.threads)
-    except (detect.DetectError, BackendError) as error:
-        raise UserError(str(error)) from error
+    if args.min_score_file is not None:
+        thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
+    has_gpu = args.backend == "auto" and (args.model / TFLITE_FILE).is_file() and gpu_available()
+    kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
+    floor = tflite_min_score(args.model) if kind == "tflite" else 0.0
+    if args.keep_score < floor:
+        log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
+                    "use --backend savedmodel for them", floor, args.keep_score)
+    options = detect.DetectOptions(
+        thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
+        image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
+        prefetch=max(4, 2 * args.workers, 2 * args.batch_size),
+    )
+    settings = detect.run_settings(
+        model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=args.input,
+        keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
+        format=args.format, voc_xml=args.voc_xml,
+    )
+    detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
+    backend = open_backend(kind, args.model, args.batch_size, args.threads)
     log.info("%d images, %s backend, writing to %s", len(images), kind, args.output_dir)
     summary = _run(images, backend, class_names, args, options, started, ahead)
     log.info(summary.last_line())
@@ -132,13 +123,9 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
         total=len(images), unit=" images", unit_scale=False, disable=args.no_progress or None, dynamic_ncols=True,
         desc="detect", file=sys.stderr,
     ) as bar:
-        try:
-            return detect.detect_images(
-                images, backend, class_names, args.output_dir, options, started=started, progress=bar,
-                ahead=ahead,
-            )
-        except BackendError as error:
-            raise UserError(str(error)) from error
+        return detect.detect_images(
+            images, backend, class_names, args.output_dir, options, started=started, progress=bar, ahead=ahead,
+        )
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

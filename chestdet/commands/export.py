@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chestdet import export
 from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.contracts import PIPELINE_FILE
 from chestdet.labels import REPO_ROOT
 
 log = logging.getLogger("chestdet.export")
@@ -86,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 def run_folder(prefix: Path) -> Path:
     """The run folder a checkpoint belongs to: its own folder, or the one above train.py's best/ copy."""
     folder = prefix.parent
-    if not (folder / export.PIPELINE_FILE).is_file() and (folder.parent / export.PIPELINE_FILE).is_file():
+    if not (folder / PIPELINE_FILE).is_file() and (folder.parent / PIPELINE_FILE).is_file():
         return folder.parent
     return folder
 
 
 def default_config(prefix: Path, run_dir: Path) -> Path:
-    config = run_dir / export.PIPELINE_FILE
+    config = run_dir / PIPELINE_FILE
     if not config.is_file():
-        raise UserError(f"{prefix}: no {export.PIPELINE_FILE} in its run folder {run_dir}; pass --config")
+        raise UserError(f"{prefix}: no {PIPELINE_FILE} in its run folder {run_dir}; pass --config")
     return config
 
 

@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from chestdet import detect
-from chestdet.backends import Detection, backend_agreement
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.detect import main
+from chestdet.contracts import JOURNAL
+from chestdet.detections import Detection
+from chestdet.metrics import backend_agreement
 from tests.conftest import REPO, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
 pytestmark = pytest.mark.slow
@@ -129,7 +130,7 @@ def test_kill_9_then_resume_through_the_script(tiny_export: Path, tmp_path: Path
 
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "detect.py"), *common, "--output-dir", str(out)])
-    journal = out / detect.JOURNAL
+    journal = out / JOURNAL
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if journal.is_file() and journal.read_bytes().count(b"\n") >= 20:
@@ -161,7 +162,7 @@ def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(traine
     time with TF's default threading: the two must find the same boxes (the 16 images the model was
     trained on, so that it is confident).
     """
-    from chestdet.cli import available_cpus
+    from chestdet.system import available_cpus
 
     folder = tmp_path / "images"
     folder.mkdir()

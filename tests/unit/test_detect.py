@@ -19,11 +19,14 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from tqdm import tqdm
 
 from chestdet import detect
-from chestdet.backends import Detection, ModelOutput
+from chestdet.backends import ModelOutput
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.detect import main
+from chestdet.contracts import DETECTION_COLUMNS, IMAGE_COLUMNS, JOURNAL
+from chestdet.detections import Detection, ImageResult
 from chestdet.drawing import class_colour
 from chestdet.imaging import ImageReadError, read_image, to_rgb
+from chestdet.inputs import list_inputs
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 3: "Effusion", 4: "Infiltrate", 5: "Mass", 6: "Nodule",
@@ -75,7 +78,7 @@ def run(images_spec, out: Path, backend=None, **options) -> detect.RunSummary:
     resume = options.pop("resume", False)
     progress = options.pop("progress", None)
     decode_ahead = options.pop("decode_ahead", False)
-    images = detect.list_inputs(images_spec, exclude=out)
+    images = list_inputs(images_spec, exclude=out)
     settings = detect.run_settings(input=str(images_spec), **{k: str(v) for k, v in options.items()})
     detect.prepare_output_dir(out, settings, resume=resume, overwrite=False)
     ahead = detect.DecodeAhead(images) if decode_ahead else None
@@ -139,7 +142,7 @@ def test_folder_listing_is_recursive_sorted_and_skips_other_files_and_the_output
     out = mixed_inputs / "out"
     out.mkdir()
     shutil.copy(SAMPLE_IMAGES / SAMPLE_NAMES[0], out / "drawn.png")
-    images = detect.list_inputs(mixed_inputs, exclude=out)
+    images = list_inputs(mixed_inputs, exclude=out)
     assert [i.name for i in images] == sorted(
         ["corrupt.jpg", "deep16.png", "empty.png", "gray.png", "mono1.dcm", "rgba.png",
          "sub dir/palette.png", "sub dir/photo.jpg"]
@@ -155,7 +158,7 @@ def test_text_list_resolves_relative_paths_skips_comments_and_repeats(tmp_path: 
     )
     (tmp_path / "imgs").mkdir()
     shutil.copy(SAMPLE_IMAGES / SAMPLE_NAMES[0], tmp_path / "imgs" / SAMPLE_NAMES[0])
-    images = detect.list_inputs(listing)
+    images = list_inputs(listing)
     common = Path(os.path.commonpath([SAMPLE_IMAGES, tmp_path / "imgs"]))
     assert [i.name for i in images] == [
         (SAMPLE_IMAGES / SAMPLE_NAMES[1]).relative_to(common).as_posix(),
@@ -181,23 +184,23 @@ def test_text_list_of_paths_outside_its_folder_names_images_from_their_common_fo
 
     same_folder = tmp_path / "one folder.txt"
     same_folder.write_text("".join(f"{SAMPLE_IMAGES / name}\n" for name in SAMPLE_NAMES[:2]))
-    assert [i.name for i in detect.list_inputs(same_folder)] == SAMPLE_NAMES[:2]
+    assert [i.name for i in list_inputs(same_folder)] == SAMPLE_NAMES[:2]
 
 
 def test_symlinked_copies_are_separate_images(tmp_path: Path):
     for i in range(3):
         (tmp_path / f"copy {i}.png").symlink_to(SAMPLE_IMAGES / SAMPLE_NAMES[0])
-    assert [i.name for i in detect.list_inputs(tmp_path)] == ["copy 0.png", "copy 1.png", "copy 2.png"]
+    assert [i.name for i in list_inputs(tmp_path)] == ["copy 0.png", "copy 1.png", "copy 2.png"]
 
 
 def test_glob_names_images_relative_to_its_fixed_part(mixed_inputs: Path):
-    images = detect.list_inputs(str(mixed_inputs / "**" / "*.png"))
+    images = list_inputs(str(mixed_inputs / "**" / "*.png"))
     assert [i.name for i in images] == ["deep16.png", "empty.png", "gray.png", "rgba.png", "sub dir/palette.png"]
 
 
 def test_missing_input_is_a_clear_error(tmp_path: Path):
     with pytest.raises(detect.DetectError, match=r"--input .*nowhere: no such folder, file or matching glob"):
-        detect.list_inputs(tmp_path / "nowhere")
+        list_inputs(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------ a whole run
@@ -208,8 +211,8 @@ def test_every_output_of_a_run_over_mixed_inputs(mixed_inputs: Path, tmp_path: P
     summary = run(mixed_inputs, out, voc_xml=True)
     assert (summary.processed, summary.errors) == (8, 2)
 
-    assert header(out / "detections.csv") == list(detect.DETECTION_COLUMNS)
-    assert header(out / "images.csv") == list(detect.IMAGE_COLUMNS)
+    assert header(out / "detections.csv") == list(DETECTION_COLUMNS)
+    assert header(out / "images.csv") == list(IMAGE_COLUMNS)
     assert header(out / "errors.csv") == ["image", "reason"]
     errors = {row["image"]: row["reason"] for row in read_csv(out / "errors.csv")}
     assert errors == {"corrupt.jpg": "not a readable image (Truncated File Read)", "empty.png": "empty file"}
@@ -373,7 +376,7 @@ def test_a_backend_that_infers_concurrently_gets_overlapping_calls_and_the_same_
 
 
 def test_images_decoded_ahead_are_the_images_and_their_errors(mixed_inputs: Path, tmp_path: Path):
-    images = detect.list_inputs(mixed_inputs)
+    images = list_inputs(mixed_inputs)
     ahead = detect.DecodeAhead(images)
     ahead._thread.join()  # all of them: far under the budget
     for item in images:
@@ -387,7 +390,7 @@ def test_images_decoded_ahead_are_the_images_and_their_errors(mixed_inputs: Path
 
 
 def test_decoding_ahead_stops_at_its_budget_or_where_the_readers_are(mixed_inputs: Path):
-    images = detect.list_inputs(mixed_inputs)
+    images = list_inputs(mixed_inputs)
     ahead = detect.DecodeAhead(images, budget=1)
     ahead._thread.join()
     with pytest.raises(ImageReadError):
@@ -414,8 +417,8 @@ def test_resume_skips_finished_images_and_drops_a_cut_journal_line(tmp_path: Pat
     run(SAMPLE_IMAGES, full)
     out = tmp_path / "resumed"
     run(SAMPLE_IMAGES, out)
-    journal = (out / detect.JOURNAL).read_bytes().splitlines(keepends=True)
-    (out / detect.JOURNAL).write_bytes(b"".join(journal[:10]) + journal[10][:25])
+    journal = (out / JOURNAL).read_bytes().splitlines(keepends=True)
+    (out / JOURNAL).write_bytes(b"".join(journal[:10]) + journal[10][:25])
     for name in ("detections.csv", "images.csv", "detections.json"):
         (out / name).unlink()
     backend = FakeBackend()
@@ -477,17 +480,18 @@ def test_the_parser_documents_every_flag():
 
 
 def test_detection_from_json_round_trips_floats_exactly():
-    result = detect.ImageResult("a.png", "/x/a.png", 1024, 1000, (Detection(3, 0.1234567, 1 / 3, 2.5, 700.25, 999.9),))
-    assert detect.ImageResult.from_json(result.to_json()) == result
-    assert detect.as_printed(result.detections[0]) == Detection(3, 0.123457, 0.33, 2.5, 700.25, 999.9)
+    result = ImageResult("a.png", "/x/a.png", 1024, 1000, (Detection(3, 0.1234567, 1 / 3, 2.5, 700.25, 999.9),))
+    assert ImageResult.from_json(result.to_json()) == result
+    assert result.detections[0].as_printed() == Detection(3, 0.123457, 0.33, 2.5, 700.25, 999.9)
 
 
 KILLABLE_RUN = """
 import sys
 from pathlib import Path
 from chestdet import detect
+from chestdet.inputs import list_inputs
 from tests.unit.test_detect import CLASS_NAMES, FakeBackend
-images = detect.list_inputs(sys.argv[1])
+images = list_inputs(sys.argv[1])
 out = Path(sys.argv[2])
 detect.prepare_output_dir(out, {"input": sys.argv[1]}, resume=False, overwrite=False)
 detect.detect_images(images, FakeBackend(delay=0.15), CLASS_NAMES, out, detect.DetectOptions(voc_xml=True))
@@ -505,11 +509,11 @@ def test_kill_9_half_way_then_resume_equals_an_uninterrupted_run(tmp_path: Path)
 
     full = tmp_path / "full"
     detect.prepare_output_dir(full, {"input": str(SAMPLE_IMAGES)}, resume=False, overwrite=False)
-    detect.detect_images(detect.list_inputs(SAMPLE_IMAGES), FakeBackend(), CLASS_NAMES, full,
+    detect.detect_images(list_inputs(SAMPLE_IMAGES), FakeBackend(), CLASS_NAMES, full,
                          detect.DetectOptions(voc_xml=True))
     out = tmp_path / "killed run"
     process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, str(SAMPLE_IMAGES), str(out)], cwd=REPO)
-    journal = out / detect.JOURNAL
+    journal = out / JOURNAL
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if journal.is_file() and journal.read_bytes().count(b"\n") >= 12:
@@ -526,7 +530,7 @@ def test_kill_9_half_way_then_resume_equals_an_uninterrupted_run(tmp_path: Path)
 
     backend = FakeBackend()
     detect.prepare_output_dir(out, {"input": str(SAMPLE_IMAGES)}, resume=True, overwrite=False)
-    summary = detect.detect_images(detect.list_inputs(SAMPLE_IMAGES), backend, CLASS_NAMES, out,
+    summary = detect.detect_images(list_inputs(SAMPLE_IMAGES), backend, CLASS_NAMES, out,
                                    detect.DetectOptions(voc_xml=True))
     assert backend.inferred == summary.processed == len(SAMPLE_NAMES) - finished_before
     for name in ("detections.csv", "images.csv", "detections.json", "coco_images.json", "errors.csv"):

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from chestdet.backends import (
-    BackendError,
-    Detection,
     ModelOutput,
-    backend_agreement,
     choose_backend,
     legacy_bilinear_resize,
     tflite_min_score,
     tflite_normalisation,
     to_pixels,
 )
+from chestdet.detections import Detection
+from chestdet.errors import BackendError
+from chestdet.metrics import backend_agreement
 from tests.conftest import REPO, SAMPLE_IMAGES
 
 PIPELINE = REPO / "pipelines" / "ssd_mobilenet_v2_fpnlite_320x320.config"

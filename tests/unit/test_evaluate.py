@@ -16,7 +16,8 @@ import pytest
 
 from chestdet import evaluate
 from chestdet.annotations import Box, read_nih_csv
-from chestdet.cli import UserError
+from chestdet.errors import ChestdetError as UserError
+from chestdet.inputs import list_inputs
 from chestdet.labels import CLASS_NAMES as CLASS_NAMES_BY_ID
 from chestdet.labels import class_id
 from chestdet.metrics import EvaluationSettings, compute_metrics
@@ -559,7 +560,7 @@ def test_reads_what_detect_writes(tmp_path):
     listing = tmp_path / "held out.txt"
     listing.write_text("".join(f"{path}\n" for path in images))
     out = tmp_path / "detect out"
-    inputs = detect.list_inputs(listing, exclude=out)
+    inputs = list_inputs(listing, exclude=out)
     detect.prepare_output_dir(out, detect.run_settings(input=str(listing)), resume=False, overwrite=False)
     names = {k: name for k, name in enumerate(CLASS_NAMES_BY_ID, start=1)}
     detect.detect_images(inputs, FixedBackend(), names, out, detect.DetectOptions(workers=1))

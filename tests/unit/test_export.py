@@ -16,6 +16,7 @@ import pytest
 from chestdet import export
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.export import build_parser, main
+from chestdet.pipeline_config import image_size
 from tests.conftest import LABEL_MAP, REPO
 
 PIPELINE = REPO / "pipelines" / "ssd_mobilenet_v2_fpnlite_320x320.config"
@@ -136,7 +137,7 @@ def test_config_must_exist_and_parse(tmp_path):
     bad.write_text("model { ssd { num_classes: eight } }\n")
     with pytest.raises(export.ExportError, match=r"bad\.config: not a valid pipeline config"):
         export.load_pipeline_config(bad)
-    assert export.input_size(export.load_pipeline_config(PIPELINE)) == (320, 320)
+    assert image_size(export.load_pipeline_config(PIPELINE)) == (320, 320)
 
 
 def test_label_map_must_name_the_models_classes(tmp_path):
