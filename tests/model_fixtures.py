@@ -100,7 +100,7 @@ def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int =
     """Train the project's SSD from scratch on the overfit images with model_lib_v2.train_loop, so that
     its scores are confident (an untrained model scores everything about 0.01); returns the final prefix.
 
-    Batch 4, no augmentation and a fast batch-norm decay (STACK.md: 0.997 lags far behind in short runs).
+    Batch 4, no augmentation and a fast batch-norm decay (0.997 lags far behind in short runs).
     """
     from object_detection import model_lib_v2
 

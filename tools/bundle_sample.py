@@ -1,6 +1,6 @@
 """Rebuild workspace/sample/nih from a full NIH copy (how the bundled sample was chosen).
 
-    python tools/bundle_sample.py ../shared/data/nih workspace/sample/nih
+    python tools/bundle_sample.py path/to/full/nih workspace/sample/nih
 
 16 single-box images with the largest boxes of four large-finding classes (the overfit set), then
 images of every class, some with several boxes, then a few images without findings; about 18 MB.

@@ -220,7 +220,7 @@ def test_checkpoint_of_another_model_is_refused_and_leaves_nothing(tmp_path):
 
 
 def test_tflite_reproduces_the_saved_models_confident_boxes(trained_export, tmp_path):
-    """Issue 4's agreement, as `export.sh --agreement-images` records it: of the SavedModel's boxes scoring
+    """The TFLite agreement, as `export.sh --agreement-images` records it: of the SavedModel's boxes scoring
     >= 0.3 on the 40 sample images, the share TFLite reproduces (same class, IoU >= 0.95, score within
     0.02). With per-class NMS it measured 100% (110/110 at 320x320); 0.9 leaves room for a few boxes
     whose score sits at the 0.3 edge, and still fails the OD API's fast class-agnostic NMS (76%)."""

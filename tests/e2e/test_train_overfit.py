@@ -2,7 +2,7 @@
 
 Ground truth comes from the NIH CSV, detections from the trained checkpoint on the original PNGs,
 so records with x and y swapped, or class ids off by one, would teach the model the wrong boxes and
-fail the mAP bar. Settings per STACK.md (256x256, batch 4, no augmentation, cosine from 0.04 with a
+fail the mAP bar. Settings (256x256, batch 4, no augmentation, cosine from 0.04 with a
 50-step warm-up, batch-norm decay 0.9), at 400 steps instead of 800: 0.79 mAP@0.5 when measured.
 """
 

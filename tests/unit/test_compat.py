@@ -53,7 +53,7 @@ def test_the_shim_is_still_needed_and_makes_the_od_api_decoder_work():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    # Still needed: without it the OD API's record decoder dies the way STACK.md describes. When this
+    # Still needed: without it tf_slim's record decoder dies on the missing control_flow_ops.case. When this
     # fails, tf_slim or TensorFlow fixed it: delete the shim from chestdet/compat.py and this test.
     assert report["needed_before"] is True
     assert "has no attribute 'case'" in report["without"]["error"]

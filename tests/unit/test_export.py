@@ -105,7 +105,7 @@ def test_checkpoint_step_is_the_training_step_when_there_is_one(tmp_path):
 
 
 def test_checkpoint_saved_before_the_model_was_built_is_refused_with_the_reason(tmp_path):
-    """STACK.md's quirk: a from-scratch run's ckpt-1 holds only step, save counter and optimizer state;
+    """A from-scratch run's ckpt-1 holds only step, save counter and optimizer state;
     exporting it would otherwise die with 'Found N Python objects that were not bound'."""
     import tensorflow as tf
     from object_detection.builders import model_builder
