@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.contracts import REJECTS_CSV
 from chestdet.evaluate import OUTPUT_FILES, run_evaluation
 from chestdet.metrics import EvaluationSettings
 from chestdet.report import summary_text
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s", summary_text(run.metrics))
     log.info("report: %s", run.output_dir / "report.md")
     if run.inputs.rejects:
-        log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / "rejects.csv")
+        log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)
         if args.strict:
             return ExitStatus.REJECTS
     return ExitStatus.SUCCESS
