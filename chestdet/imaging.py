@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from chestdet.errors import InputError
+
 # A 1024x1024 NIH PNG is 1 MP and a raw detector panel is under 20 MP; anything declaring more than
 # this is refused before decoding, since a tiny compressed file can expand to gigabytes.
 MAX_PIXELS = 80_000_000
@@ -23,7 +25,7 @@ MAX_PIXELS = 80_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 
-class ImageReadError(Exception):
+class ImageReadError(InputError):
     """An image that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

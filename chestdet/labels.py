@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chestdet.errors import ChestdetError
+
 CLASS_NAMES: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",
@@ -22,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LABEL_MAP = REPO_ROOT / "label_map.pbtxt"
 
 
-class UnknownLabelError(ValueError):
+class UnknownLabelError(ChestdetError, ValueError):
     """A class name that is neither one of CLASS_NAMES nor a known alias."""
 
 
