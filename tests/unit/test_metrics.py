@@ -156,7 +156,9 @@ def test_iobb_hand_case():
     #   d1 (0,0,200,200) score .9: IoBB = 100*100 / (200*200) = 0.25
     #   d2 (0,0,100,125) score .2: IoBB = 10000 / 12500 = 0.8, but below the threshold: ignored
     #   d3 on B, score .5: localises nothing, a false positive at every T.
-    # T=.1: g hit (0.25 > 0.1), FPs {d3}: Acc 1, AFP 1/2. T>=.25: 0.25 is not > 0.25: Acc 0, FPs {d1,d3}.
+    # T=.1: g hit (0.25 > 0.1), FPs {d3}: Acc 1, FP/image 1/2. T>=.25: 0.25 is not > 0.25: Acc 0,
+    # FPs {d1,d3}. Wang et al.'s AFP counts the FPs on boxed images (A: d1 from T=.25 on) over the
+    # one annotated image-finding pair.
     truth = gt(("A", "Cardiomegaly", 0, 0, 100, 100))
     found = det(
         ("A", "Cardiomegaly", 0.9, 0, 0, 200, 200),
@@ -165,11 +167,13 @@ def test_iobb_hand_case():
     )
     row = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.3).per_class["Cardiomegaly"]
     assert row.accuracy == [1.0, 0.0, 0.0, 0.0, 0.0]
-    assert row.afp == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert row.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert row.afp == [0.0, 1.0, 1.0, 1.0, 1.0]
     # With d2 kept (threshold 0.1): T=.5 and .75: 0.8 > T, g hit, FPs {d1,d3}; T=.9: nothing hits, 3 FPs.
     low = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.1).per_class["Cardiomegaly"]
     assert low.accuracy == [1.0, 1.0, 1.0, 1.0, 0.0]
-    assert low.afp == [0.5, 1.0, 1.0, 1.0, 1.5]
+    assert low.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.5]
+    assert low.afp == [0.0, 1.0, 1.0, 1.0, 2.0]
     assert low.boxes == 1
 
 
@@ -190,7 +194,18 @@ def test_iobb_each_box_counts_and_classes_do_not_mix():
     assert result.per_class["Mass"].accuracy == [0.5] * 5
     assert result.per_class["Mass"].afp == [0.0] * 5
     assert result.per_class["Nodule"].accuracy == [None] * 5
-    assert result.per_class["Nodule"].afp == [1.0] * 5
+    assert result.per_class["Nodule"].afp == [1.0] * 5  # one FP over the one image-finding pair (A, Mass)
+
+
+def test_iobb_afp_is_over_image_finding_pairs_and_boxed_images_only():
+    # A has Mass and Nodule boxes (2 image-finding pairs), B a Mass box (1 pair), C no box.
+    # Mass FPs: one on A, one on C. Wang et al.'s AFP: the one on A over 3 pairs; the one on C lies
+    # on an image without boxes, which the paper never evaluated. Per evaluated image: 2 / 3 images.
+    truth = gt(("A", "Mass", 0, 0, 10, 10), ("A", "Nodule", 50, 50, 60, 60), ("B", "Mass", 0, 0, 10, 10))
+    found = det(("A", "Mass", 0.9, 200, 200, 300, 300), ("C", "Mass", 0.9, 0, 0, 10, 10))
+    row = metrics.iobb_localisation(truth, found, ["A", "B", "C"]).per_class["Mass"]
+    assert row.afp == [pytest.approx(1 / 3)] * 5
+    assert row.fp_per_image == [pytest.approx(2 / 3)] * 5
 
 
 # ---------------------------------------------------------------------------------------------
