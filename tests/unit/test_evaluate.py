@@ -585,7 +585,10 @@ def test_reads_what_detect_writes(tmp_path):
     low = evaluate.run_evaluation(out, SAMPLE_CSV, tmp_path / "eval low",
                                   settings=EvaluationSettings(score_threshold=0.1), plots=False)
     assert low.metrics.iobb.per_class["Nodule"].accuracy == [0.0] * 5
-    assert low.metrics.iobb.per_class["Nodule"].afp == [1.0] * 5
+    assert low.metrics.iobb.per_class["Nodule"].fp_per_image == [1.0] * 5
+    boxed = {b.image for b in all_boxes if b.image in present}
+    pairs = {(b.image, b.label) for b in all_boxes if b.image in present}
+    assert low.metrics.iobb.per_class["Nodule"].afp == [pytest.approx(len(boxed) / len(pairs))] * 5
 
 
 def test_reads_what_the_dataset_step_writes(tmp_path, sample_case):

@@ -62,13 +62,18 @@ def test_markdown_puts_our_figures_beside_the_papers(small_metrics):
     text = report.render_markdown(small_metrics, {"detections": "d.csv", "ground_truth": "NIH CSV x", "split": "none"})
     lines = text.splitlines()
     # Mass box found exactly: IoBB 1 > every T. Cardiomegaly: the detection covers 3/4 of the box and
-    # lies inside it: IoBB 1 too. The Nodule detection on C localises nothing: AFP 1/3.
+    # lies inside it: IoBB 1 too. The Nodule detection on C localises nothing, but C has no box: the
+    # paper's AFP (boxed images, over the 2 image-finding pairs) is 0, the FP per evaluated image 1/3.
     ours = lines.index("| 0.5 | Acc. (this model) | – | 1.0000 | – | – | 1.0000 | – | – | – |")
     assert lines[ours + 1] == ("|  | Acc. (Wang et al.) | 0.2833 | 0.8767 | 0.3333 | 0.4227 | 0.1411 | 0.0126 "
                                "| 0.3833 | 0.1836 |")
-    assert lines[ours + 2] == ("|  | AFP (this model) | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.3333 "
+    assert lines[ours + 2] == ("|  | AFP (this model) | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 "
                                "| 0.0000 | 0.0000 |")
     assert lines[ours + 3].startswith("|  | AFP (Wang et al.) | 1.0203 | 0.5630 |")
+    assert lines[ours + 4] == ("|  | FP per evaluated image (not AFP) | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 "
+                               "| 0.3333 | 0.0000 | 0.0000 |")
+    assert "- Difficult boxes ignored: 0 (a detection on one is neither a hit nor a false positive, missing one " \
+           "is no miss)" in lines
     assert report.PAPER_CITATION in text
     assert "| Mass | 1 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in lines
     assert "- a note for the reader" in lines
@@ -104,8 +109,8 @@ def png_size(path) -> tuple[int, int]:
 def test_plots_are_pngs(tmp_path, small_metrics):
     paths = report.write_plots(small_metrics, tmp_path)
     assert [p.name for p in paths] == list(report.PLOT_FILES)
-    assert png_size(tmp_path / "pr_curves.png") == (1400, 700)
-    assert png_size(tmp_path / "froc.png") == (800, 600)
+    assert png_size(tmp_path / "pr_curves.png") == (1400, 750)
+    assert png_size(tmp_path / "froc.png") == (1000, 600)
     assert png_size(tmp_path / "confusion_matrix.png") == (900, 800)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(report.PLOT_FILES)  # no temporary left
 
