@@ -401,3 +401,100 @@ def test_settings_are_checked():
         EvaluationSettings(score_threshold=1.5)
     with pytest.raises(ValueError, match="fp_rates must be positive"):
         EvaluationSettings(fp_rates=(0.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Difficult boxes: ignored, as PASCAL VOC ignores them
+
+
+def hard_gt(*rows) -> pd.DataFrame:
+    """rows: (image, label, xmin, ymin, xmax, ymax, difficult)"""
+    frame = pd.DataFrame(rows, columns=[*metrics.GROUND_TRUTH_COLUMNS, metrics.DIFFICULT])
+    return frame.astype({**{c: float for c in metrics.BOX_COLUMNS}, metrics.DIFFICULT: bool})
+
+
+# A: an ordinary Mass box g1 and a difficult one g2. d_hard sits exactly on g2 and outscores d_easy,
+# exactly on g1.
+G1, G2 = (0, 0, 100, 100), (500, 500, 600, 600)
+HARD_TRUTH = hard_gt(("A", "Mass", *G1, False), ("A", "Mass", *G2, True))
+D_EASY, D_HARD = ("A", "Mass", 0.8, *G1), ("A", "Mass", 0.9, *G2)
+
+
+def test_coco_ap_ignores_difficult_boxes_and_detections_on_them():
+    # Ordinary g2 and only d_easy: recall stops at 1/2, AP = 51/101 (recall points 0..0.5 at precision 1).
+    # Difficult g2: missing it is no miss, AP = 1. d_hard on it is no false positive either: still 1,
+    # where a false positive ranked first would halve the precision.
+    ordinary = HARD_TRUTH.assign(difficult=False)
+    assert metrics.coco_average_precision(ordinary, det(D_EASY), ["A"]).per_class["Mass"].ap50 == \
+        pytest.approx(51 / 101)
+    assert metrics.coco_average_precision(HARD_TRUTH, det(D_EASY), ["A"]).per_class["Mass"].ap50 == pytest.approx(1.0)
+    assert metrics.coco_average_precision(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"].ap50 == pytest.approx(1.0)
+    only_hard = metrics.coco_average_precision(HARD_TRUTH.iloc[1:], det(D_HARD), ["A"]).per_class["Mass"]
+    assert only_hard.ap50 is None  # no ordinary box: no AP, as for a class without boxes
+
+
+def test_pycocotools_ignore_flag_alone_is_overwritten_by_iscrowd():
+    # Why difficult boxes go in as crowd regions: COCOeval sets gt["ignore"] = gt["iscrowd"], so an
+    # annotation with "ignore": 1 and "iscrowd": 0 is scored as an ordinary box (the miss counts).
+    dataset = metrics.coco_ground_truth(HARD_TRUTH.assign(difficult=False), ["A"])
+    dataset["annotations"][1]["ignore"] = 1
+    evaluator = metrics.run_cocoeval(dataset, metrics.coco_results(det(D_EASY), ["A"]))
+    assert float(np.mean(evaluator.eval["precision"][0, :, class_id("Mass") - 1, 0, 2])) == pytest.approx(51 / 101)
+    crowd = metrics.coco_ground_truth(HARD_TRUTH, ["A"])
+    assert [a["iscrowd"] for a in crowd["annotations"]] == [0, 1]
+
+
+def test_coco_crowd_rule_ignores_a_small_detection_inside_a_difficult_box():
+    # COCOeval's crowd overlap is intersection over the detection's area: a 20x20 detection inside
+    # g2 (IoU 0.04) is ignored in COCO AP, while FROC's IoU rule calls it a false positive.
+    inside = ("A", "Mass", 0.9, 540, 540, 560, 560)
+    assert metrics.coco_average_precision(HARD_TRUTH, det(inside, D_EASY), ["A"]).per_class["Mass"].ap50 == pytest.approx(1.0)
+    assert metrics.froc(HARD_TRUTH, det(inside, D_EASY), ["A"]).per_class["Mass"].false_positives == 1
+
+
+def test_froc_ignores_difficult_boxes_and_detections_on_them():
+    result = metrics.froc(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    assert (result.boxes, result.hits, result.false_positives, result.ignored) == (1, 1, 0, 1)
+    assert result.at_rates == [1.0] * 7
+    ordinary = metrics.froc(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    assert ordinary.at_rates == [0.5] * 7  # the same detections, g2 an ordinary box: missed
+    # A detection reaching both an ordinary and a difficult box hits the ordinary one.
+    both = hard_gt(("A", "Mass", *G1, True), ("A", "Mass", 0, 0, 100, 90, False))
+    assert metrics.froc(both, det(D_EASY), ["A"]).per_class["Mass"].hits == 1
+
+
+def test_iobb_ignores_difficult_boxes_and_detections_on_them():
+    row = metrics.iobb_localisation(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    assert row.boxes == 1 and row.accuracy == [1.0] * 5
+    assert row.afp == [0.0] * 5 and row.fp_per_image == [0.0] * 5
+    ordinary = metrics.iobb_localisation(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    assert ordinary.accuracy == [0.5] * 5
+
+
+def test_image_level_leaves_out_images_whose_only_boxes_are_difficult():
+    # B's only Mass box is difficult: B is neither positive nor negative for Mass, detected or not.
+    # A (ordinary box, detected) is a TP; C (no box, nothing detected) a TN.
+    truth = hard_gt(("A", "Mass", *G1, False), ("B", "Mass", *G1, True))
+    found = det(D_EASY, ("B", "Mass", 0.9, *G1))
+    mass = metrics.image_level(truth, found, ["A", "B", "C"])["Mass"]
+    assert (mass.true_positives, mass.false_positives, mass.true_negatives, mass.false_negatives) == (1, 0, 1, 0)
+    assert mass.ignored == 1
+    ordinary = metrics.image_level(truth.assign(difficult=False), det(D_EASY), ["A", "B", "C"])["Mass"]
+    assert ordinary.false_negatives == 1 and ordinary.ignored == 0
+
+
+def test_confusion_matrix_counts_no_difficult_box():
+    # d_hard pairs with g2 (difficult): nothing counted; an unmatched difficult box is no miss.
+    result = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY, D_HARD), ["A"])
+    at = result.labels.index
+    assert result.matrix.sum() == 1 and result.matrix[at("Mass"), at("Mass")] == 1
+    missed = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY), ["A"])
+    assert missed.matrix[at("Mass"), at("background")] == 0
+
+
+def test_compute_metrics_reports_the_ignored_boxes():
+    result = compute_metrics(HARD_TRUTH, det(D_EASY, D_HARD), ["A", "B"])
+    assert result.boxes["Mass"] == 1 and result.ignored["Mass"] == 1
+    data = result.to_dict()
+    assert data["ignored_boxes"]["Mass"] == 1 and data["boxes"]["Mass"] == 1
+    assert "bootstrap" not in data
