@@ -1,10 +1,14 @@
 """The error gallery: per class, the highest-scoring false positives and the missed boxes, drawn.
 
-Each picture shows the ground truth dashed and the detection solid, under a caption with the kind,
-class, score, IoU and image. The rules are the FROC's: a false positive is a detection (any score)
-that hits no box of its class at IoU >= `hit_iou` nor sits on a difficult one; a missed box is an
-ordinary box that no detection of its class scoring above `score_threshold` hits at IoU >= `hit_iou`.
-Misses are shown largest box first, the most conspicuous ones.
+Each picture shows the ground truth dashed (for a false positive every box of the image, named, so
+a class confusion shows; for a miss the missed box) and the detection solid, under a caption with
+the kind, class, score, IoU (with the nearest box of the detection's class) and image.
+
+The rules are the FROC's: a false positive is a detection (any score) that hits no box of its class
+at IoU >= `hit_iou` nor sits on a difficult one; a missed box is an ordinary box that no detection
+of its class scoring above `score_threshold` hits at IoU >= `hit_iou`, shown with the detection of
+its class (any score) that overlaps it most. Misses are shown largest box first, the most
+conspicuous ones.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from chestdet.metrics import (
     FALSE_POSITIVE,
     HIT,
     NO_BOXES,
+    BoxArrays,
     EvaluationSettings,
     group_boxes,
     label_froc_detections,
@@ -51,6 +56,7 @@ class GalleryCase:
     iou: float  # between the detection and the box
     truth: tuple[tuple[float, float, float, float], ...]  # (xmin, ymin, xmax, ymax) boxes drawn dashed
     detection: tuple[float, float, float, float] | None  # drawn solid
+    truth_labels: tuple[str, ...] = ()  # names written beside the dashed boxes (none: not written)
 
     def caption(self) -> str:
         score = "no detection" if self.score is None else f"score {self.score:.2f}"
@@ -65,20 +71,23 @@ def _xyxy(yxyx: np.ndarray) -> tuple[float, float, float, float]:
 def false_positive_cases(
     ground_truth: pd.DataFrame, detections: pd.DataFrame, name: str, hit_iou: float, count: int
 ) -> list[GalleryCase]:
-    """The `count` highest-scoring false positives of one class, with the class's boxes of their image."""
+    """The `count` highest-scoring false positives of one class, with every box of their image."""
     gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
+    by_image = group_boxes(ground_truth)
     cases = []
     for (image, label), found in det_groups.items():
         if label != name:
             continue
-        truth = gt_groups.get((image, label), NO_BOXES)
+        truth, every = gt_groups.get((image, label), NO_BOXES), by_image.get(image, NO_BOXES)
         outcome = label_froc_detections(truth.yxyx, found.yxyx, hit_iou, truth.difficult)
         ious = pairwise_iou(found.yxyx, truth.yxyx)
         for k in np.flatnonzero(outcome == FALSE_POSITIVE):
             cases.append(GalleryCase(
                 FALSE_POSITIVE_KIND, name, image, float(found.scores[k]),
                 float(ious[k].max()) if ious.shape[1] else 0.0,
-                tuple(_xyxy(box) for box in truth.yxyx), _xyxy(found.yxyx[k]),
+                tuple(_xyxy(box) for box in every.yxyx), _xyxy(found.yxyx[k]),
+                tuple(f"{n} (difficult)" if hard else str(n) for n, hard in zip(every.labels, every.difficult,
+                                                                                 strict=True)),
             ))
     cases.sort(key=lambda case: (-case.score, case.image))
     return cases[:count]
@@ -87,22 +96,16 @@ def false_positive_cases(
 def missed_cases(
     ground_truth: pd.DataFrame, detections: pd.DataFrame, name: str, settings: EvaluationSettings, count: int
 ) -> list[GalleryCase]:
-    """The `count` largest ordinary boxes of one class that no kept detection hits, each with the kept
-    detection of its class that overlaps it most (if any)."""
-    kept = detections[detections["score"] > settings.score_threshold]
-    gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(kept, by_label=True)
+    """The `count` largest ordinary boxes of one class that no kept detection hits, each with the
+    detection of its class (any score) that overlaps it most, if any does."""
+    gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
     cases = []
     for (image, label), truth in gt_groups.items():
         if label != name:
             continue
         found = det_groups.get((image, label), NO_BOXES)
-        outcome = label_froc_detections(truth.yxyx, found.yxyx, settings.hit_iou, truth.difficult)
         ious = pairwise_iou(truth.yxyx, found.yxyx)
-        hit = np.zeros(len(truth.yxyx), dtype=bool)
-        for d in np.flatnonzero(outcome == HIT):
-            hit[int(np.argmax(np.where(~hit & ~truth.difficult & (ious[:, d] >= settings.hit_iou),
-                                       ious[:, d], -1.0)))] = True
-        for g in np.flatnonzero(~hit & ~truth.difficult):
+        for g in np.flatnonzero(~_hit_boxes(truth, found, ious, settings) & ~truth.difficult):
             best = int(np.argmax(ious[g])) if found.yxyx.size and ious[g].max() > 0 else None
             cases.append(GalleryCase(
                 MISSED_KIND, name, image, None if best is None else float(found.scores[best]),
@@ -111,6 +114,18 @@ def missed_cases(
             ))
     cases.sort(key=lambda case: (-_area(case.truth[0]), case.image))
     return cases[:count]
+
+
+def _hit_boxes(truth: BoxArrays, found: BoxArrays, ious: np.ndarray, settings: EvaluationSettings) -> np.ndarray:
+    """Which of the boxes the detections above the threshold hit, by label_froc_detections' rule."""
+    kept = found.scores > settings.score_threshold
+    outcome = label_froc_detections(truth.yxyx, found.yxyx[kept], settings.hit_iou, truth.difficult)
+    kept_ious = ious[:, kept]
+    hit = np.zeros(len(truth.yxyx), dtype=bool)
+    for d in np.flatnonzero(outcome == HIT):  # in score order, each hit takes the free box it overlaps most
+        free = ~hit & ~truth.difficult & (kept_ious[:, d] >= settings.hit_iou)
+        hit[int(np.argmax(np.where(free, kept_ious[:, d], -1.0)))] = True
+    return hit
 
 
 def _area(box: tuple[float, float, float, float]) -> float:
@@ -145,12 +160,16 @@ def draw_case(pixels: np.ndarray, case: GalleryCase) -> np.ndarray:
                          interpolation=cv2.INTER_AREA)
     canvas = np.ascontiguousarray(rgb)
     thickness = max(2, round(min(canvas.shape[:2]) / 250))
-    for box in case.truth:
+    font_scale = max(0.4, canvas.shape[1] / 1600)
+    for k, box in enumerate(case.truth):
         dashed_rectangle(canvas, [v * scale for v in box], TRUTH_RGB, thickness, dash=4 * thickness)
+        if k < len(case.truth_labels):
+            corner = (int(round(box[0] * scale)) + thickness, int(round(box[3] * scale)) - 2 * thickness)
+            cv2.putText(canvas, case.truth_labels[k], corner, cv2.FONT_HERSHEY_SIMPLEX, font_scale, TRUTH_RGB, 1,
+                        cv2.LINE_AA)
     if case.detection is not None:
         x0, y0, x1, y1 = (int(round(v * scale)) for v in case.detection)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), DETECTION_RGB, thickness, cv2.LINE_8)
-    font_scale = max(0.4, canvas.shape[1] / 1600)
     (_, text_height), baseline = cv2.getTextSize(case.caption(), cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
     band = np.zeros((text_height + baseline + 12, canvas.shape[1], 3), dtype=np.uint8)
     cv2.putText(band, case.caption(), (6, text_height + 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, CAPTION_RGB, 1,
