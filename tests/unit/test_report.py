@@ -123,3 +123,57 @@ def test_plots_without_any_box_or_detection(tmp_path):
     report.write_plots(empty, tmp_path)
     assert all(png_size(tmp_path / name)[0] > 0 for name in report.PLOT_FILES)
     assert "| all | 0 | – |" in report.render_markdown(empty, {})
+
+
+def test_intervals_print_as_estimate_low_high(small_metrics):
+    from chestdet import bootstrap
+
+    assert report.with_interval(0.4213, [0.3104, 0.5511]) == "0.42 [0.31, 0.55]"
+    assert report.with_interval(None, [0.1, 0.2]) == "–" and report.with_interval(0.5, None) == "0.50 [–]"
+    truth = pd.DataFrame([("A", "Mass", 0, 0, 100, 100), ("B", "Cardiomegaly", 300, 400, 700, 800)],
+                         columns=GROUND_TRUTH_COLUMNS).astype({c: float for c in BOX_COLUMNS})
+    found = pd.DataFrame([("A", "Mass", 0.9, 0, 0, 100, 100), ("B", "Cardiomegaly", 0.8, 300, 400, 700, 700),
+                          ("C", "Nodule", 0.6, 10, 10, 30, 30)], columns=DETECTION_COLUMNS)
+    small_metrics.bootstrap = bootstrap.bootstrap_metrics(small_metrics, truth, found, ["A", "B", "C"],
+                                                          ["p1", "p2", "p3"], replicates=50, seed=2)
+    text = report.render_markdown(small_metrics, {})
+    mass = next(line for line in text.splitlines() if line.startswith("| Mass |"))
+    cells = [cell.strip() for cell in mass.strip("|").split("|")]
+    ap50 = small_metrics.bootstrap.coco["per_class"]["Mass"]["ap50"]
+    assert cells[3] == f"1.00 [{ap50[0]:.2f}, {ap50[1]:.2f}]"
+    assert "50 replicates resampling the 3 patients with replacement (seed 2)" in text
+    summary = next(line for line in report.summary_text(small_metrics).splitlines() if line.startswith("Mass "))
+    assert f"[{ap50[0]:.2f}, {ap50[1]:.2f}]" in summary
+
+
+def overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("build", [report.froc_figure, report.pr_figure])
+def test_legends_cover_no_axes(small_metrics, build):
+    figure = build(small_metrics)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes if ax.get_legend() is not None)]
+    assert legends, "the figure has a legend"
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in figure.axes:
+            if ax.get_label() == "<colorbar>":
+                continue
+            assert not overlaps(box, ax.get_window_extent(renderer)), ax.get_title()
+
+
+def test_report_links_the_gallery_and_counts_ignored_boxes(tmp_path, small_metrics):
+    small_metrics.ignored = {**dict.fromkeys(CLASS_NAMES, 0), "Mass": 2}
+    pictures = {"Mass": {"false-positive": [tmp_path / "gallery" / "Mass" / "false-positive-01.png"],
+                         "missed": []}}
+    text = report.render_markdown(small_metrics, {}, gallery=pictures, output_dir=tmp_path)
+    assert "| Mass | [1](gallery/Mass/false-positive-01.png) | none |" in text.splitlines()
+    assert "- Difficult boxes ignored: 2 (Mass 2) (a detection on one" in text
+    page = report.render_html(text)
+    assert '<a href="gallery/Mass/false-positive-01.png">1</a>' in page
