@@ -194,10 +194,12 @@ def summary_text(metrics: Metrics) -> str:
     """The one-screen summary the CLI ends with."""
     s = metrics.settings
     header, rows = per_class_rows(metrics)
+    ignored = sum(metrics.ignored.values())
     return "\n".join([
-        f"{metrics.images} images ({metrics.images_with_boxes} with boxes), {sum(metrics.boxes.values())} boxes, "
-        f"{metrics.detections} detections; image-level at score > {s.score_threshold:g}, FROC hit at IoU >= "
-        f"{s.hit_iou:g}",
+        f"{metrics.images} images ({metrics.images_with_boxes} with boxes), {sum(metrics.boxes.values())} boxes"
+        + (f" ({ignored} difficult ones ignored)" if ignored else "")
+        + f", {metrics.detections} detections; image-level at score > {s.score_threshold:g}, FROC hit at IoU >= "
+        f"{s.hit_iou:g}" + (f"; {metrics.bootstrap.level:.0%} intervals" if metrics.bootstrap is not None else ""),
         text_table(header, rows),
     ])
 

@@ -144,6 +144,7 @@ def test_intervals_print_as_estimate_low_high(small_metrics):
     assert "50 replicates resampling the 3 patients with replacement (seed 2)" in text
     summary = next(line for line in report.summary_text(small_metrics).splitlines() if line.startswith("Mass "))
     assert f"[{ap50[0]:.2f}, {ap50[1]:.2f}]" in summary
+    assert report.summary_text(small_metrics).splitlines()[0].endswith("FROC hit at IoU >= 0.5; 95% intervals")
 
 
 def overlaps(a, b) -> bool:
@@ -175,5 +176,6 @@ def test_report_links_the_gallery_and_counts_ignored_boxes(tmp_path, small_metri
     text = report.render_markdown(small_metrics, {}, gallery=pictures, output_dir=tmp_path)
     assert "| Mass | [1](gallery/Mass/false-positive-01.png) | none |" in text.splitlines()
     assert "- Difficult boxes ignored: 2 (Mass 2) (a detection on one" in text
+    assert report.summary_text(small_metrics).startswith("3 images (2 with boxes), 2 boxes (2 difficult ones ignored)")
     page = report.render_html(text)
     assert '<a href="gallery/Mass/false-positive-01.png">1</a>' in page
