@@ -44,18 +44,18 @@ class BootstrapResult:
     replicates: int
     seed: int
     level: float
-    patients: int
+    patients: int  # distinct patients resampled (the report says it; metrics.json has the images)
     coco: dict  # mirrors metrics.json's "coco" block with [low, high] for each figure
     froc: dict
     image_level: dict
 
     def to_dict(self) -> dict:
+        """metrics.json's "bootstrap" block."""
         return {
             "replicates": self.replicates,
             "seed": self.seed,
             "level": self.level,
             "unit": UNIT,
-            "patients": self.patients,
             "coco": self.coco,
             "froc": self.froc,
             "image_level": self.image_level,
@@ -266,5 +266,6 @@ def bootstrap_metrics(
         image_block[name] = {"sensitivity": interval(sensitivity, level), "specificity": interval(specificity, level)}
     return BootstrapResult(
         replicates=replicates, seed=seed, level=level, patients=len(set(patients)), coco=coco_block,
-        froc={"overall": froc_block.pop("overall"), "per_class": froc_block}, image_level=image_block,
+        froc={"fp_per_image": list(settings.fp_rates), "overall": froc_block.pop("overall"), "per_class": froc_block},
+        image_level=image_block,
     )

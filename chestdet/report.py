@@ -456,7 +456,7 @@ def froc_figure(metrics: Metrics):  # noqa: ANN201
     ax.set_xlabel("false positives per image")
     ax.set_ylabel("sensitivity")
     ax.grid(alpha=0.3)
-    ax.set_title(f"FROC (hit at IoU >= {metrics.settings.hit_iou:g}; legend: mean sensitivity)")
+    ax.set_title(f"FROC (hit at IoU >= {metrics.settings.hit_iou:g})")
     if curves or overall.boxes:
         figure.legend(loc="outside right upper", fontsize=8, title="class (FROC score)")
     return figure

@@ -127,7 +127,9 @@ def test_bootstrap_block_and_the_same_seed_gives_the_same_intervals(tmp_path, de
     assert first == json.loads((tmp_path / "b" / "metrics.json").read_text())["bootstrap"]
     assert {k: first[k] for k in ("replicates", "seed", "level", "unit")} == {
         "replicates": 40, "seed": 7, "level": 0.95, "unit": "patient"}
+    assert set(first) == {"replicates", "seed", "level", "unit", "coco", "froc", "image_level"}
     assert set(first["coco"]["overall"]) == {"ap", "ap50", "ap25"}
+    assert first["froc"]["fp_per_image"] == [0.125, 0.25, 0.5, 1, 2, 4, 8]
     assert len(first["froc"]["overall"]["sensitivity"]) == 7
     assert set(first["image_level"]["Mass"]) == {"sensitivity", "specificity"}
     low, high = first["coco"]["overall"]["ap50"]
