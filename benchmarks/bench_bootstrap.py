@@ -52,8 +52,8 @@ def check_parity(metrics, truth, detections, images) -> bool:
         point = metrics.coco.overall if name == "overall" else metrics.coco.per_class[name]
         curve = metrics.froc.overall if name == "overall" else metrics.froc.per_class[name]
         for key in ("ap", "ap50", "ap25"):
-            expected = getattr(point, key)
-            same &= bool(np.isnan(coco[name][key][0]) if expected is None else abs(coco[name][key][0] - expected) < 1e-12)
+            expected, value = getattr(point, key), coco[name][key][0]
+            same &= bool(np.isnan(value) if expected is None else abs(value - expected) < 1e-12)
         sensitivity = bootstrap.weighted_froc(table[name], ones, metrics.settings.fp_rates)[0]
         expected = np.array([np.nan if v is None else v for v in curve.at_rates])
         same &= bool(np.allclose(sensitivity, expected, equal_nan=True, atol=1e-12))
