@@ -13,14 +13,14 @@ import csv
 import glob
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from chestdet import atomic
+from chestdet import atomic, bootstrap, gallery
 from chestdet.annotations import (
     NIH_IMAGE_SIZE,
     Box,
@@ -34,7 +34,8 @@ from chestdet.contracts import DETECTIONS_CSV, IMAGES_CSV, METRICS_JSON, SPLIT_C
 from chestdet.errors import EvaluationError
 from chestdet.labels import UnknownLabelError, canonical_label, class_name
 from chestdet.logs import progress_logging
-from chestdet.metrics import GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
+from chestdet.metrics import DIFFICULT, GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
+from chestdet.split import patient_of
 
 log = logging.getLogger("chestdet.evaluate")
 
@@ -61,6 +62,7 @@ class DetectionSet:
     rejects: list[Reject] = field(default_factory=list)
     source: Path | None = None
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (width, height) detection saw
+    paths: dict[str, list[str]] = field(default_factory=dict)  # image key -> images.csv's image and path
 
 
 def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[pd.DataFrame, list[Reject]]:
@@ -187,7 +189,17 @@ def read_detections(path: str | Path) -> DetectionSet:
             else:
                 processed.append(image_key(str(name)))
         sizes.update(image_sizes(images))
-    return DetectionSet(table=table, processed=processed, rejects=rejects, source=csv_path, sizes=sizes)
+    paths = image_paths(images) if processed is not None else {}
+    return DetectionSet(table=table, processed=processed, rejects=rejects, source=csv_path, sizes=sizes,
+                        paths=paths)
+
+
+def image_paths(images: pd.DataFrame) -> dict[str, list[str]]:
+    """Image key -> the image's name and path as images.csv gives them (where to look for the file)."""
+    names = images["image"]
+    paths = images["path"] if "path" in images.columns else [""] * len(images)
+    return {image_key(str(name)): [str(name), str(path)] for name, path in zip(names, paths, strict=True)
+            if not _blank(name)}
 
 
 def image_sizes(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -394,12 +406,14 @@ def read_split_images(path: str | Path, split: str) -> list[str]:
 
 
 def ground_truth_frame(boxes: Iterable[Box]) -> pd.DataFrame:
+    """The metrics' ground-truth table, with each box's difficult flag."""
     rows = [
-        {"image": image_key(b.image), "label": b.label, "xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax}
+        {"image": image_key(b.image), "label": b.label, "xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax,
+         DIFFICULT: bool(b.difficult)}
         for b in boxes
     ]
-    frame = pd.DataFrame(rows, columns=GROUND_TRUTH_COLUMNS)
-    return frame.astype({c: float for c in ("xmin", "ymin", "xmax", "ymax")})
+    frame = pd.DataFrame(rows, columns=[*GROUND_TRUTH_COLUMNS, DIFFICULT])
+    return frame.astype({**{c: float for c in ("xmin", "ymin", "xmax", "ymax")}, DIFFICULT: bool})
 
 
 def _duplicate_keys(names: Iterable[str]) -> list[str]:
@@ -448,6 +462,7 @@ class EvaluationInputs:
     rejects: list[Reject]
     notes: list[str]
     sources: dict[str, str]
+    image_paths: dict[str, list[str]] = field(default_factory=dict)  # from images.csv: key -> [image, path]
 
 
 def select_images(detection_set: DetectionSet, split_images: list[str] | None) -> tuple[list[str], list[str]]:
@@ -526,6 +541,7 @@ def prepare_inputs(
         images=images,
         rejects=[*truth.rejects, *detection_set.rejects],
         notes=notes,
+        image_paths=detection_set.paths,
         sources={
             "detections": str(detection_set.source),
             "ground_truth": truth.description,
@@ -542,6 +558,17 @@ class EvaluationRun:
     files: list[Path]
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """What run_evaluation adds beyond the metrics: plots, bootstrap intervals, the error gallery."""
+
+    plots: bool = True
+    bootstrap: int = 0  # replicates; 0: no intervals
+    seed: int = 0
+    gallery: int = gallery.DEFAULT_PER_CLASS  # cases per class and kind; 0: no gallery
+    image_dir: Path | None = None  # where the gallery finds the images (else images.csv's paths)
+
+
 def run_evaluation(
     detections_path: str | Path,
     ground_truth_spec: str | Path,
@@ -550,10 +577,13 @@ def run_evaluation(
     split: str = "test",
     settings: EvaluationSettings | None = None,
     plots: bool = True,
+    options: ReportOptions | None = None,
 ) -> EvaluationRun:
-    """Evaluate and write metrics.json, report.md, report.html, the plots and rejects.csv."""
+    """Evaluate and write metrics.json, report.md, report.html, the plots, the error gallery and
+    rejects.csv; `options` (if given) overrides `plots`."""
     from chestdet import report
 
+    options = options or ReportOptions(plots=plots, gallery=0)
     output_dir = Path(output_dir)
     inputs = prepare_inputs(detections_path, ground_truth_spec, split_file, split)
     for note in inputs.notes:
@@ -562,15 +592,78 @@ def run_evaluation(
         log.warning("%d input rows rejected; see %s", len(inputs.rejects), output_dir / "rejects.csv")
     metrics = compute_metrics(inputs.ground_truth, inputs.detections, inputs.images, settings)
     metrics.notes.extend(inputs.notes)
+    if options.bootstrap:
+        metrics.bootstrap = _bootstrap(metrics, inputs, split_file, options)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {"sources": inputs.sources, "rejects": len(inputs.rejects), **metrics.to_dict()}
     atomic.write_json(output_dir / METRICS_JSON, _json_ready(document))
     files = [output_dir / METRICS_JSON]
-    if plots:
+    if options.plots:
         files += report.write_plots(metrics, output_dir)
-    files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=plots)
+    pictures = _gallery(metrics, inputs, output_dir, options)
+    files += [path for kinds in pictures.values() for paths in kinds.values() for path in paths]
+    files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=options.plots,
+                                  gallery=pictures)
     files.append(write_rejects(inputs.rejects, output_dir / "rejects.csv"))
     return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files)
+
+
+def _bootstrap(metrics: Metrics, inputs: EvaluationInputs, split_file: str | Path | None,
+               options: ReportOptions) -> bootstrap.BootstrapResult:
+    patients, note = image_patients(inputs.images, split_file)
+    if note:
+        metrics.notes.append(note)
+    log.info("bootstrap: %d replicates over %d patients (seed %d)", options.bootstrap, len(set(patients)),
+             options.seed)
+    return bootstrap.bootstrap_metrics(metrics, inputs.ground_truth, inputs.detections, inputs.images, patients,
+                             options.bootstrap, options.seed)
+
+
+def _gallery(metrics: Metrics, inputs: EvaluationInputs, output_dir: Path,
+             options: ReportOptions) -> dict[str, dict[str, list[Path]]]:
+    gallery.clear_gallery(output_dir)
+    if not options.gallery:
+        return {}
+    finder = image_finder(inputs.image_paths, options.image_dir, Path(inputs.sources["detections"]).parent)
+    written, notes = gallery.write_gallery(inputs.ground_truth, inputs.detections, metrics.settings, output_dir, finder,
+                                   options.gallery)
+    for note in notes:
+        log.warning("%s", note)
+    metrics.notes.extend(notes)
+    return written
+
+
+def image_patients(images: Sequence[str], split_file: str | Path | None = None) -> tuple[list[str], str]:
+    """The patient of each image, from split.csv's patient column when there is one, else from the NIH
+    file name (`00000001_000.png` -> `00000001`); an image with neither is its own patient (the note
+    says how many)."""
+    known: dict[str, str] = {}
+    if split_file is not None:
+        frame = _read_csv(Path(split_file))
+        if "patient" in frame.columns:
+            known = {image_key(image): str(patient).strip() for image, patient in zip(frame["image"], frame["patient"],
+                                                                                      strict=True)
+                     if str(patient).strip()}
+    patients = [known.get(image) or patient_of(image) for image in images]
+    alone = sum(1 for image, patient in zip(images, patients, strict=True) if patient == image)
+    note = (f"bootstrap: {alone} images have no patient id (no split.csv patient, not an NIH file name) and are "
+            "resampled as their own patient") if alone else ""
+    return patients, note
+
+
+def image_finder(paths: dict[str, list[str]], image_dir: Path | None,
+                 detections_dir: Path) -> Callable[[str], Path | None]:
+    """key -> the image file: under --image-dir by its images.csv name or file name, else images.csv's
+    path as written (absolute, or relative to the working folder or to the detections folder)."""
+
+    def find(key: str) -> Path | None:
+        name, path = paths.get(key, [key, ""])
+        candidates = [image_dir / name, image_dir / key] if image_dir is not None else []
+        if path:
+            candidates += [Path(path), detections_dir / path]
+        return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+    return find
 
 
 def write_rejects(rejects: Sequence[Reject], path: Path) -> Path:

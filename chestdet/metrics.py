@@ -1,8 +1,10 @@
 """Detection metrics as pure functions over tables of boxes; each returns a dataclass, none plots.
 
 Inputs share one shape: `ground_truth` is a DataFrame with columns `image, label, xmin, ymin, xmax,
-ymax` (pixels), `detections` the same plus `score`, and `images` names every evaluated image (so
-images without boxes or without detections count). `image` is any key the two tables share.
+ymax` (pixels) and optionally `difficult` (bool), `detections` the same plus `score`, and `images`
+names every evaluated image (so images without boxes or without detections count). `image` is any
+key the two tables share. Difficult boxes are ignored as PASCAL VOC ignores them: a detection on one
+is neither a hit nor a false positive, and missing one is no miss.
 
 - COCO AP comes from pycocotools' COCOeval, never re-implemented.
 - FROC, the ChestX-ray8 T(IoBB) accuracy, image-level sensitivity/specificity and the confusion
@@ -16,6 +18,7 @@ import contextlib
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,8 +27,12 @@ from object_detection.utils import np_box_ops
 from chestdet.detections import Detection
 from chestdet.labels import CLASS_NAMES, class_id
 
+if TYPE_CHECKING:
+    from chestdet.bootstrap import BootstrapResult
+
 BOX_COLUMNS = ["xmin", "ymin", "xmax", "ymax"]
 GROUND_TRUTH_COLUMNS = ["image", "label", *BOX_COLUMNS]
+DIFFICULT = "difficult"  # optional ground-truth column
 DETECTION_COLUMNS = ["image", "label", "score", *BOX_COLUMNS]
 BACKGROUND = "background"
 
@@ -62,6 +69,19 @@ class ClassAP:
     ap25: float | None
 
 
+@dataclass(frozen=True)
+class ClassMatches:
+    """COCOeval's per-detection outcome for one class, in the order its accumulate() ranks them.
+
+    Enough to recompute AP for any weighting of the images (the bootstrap) without matching again.
+    """
+
+    image: np.ndarray  # [D] index into the evaluated images of each detection, highest score first
+    true_positive: np.ndarray  # [T, D] matched an ordinary box at threshold t
+    false_positive: np.ndarray  # [T, D] matched nothing (detections on difficult boxes are neither)
+    boxes: np.ndarray  # [I] ordinary (not ignored) boxes of the class per image
+
+
 @dataclass
 class CocoResult:
     overall: ClassAP
@@ -69,6 +89,8 @@ class CocoResult:
     recall_thresholds: np.ndarray  # COCOeval's 101 recall points
     precision50: dict[str, np.ndarray]  # interpolated precision at IoU 0.5, per class (-1: no boxes)
     precision25: dict[str, np.ndarray]
+    iou_thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # rows of ClassMatches
+    matches: dict[str, ClassMatches] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +104,7 @@ class FrocCurve:
     hits: int
     false_positives: int
     duplicates: int
+    ignored: int = 0  # detections on difficult boxes only
 
 
 @dataclass
@@ -94,7 +117,10 @@ class FrocResult:
 @dataclass(frozen=True)
 class IobbRow:
     accuracy: list[float | None]  # per T(IoBB); None where the class has no box
-    afp: list[float]  # average false positives per image, per T(IoBB)
+    # Wang et al.'s AFP: false positives on the images with boxes over the annotated image-finding
+    # pairs (984 in NIH's list); None when no image has a box
+    afp: list[float | None]
+    fp_per_image: list[float]  # false positives on every evaluated image over the evaluated images
     boxes: int
 
 
@@ -112,6 +138,7 @@ class ImageLevel:
     false_negatives: int
     sensitivity: float | None
     specificity: float | None
+    ignored: int = 0  # images whose only boxes of the class are difficult: neither positive nor negative
 
 
 @dataclass
@@ -135,14 +162,23 @@ class Metrics:
     image_level: dict[str, ImageLevel]
     confusion: ConfusionMatrix
     notes: list[str] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)  # difficult boxes per class, ignored
+    bootstrap: BootstrapResult | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data: what metrics.json holds."""
+        data = self._point_estimates()
+        if self.bootstrap is not None:
+            data["bootstrap"] = self.bootstrap.to_dict()
+        return data
+
+    def _point_estimates(self) -> dict:
         return {
             "settings": {**asdict(self.settings), "coco_max_detections": COCO_MAX_DETECTIONS},
             "images": self.images,
             "images_with_boxes": self.images_with_boxes,
             "boxes": self.boxes,
+            "ignored_boxes": self.ignored or dict.fromkeys(CLASS_NAMES, 0),
             "detections": self.detections,
             "coco": {
                 "overall": asdict(self.coco.overall),
@@ -176,6 +212,7 @@ def _froc_summary(curve: FrocCurve) -> dict:
         "hits": curve.hits,
         "false_positives": curve.false_positives,
         "duplicates": curve.duplicates,
+        "ignored": curve.ignored,
     }
 
 
@@ -199,9 +236,17 @@ class BoxArrays:
     yxyx: np.ndarray  # [N, 4] in the OD API's (ymin, xmin, ymax, xmax) order
     scores: np.ndarray  # [N]; zeros for ground truth
     labels: np.ndarray  # [N] class names
+    difficult: np.ndarray  # [N] bool; all False for detections
 
 
-NO_BOXES = BoxArrays(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=object))
+NO_BOXES = BoxArrays(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, dtype=bool))
+
+
+def difficult_flags(frame: pd.DataFrame) -> np.ndarray:
+    """The `difficult` column as bools; all False when the table has none (detections, older tables)."""
+    if DIFFICULT not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[DIFFICULT].fillna(False).to_numpy(dtype=bool)
 
 
 def group_boxes(frame: pd.DataFrame, by_label: bool = False) -> dict:
@@ -211,11 +256,14 @@ def group_boxes(frame: pd.DataFrame, by_label: bool = False) -> dict:
     yxyx = frame[["ymin", "xmin", "ymax", "xmax"]].to_numpy(dtype=np.float64).reshape(-1, 4)
     scores = frame["score"].to_numpy(dtype=np.float64) if "score" in frame.columns else np.zeros(len(frame))
     labels = frame["label"].to_numpy(dtype=object)
+    difficult = difficult_flags(frame)
     if frame.empty:
         return {}
     keys = ["image", "label"] if by_label else "image"
     groups = frame.groupby(keys, sort=False).indices  # positions, in the (sorted) frame's order
-    return {key: BoxArrays(yxyx[rows], scores[rows], labels[rows]) for key, rows in groups.items()}
+    return {
+        key: BoxArrays(yxyx[rows], scores[rows], labels[rows], difficult[rows]) for key, rows in groups.items()
+    }
 
 
 def pairwise_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -231,7 +279,14 @@ def pairwise_iobb(ground_truth: np.ndarray, detected: np.ndarray) -> np.ndarray:
 
 
 def box_counts(ground_truth: pd.DataFrame) -> dict[str, int]:
-    counts = ground_truth["label"].value_counts()
+    """Boxes per class that count (difficult boxes are ignored)."""
+    counts = ground_truth.loc[~difficult_flags(ground_truth), "label"].value_counts()
+    return {name: int(counts.get(name, 0)) for name in CLASS_NAMES}
+
+
+def ignored_counts(ground_truth: pd.DataFrame) -> dict[str, int]:
+    """Difficult boxes per class."""
+    counts = ground_truth.loc[difficult_flags(ground_truth), "label"].value_counts()
     return {name: int(counts.get(name, 0)) for name in CLASS_NAMES}
 
 
@@ -248,10 +303,12 @@ def _xywh(row: pd.Series) -> list[float]:
 
 
 def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str]) -> dict:
-    """A COCO-format dataset dict: every evaluated image, the 8 categories, the boxes."""
+    """A COCO-format dataset dict: every evaluated image, the 8 categories, the boxes (difficult ones
+    as crowd regions)."""
     ids = _coco_image_ids(images)
     annotations = []
-    for number, row in enumerate(ground_truth.itertuples(index=False), start=1):
+    difficult = difficult_flags(ground_truth)
+    for number, (row, hard) in enumerate(zip(ground_truth.itertuples(index=False), difficult, strict=True), start=1):
         bbox = _xywh(row)
         annotations.append(
             {
@@ -260,7 +317,9 @@ def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str]) -> dict
                 "category_id": class_id(row.label),
                 "bbox": bbox,
                 "area": bbox[2] * bbox[3],
-                "iscrowd": 0,
+                # COCOeval replaces any "ignore" flag by iscrowd, so a difficult box must be a crowd
+                # region to be ignored (see coco_average_precision)
+                "iscrowd": int(hard),
             }
         )
     return {
@@ -321,6 +380,11 @@ def coco_average_precision(
     COCOeval matches every IoU threshold independently, so adding 0.25 to its ten thresholds leaves
     the others' results unchanged; the summaries are taken exactly as COCOeval.summarize takes them
     (area "all", 100 detections per image).
+
+    Difficult boxes go in as crowd regions, COCOeval's only way to ignore a box (it overwrites an
+    `ignore` flag with `iscrowd`). A detection that matches no ordinary box but covers a crowd region
+    by intersection over the detection's own area >= the threshold is then ignored, however many
+    detections do so, and the region is never a miss.
     """
     thresholds = np.concatenate([[COCO_EXTRA_IOU], COCO_IOU_THRESHOLDS])
     evaluator = run_cocoeval(
@@ -345,33 +409,70 @@ def coco_average_precision(
         recall_thresholds=np.asarray(evaluator.params.recThrs),
         precision50={name: at50[:, cat_index[class_id(name)]].copy() for name in CLASS_NAMES},
         precision25={name: at25[:, cat_index[class_id(name)]].copy() for name in CLASS_NAMES},
+        iou_thresholds=np.asarray(evaluator.params.iouThrs),
+        matches={name: class_matches(evaluator, cat_index[class_id(name)], len(images)) for name in CLASS_NAMES},
+    )
+
+
+def class_matches(evaluator, k: int, images: int) -> ClassMatches:  # noqa: ANN001
+    """One category's detections as COCOeval.accumulate ranks them (area "all", 100 per image)."""
+    max_det = COCO_MAX_DETECTIONS
+    per_area = len(evaluator.params.areaRng) * len(evaluator.params.imgIds)
+    entries = evaluator.evalImgs[k * per_area: k * per_area + len(evaluator.params.imgIds)]  # area "all"
+    thresholds = len(evaluator.params.iouThrs)
+    boxes = np.zeros(images, dtype=np.int64)
+    image, scores, matched, ignored = [np.zeros(0, dtype=np.int64)], [np.zeros(0)], [], []
+    for index, entry in enumerate(entries):
+        if entry is None:
+            continue
+        boxes[index] = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
+        count = len(entry["dtScores"][:max_det])
+        image.append(np.full(count, index, dtype=np.int64))
+        scores.append(np.asarray(entry["dtScores"][:max_det], dtype=np.float64))
+        matched.append(np.asarray(entry["dtMatches"])[:, :max_det].reshape(thresholds, count))
+        ignored.append(np.asarray(entry["dtIgnore"])[:, :max_det].reshape(thresholds, count))
+    order = np.argsort(-np.concatenate(scores), kind="mergesort")  # accumulate's ranking
+    matched_all = np.concatenate([np.zeros((thresholds, 0)), *matched], axis=1)[:, order] != 0
+    ignored_all = np.concatenate([np.zeros((thresholds, 0)), *ignored], axis=1)[:, order] != 0
+    return ClassMatches(
+        image=np.concatenate(image)[order],
+        true_positive=matched_all & ~ignored_all,
+        false_positive=~matched_all & ~ignored_all,
+        boxes=boxes,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # FROC
 
-HIT, DUPLICATE, FALSE_POSITIVE = 1, 0, -1
+HIT, DUPLICATE, FALSE_POSITIVE, IGNORED = 1, 0, -1, 2
 
 
-def label_froc_detections(gt_boxes: np.ndarray, det_boxes: np.ndarray, hit_iou: float) -> np.ndarray:
-    """Mark each detection of one image and class HIT, DUPLICATE or FALSE_POSITIVE.
+def label_froc_detections(
+    gt_boxes: np.ndarray, det_boxes: np.ndarray, hit_iou: float, difficult: np.ndarray | None = None
+) -> np.ndarray:
+    """Mark each detection of one image and class HIT, DUPLICATE, FALSE_POSITIVE or IGNORED.
 
-    Highest score first, a detection hits the not-yet-hit box it overlaps most at IoU >= hit_iou.
-    One that reaches only boxes already hit is a DUPLICATE: the box counts once, and the extra
-    detection is not a false positive either (the LUNA16 convention). Boxes are (ymin, xmin, ymax,
-    xmax); `det_boxes` must be sorted by descending score.
+    Highest score first, a detection hits the not-yet-hit ordinary box it overlaps most at IoU >=
+    hit_iou. One that reaches only ordinary boxes already hit is a DUPLICATE: the box counts once,
+    and the extra detection is not a false positive either (the LUNA16 convention). One that reaches
+    no ordinary box but a difficult one (`difficult` flags the boxes) is IGNORED, as PASCAL VOC
+    ignores it. Boxes are (ymin, xmin, ymax, xmax); `det_boxes` must be sorted by descending score.
     """
     outcome = np.full(len(det_boxes), FALSE_POSITIVE, dtype=np.int8)
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
         return outcome
+    difficult = np.zeros(len(gt_boxes), dtype=bool) if difficult is None else np.asarray(difficult, dtype=bool)
     ious = pairwise_iou(det_boxes, gt_boxes)
     hit = np.zeros(len(gt_boxes), dtype=bool)
     for index, overlaps in enumerate(ious):
         reachable = overlaps >= hit_iou
-        if not reachable.any():
+        ordinary = reachable & ~difficult
+        if not ordinary.any():
+            if reachable.any():
+                outcome[index] = IGNORED
             continue
-        free = reachable & ~hit
+        free = ordinary & ~hit
         if free.any():
             best = int(np.argmax(np.where(free, overlaps, -1.0)))
             hit[best] = True
@@ -381,16 +482,19 @@ def label_froc_detections(gt_boxes: np.ndarray, det_boxes: np.ndarray, hit_iou: 
     return outcome
 
 
-def _froc_outcomes(gt_groups: dict, det_groups: dict, name: str, hit_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and outcomes of one class's detections over all images."""
-    scores, outcomes = [np.zeros(0)], [np.zeros(0, dtype=np.int8)]
+def froc_outcomes(
+    gt_groups: dict, det_groups: dict, name: str, hit_iou: float
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """Scores, outcomes and images of one class's detections over all images."""
+    scores, outcomes, images = [np.zeros(0)], [np.zeros(0, dtype=np.int8)], []
     for (image, label), found in det_groups.items():
         if label != name:
             continue
         truth = gt_groups.get((image, label), NO_BOXES)
         scores.append(found.scores)
-        outcomes.append(label_froc_detections(truth.yxyx, found.yxyx, hit_iou))
-    return np.concatenate(scores), np.concatenate(outcomes)
+        outcomes.append(label_froc_detections(truth.yxyx, found.yxyx, hit_iou, truth.difficult))
+        images += [image] * len(found.scores)
+    return np.concatenate(scores), np.concatenate(outcomes), images
 
 
 def froc_curve(
@@ -427,6 +531,7 @@ def froc_curve(
         hits=int(cum_hits[-1]) if cum_hits.size else 0,
         false_positives=int(cum_fps[-1]) if cum_fps.size else 0,
         duplicates=int(np.sum(outcomes == DUPLICATE)),
+        ignored=int(np.sum(outcomes == IGNORED)),
     )
 
 
@@ -442,12 +547,12 @@ def froc(
     counts = box_counts(ground_truth)
     gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
     for name in CLASS_NAMES:
-        scores, outcomes = _froc_outcomes(gt_groups, det_groups, name, hit_iou)
+        scores, outcomes, _ = froc_outcomes(gt_groups, det_groups, name, hit_iou)
         per_class[name] = froc_curve(scores, outcomes, counts[name], len(images), fp_rates)
         all_scores.append(scores)
         all_outcomes.append(outcomes)
     overall = froc_curve(
-        np.concatenate(all_scores), np.concatenate(all_outcomes), len(ground_truth), len(images), fp_rates
+        np.concatenate(all_scores), np.concatenate(all_outcomes), sum(counts.values()), len(images), fp_rates
     )
     return FrocResult(fp_rates=tuple(fp_rates), per_class=per_class, overall=overall)
 
@@ -463,30 +568,39 @@ def iobb_localisation(
     thresholds: Sequence[float] = IOBB_THRESHOLDS,
     score_threshold: float = 0.3,
 ) -> IobbResult:
-    """Accuracy and average false positives per image at each T(IoBB), per class.
+    """Accuracy and average false positives at each T(IoBB), per class.
 
-    With the detections of a class scoring above `score_threshold`: a ground-truth box is correctly
-    localised when some detection of its class in its image has IoBB > T; accuracy is the share of
-    the class's boxes correctly localised. A detection whose IoBB is <= T with every box of its
-    class in its image is a false positive; AFP is their number over the number of images.
+    With the detections of a class scoring above `score_threshold`: an ordinary ground-truth box is
+    correctly localised when some detection of its class in its image has IoBB > T; accuracy is the
+    share of the class's ordinary boxes correctly localised. A detection whose IoBB is <= T with
+    every box of its class in its image is a false positive (one above T with a difficult box only
+    is ignored). AFP, as Wang et al. count it, is the false positives on the images that have boxes
+    over the number of annotated image-finding pairs (distinct image and class); `fp_per_image` is
+    the false positives on every evaluated image over the number of evaluated images.
     """
     counts = box_counts(ground_truth)
     gt_groups = group_boxes(ground_truth, by_label=True)
     det_groups = group_boxes(detections[detections["score"] > score_threshold], by_label=True)
-    hits = {name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
-    false_positives = {name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
+    ordinary = ground_truth.loc[~difficult_flags(ground_truth)]
+    boxed_images, findings = set(ordinary["image"]), len(ordinary[["image", "label"]].drop_duplicates())
+    hits, false_positives, on_boxed = ({name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
+                                       for _ in range(3))
     for key in set(gt_groups) | set(det_groups):
-        name = key[1]
-        iobb = pairwise_iobb(gt_groups.get(key, NO_BOXES).yxyx, det_groups.get(key, NO_BOXES).yxyx)
+        image, name = key
+        truth = gt_groups.get(key, NO_BOXES)
+        iobb = pairwise_iobb(truth.yxyx, det_groups.get(key, NO_BOXES).yxyx)
         for t, threshold in enumerate(thresholds):
             correct = iobb > threshold
-            hits[name][t] += int(correct.any(axis=1).sum())
-            false_positives[name][t] += int((~correct.any(axis=0)).sum())
+            hits[name][t] += int(correct[~truth.difficult].any(axis=1).sum())
+            wrong = int((~correct.any(axis=0)).sum())
+            false_positives[name][t] += wrong
+            on_boxed[name][t] += wrong if image in boxed_images else 0
     per_class = {}
     for name in CLASS_NAMES:
         per_class[name] = IobbRow(
             accuracy=[_ratio(int(h), counts[name]) for h in hits[name]],
-            afp=[int(fp) / len(images) for fp in false_positives[name]],
+            afp=[_ratio(int(fp), findings) for fp in on_boxed[name]],
+            fp_per_image=[int(fp) / len(images) for fp in false_positives[name]],
             boxes=counts[name],
         )
     return IobbResult(thresholds=tuple(thresholds), per_class=per_class)
@@ -496,21 +610,41 @@ def iobb_localisation(
 # Image level and confusion matrix
 
 
+def image_level_flags(
+    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per class, three bool arrays over `images`: truly positive (an ordinary box of the class),
+    predicted positive (a detection of the class above the threshold) and ignored (its only boxes of
+    the class are difficult, so the image is neither positive nor negative for the class)."""
+    kept = detections[detections["score"] > score_threshold]
+    difficult = difficult_flags(ground_truth)
+    index = pd.Index(images)
+    result = {}
+    for name in CLASS_NAMES:
+        of_class = (ground_truth["label"] == name).to_numpy()
+        positive = index.isin(ground_truth.loc[of_class & ~difficult, "image"])
+        ignored = index.isin(ground_truth.loc[of_class & difficult, "image"]) & ~positive
+        predicted = index.isin(kept.loc[kept["label"] == name, "image"])
+        result[name] = (positive, predicted, ignored)
+    return result
+
+
 def image_level(
     ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3
 ) -> dict[str, ImageLevel]:
-    """Per class: an image is truly positive when it has a box of the class, predicted positive
-    when a detection of the class scores above the threshold."""
-    kept = detections[detections["score"] > score_threshold]
-    all_images = set(images)
+    """Per class: an image is truly positive when it has an ordinary box of the class, predicted
+    positive when a detection of the class scores above the threshold; images whose only boxes of
+    the class are difficult are left out of that class's counts."""
     result = {}
-    for name in CLASS_NAMES:
-        truth = set(ground_truth.loc[ground_truth["label"] == name, "image"]) & all_images
-        predicted = set(kept.loc[kept["label"] == name, "image"]) & all_images
-        tp, fp = len(truth & predicted), len(predicted - truth)
-        fn = len(truth - predicted)
-        tn = len(all_images) - tp - fp - fn
-        result[name] = ImageLevel(tp, fp, tn, fn, _ratio(tp, tp + fn), _ratio(tn, tn + fp))
+    for name, (positive, predicted, ignored) in image_level_flags(
+        ground_truth, detections, images, score_threshold
+    ).items():
+        counted = ~ignored
+        tp = int(np.sum(positive & predicted & counted))
+        fp = int(np.sum(~positive & predicted & counted))
+        fn = int(np.sum(positive & ~predicted & counted))
+        tn = int(np.sum(~positive & ~predicted & counted))
+        result[name] = ImageLevel(tp, fp, tn, fn, _ratio(tp, tp + fn), _ratio(tn, tn + fp), int(ignored.sum()))
     return result
 
 
@@ -539,8 +673,9 @@ def confusion_matrix(
 
     A matched pair adds to [true class, predicted class]; an unmatched box to [true class,
     background] (missed); an unmatched detection above the threshold to [background, predicted
-    class]. [background, background] stays 0: nothing is counted there, so images with neither boxes
-    nor detections (`images` takes them for symmetry with the other metrics) add nothing.
+    class]. Difficult boxes take part in the matching, but neither a pair with one nor an unmatched
+    one is counted. [background, background] stays 0: nothing is counted there, so images with
+    neither boxes nor detections (`images` takes them for symmetry with the other metrics) add nothing.
     """
     labels = [*CLASS_NAMES, BACKGROUND]
     index = {name: k for k, name in enumerate(labels)}
@@ -553,10 +688,11 @@ def confusion_matrix(
         pairs = match_greedy(pairwise_iou(truth.yxyx, found.yxyx), min_iou)
         gt_labels, det_labels = list(truth.labels), list(found.labels)
         for g, d in pairs:
-            matrix[index[gt_labels[g]], index[det_labels[d]]] += 1
+            if not truth.difficult[g]:
+                matrix[index[gt_labels[g]], index[det_labels[d]]] += 1
         matched_gt, matched_det = {g for g, _ in pairs}, {d for _, d in pairs}
         for g, label in enumerate(gt_labels):
-            if g not in matched_gt:
+            if g not in matched_gt and not truth.difficult[g]:
                 matrix[index[label], background] += 1
         for d, label in enumerate(det_labels):
             if d not in matched_det:
@@ -602,8 +738,9 @@ def compute_metrics(
     return Metrics(
         settings=settings,
         images=len(images),
-        images_with_boxes=int(ground_truth["image"].nunique()),
+        images_with_boxes=int(ground_truth.loc[~difficult_flags(ground_truth), "image"].nunique()),
         boxes=box_counts(ground_truth),
+        ignored=ignored_counts(ground_truth),
         detections=len(detections),
         coco=coco_average_precision(ground_truth, detections, images),
         froc=froc(ground_truth, detections, images, settings.hit_iou, settings.fp_rates),

@@ -6,12 +6,13 @@ Holds the published ChestX-ray8 Table 4 figures, so a report can put a model bes
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from chestdet import atomic
+from chestdet.gallery import FALSE_POSITIVE_KIND, MISSED_KIND
 from chestdet.labels import CLASS_NAMES
 from chestdet.metrics import Metrics
 
@@ -56,6 +57,35 @@ def number(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
+INTERVAL_DIGITS = 2
+
+
+def with_interval(value: float | None, bounds: Sequence[float] | None) -> str:
+    """`0.42 [0.31, 0.55]`: the estimate and its bootstrap interval (`–` where either is undefined)."""
+    if value is None:
+        return "–"
+    text = number(value, INTERVAL_DIGITS)
+    if bounds is None:
+        return f"{text} [–]"
+    low, high = bounds
+    return f"{text} [{number(low, INTERVAL_DIGITS)}, {number(high, INTERVAL_DIGITS)}]"
+
+
+class _Cells:
+    """Formats a figure with its interval when the metrics carry a bootstrap, alone otherwise."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.intervals = metrics.bootstrap.to_dict() if metrics.bootstrap is not None else None
+
+    def __call__(self, value: float | None, *path: str | int) -> str:
+        if self.intervals is None:
+            return number(value)
+        bounds = self.intervals
+        for key in path:
+            bounds = bounds[key] if bounds is not None else None
+        return with_interval(value, bounds)
+
+
 def _rate(rate: float) -> str:
     return f"{rate:g}"
 
@@ -68,18 +98,24 @@ def per_class_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
     one_fp = _rate_index(metrics.froc.fp_rates, 1.0)
     header = ["class", "boxes", "AP@[.5:.95]", "AP@0.5", "AP@0.25", "FROC", "sens@1FP/img",
               "img sens", "img spec"]
+    cell = _Cells(metrics)
     rows = []
     for name in CLASS_NAMES:
         ap, curve, level = metrics.coco.per_class[name], metrics.froc.per_class[name], metrics.image_level[name]
+        coco, froc = ("coco", "per_class", name), ("froc", "per_class", name)
         rows.append([
-            name, str(metrics.boxes[name]), number(ap.ap), number(ap.ap50), number(ap.ap25),
-            number(curve.score), number(curve.at_rates[one_fp]) if one_fp is not None else "–",
-            number(level.sensitivity), number(level.specificity),
+            name, str(metrics.boxes[name]), cell(ap.ap, *coco, "ap"), cell(ap.ap50, *coco, "ap50"),
+            cell(ap.ap25, *coco, "ap25"), cell(curve.score, *froc, "score"),
+            cell(curve.at_rates[one_fp], *froc, "sensitivity", one_fp) if one_fp is not None else "–",
+            cell(level.sensitivity, "image_level", name, "sensitivity"),
+            cell(level.specificity, "image_level", name, "specificity"),
         ])
     overall, curve = metrics.coco.overall, metrics.froc.overall
     rows.append([
-        "all", str(sum(metrics.boxes.values())), number(overall.ap), number(overall.ap50), number(overall.ap25),
-        number(curve.score), number(curve.at_rates[one_fp]) if one_fp is not None else "–", "", "",
+        "all", str(sum(metrics.boxes.values())), cell(overall.ap, "coco", "overall", "ap"),
+        cell(overall.ap50, "coco", "overall", "ap50"), cell(overall.ap25, "coco", "overall", "ap25"),
+        cell(curve.score, "froc", "overall", "score"),
+        cell(curve.at_rates[one_fp], "froc", "overall", "sensitivity", one_fp) if one_fp is not None else "–", "", "",
     ])
     return header, rows
 
@@ -91,9 +127,12 @@ def _rate_index(rates: Sequence[float], wanted: float) -> int | None:
 
 def froc_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
     header = ["class", *(f"{_rate(r)} FP/img" for r in metrics.froc.fp_rates), "mean"]
+    cell = _Cells(metrics)
     rows = []
     for name, curve in [*metrics.froc.per_class.items(), ("all", metrics.froc.overall)]:
-        rows.append([name, *(number(v) for v in curve.at_rates), number(curve.score)])
+        path = ("froc", "overall") if name == "all" else ("froc", "per_class", name)
+        rows.append([name, *(cell(v, *path, "sensitivity", k) for k, v in enumerate(curve.at_rates)),
+                     cell(curve.score, *path, "score")])
     return header, rows
 
 
@@ -103,22 +142,24 @@ def iobb_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
     rows = []
     for t, threshold in enumerate(metrics.iobb.thresholds):
         paper = PAPER_TABLE4.get(threshold)
-        ours_acc = [number(metrics.iobb.per_class[name].accuracy[t], 4) for name in CLASS_NAMES]
-        ours_afp = [number(metrics.iobb.per_class[name].afp[t], 4) for name in CLASS_NAMES]
-        rows.append([_rate(threshold), "Acc. (this model)", *ours_acc])
+        row = [metrics.iobb.per_class[name] for name in CLASS_NAMES]
+        rows.append([_rate(threshold), "Acc. (this model)", *(number(r.accuracy[t], 4) for r in row)])
         if paper:
             rows.append(["", "Acc. (Wang et al.)", *(f"{v:.4f}" for v in paper["accuracy"])])
-        rows.append(["", "AFP (this model)", *ours_afp])
+        rows.append(["", "AFP (this model)", *(number(r.afp[t], 4) for r in row)])
         if paper:
             rows.append(["", "AFP (Wang et al.)", *(f"{v:.4f}" for v in paper["afp"])])
+        rows.append(["", "FP per evaluated image (not AFP)", *(number(r.fp_per_image[t], 4) for r in row)])
     return header, rows
 
 
 def image_level_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
-    header = ["class", "TP", "FP", "TN", "FN", "sensitivity", "specificity"]
+    header = ["class", "TP", "FP", "TN", "FN", "ignored", "sensitivity", "specificity"]
+    cell = _Cells(metrics)
     rows = [
         [name, str(v.true_positives), str(v.false_positives), str(v.true_negatives), str(v.false_negatives),
-         number(v.sensitivity), number(v.specificity)]
+         str(v.ignored), cell(v.sensitivity, "image_level", name, "sensitivity"),
+         cell(v.specificity, "image_level", name, "specificity")]
         for name, v in metrics.image_level.items()
     ]
     return header, rows
@@ -153,10 +194,12 @@ def summary_text(metrics: Metrics) -> str:
     """The one-screen summary the CLI ends with."""
     s = metrics.settings
     header, rows = per_class_rows(metrics)
+    ignored = sum(metrics.ignored.values())
     return "\n".join([
-        f"{metrics.images} images ({metrics.images_with_boxes} with boxes), {sum(metrics.boxes.values())} boxes, "
-        f"{metrics.detections} detections; image-level at score > {s.score_threshold:g}, FROC hit at IoU >= "
-        f"{s.hit_iou:g}",
+        f"{metrics.images} images ({metrics.images_with_boxes} with boxes), {sum(metrics.boxes.values())} boxes"
+        + (f" ({ignored} difficult ones ignored)" if ignored else "")
+        + f", {metrics.detections} detections; image-level at score > {s.score_threshold:g}, FROC hit at IoU >= "
+        f"{s.hit_iou:g}" + (f"; {metrics.bootstrap.level:.0%} intervals" if metrics.bootstrap is not None else ""),
         text_table(header, rows),
     ])
 
@@ -165,9 +208,38 @@ def summary_text(metrics: Metrics) -> str:
 # Markdown and HTML
 
 
-def render_markdown(metrics: Metrics, sources: dict[str, str], rejects: int = 0, plots: bool = True) -> str:
-    s = metrics.settings
+def render_markdown(
+    metrics: Metrics, sources: dict[str, str], rejects: int = 0, plots: bool = True,
+    gallery: Mapping[str, Mapping[str, Sequence[Path]]] | None = None, output_dir: Path | None = None,
+) -> str:
     parts = [
+        *_header(metrics, sources, rejects),
+        *_per_class_section(metrics),
+        *_iobb_section(metrics),
+        *_image_level_section(metrics),
+    ]
+    if plots:
+        parts += [
+            "## Plots",
+            "",
+            "![Precision-recall curves](pr_curves.png)",
+            "",
+            "![FROC curves](froc.png)",
+            "",
+            "![Confusion matrix](confusion_matrix.png)",
+            "",
+        ]
+    if gallery:
+        parts += gallery_section(gallery, output_dir)
+    if metrics.notes:
+        parts += ["## Notes", "", *(f"- {note}" for note in metrics.notes), ""]
+    return "\n".join(parts)
+
+
+def _header(metrics: Metrics, sources: dict[str, str], rejects: int) -> list[str]:
+    s = metrics.settings
+    ignored = {name: count for name, count in metrics.ignored.items() if count}
+    lines = [
         "# Detection evaluation",
         "",
         f"- Detections: `{sources.get('detections', '?')}`",
@@ -175,9 +247,24 @@ def render_markdown(metrics: Metrics, sources: dict[str, str], rejects: int = 0,
         f"- Split: {sources.get('split', 'none')}",
         f"- Images evaluated: {metrics.images} ({metrics.images_with_boxes} with boxes); boxes: "
         f"{sum(metrics.boxes.values())}; detections: {metrics.detections}; rejected input rows: {rejects}",
+        f"- Difficult boxes ignored: {sum(ignored.values())}"
+        + (f" ({', '.join(f'{name} {count}' for name, count in ignored.items())})" if ignored else "")
+        + " (a detection on one is neither a hit nor a false positive, missing one is no miss)",
         f"- Score threshold (T(IoBB), image level, confusion matrix): score > {s.score_threshold:g}; "
         f"FROC hit: IoU >= {s.hit_iou:g}; confusion-matrix match: IoU >= {s.confusion_iou:g}",
-        "",
+    ]
+    if metrics.bootstrap is not None:
+        b = metrics.bootstrap
+        lines.append(
+            f"- Intervals `estimate [low, high]`: {b.level:.0%} bootstrap percentile intervals, {b.replicates} "
+            f"replicates resampling the {b.patients} patients with replacement (seed {b.seed})"
+        )
+    return [*lines, ""]
+
+
+def _per_class_section(metrics: Metrics) -> list[str]:
+    s = metrics.settings
+    return [
         "## Per class",
         "",
         "AP from pycocotools COCOeval (area all, 100 detections per image); FROC is the mean sensitivity "
@@ -191,44 +278,76 @@ def render_markdown(metrics: Metrics, sources: dict[str, str], rejects: int = 0,
         "",
         markdown_table(*froc_rows(metrics)),
         "",
+    ]
+
+
+def _iobb_section(metrics: Metrics) -> list[str]:
+    return [
         "## ChestX-ray8 localisation accuracy (T(IoBB)) beside Wang et al., CVPR 2017, Table 4",
         "",
         "A box is correctly localised when a detection of its class (score above the threshold) covers "
         "it with IoBB > T (intersection over the detected box's area); Acc. is the share of boxes "
-        "correctly localised, AFP the detections that localise no box, per image. The paper's figures are "
-        "for its weakly supervised ResNet-50 heatmap boxes on all 984 NIH boxes, not a detector on a "
-        "held-out split: put them beside, not against, these.",
+        "correctly localised. AFP counts, as the paper does, the detections that localise no box on the "
+        "images with boxes, over the annotated image-finding pairs (the paper's 984); the last row is a "
+        "different figure, those detections on every evaluated image over the evaluated images. The "
+        "paper's figures are for its weakly supervised ResNet-50 heatmap boxes on all 984 NIH boxes, not "
+        "a detector on a held-out split: put them beside, not against, these.",
         "",
         markdown_table(*iobb_rows(metrics)),
         "",
         f"Source: {PAPER_CITATION}",
         "",
+    ]
+
+
+def _image_level_section(metrics: Metrics) -> list[str]:
+    s = metrics.settings
+    return [
         f"## Image level (score > {s.score_threshold:g})",
+        "",
+        "`ignored`: images whose only boxes of the class are difficult, counted neither positive nor negative.",
         "",
         markdown_table(*image_level_rows(metrics)),
         "",
         f"## Confusion matrix (IoU >= {s.confusion_iou:g}, score > {s.score_threshold:g})",
         "",
         "Rows are the true class, columns the predicted one; `background` collects missed boxes (column) "
-        "and detections that match no box (row).",
+        "and detections that match no box (row). Difficult boxes are not counted.",
         "",
         markdown_table(*confusion_rows(metrics)),
         "",
     ]
-    if plots:
-        parts += [
-            "## Plots",
-            "",
-            "![Precision-recall curves](pr_curves.png)",
-            "",
-            "![FROC curves](froc.png)",
-            "",
-            "![Confusion matrix](confusion_matrix.png)",
-            "",
-        ]
-    if metrics.notes:
-        parts += ["## Notes", "", *(f"- {note}" for note in metrics.notes), ""]
-    return "\n".join(parts)
+
+
+def gallery_section(gallery: Mapping[str, Mapping[str, Sequence[Path]]], output_dir: Path | None) -> list[str]:
+    """Links to the error gallery's pictures, per class and kind."""
+
+    def links(paths: Sequence[Path]) -> str:
+        if not paths:
+            return "none"
+        return " ".join(f"[{k}]({_relative(path, output_dir)})" for k, path in enumerate(paths, start=1))
+
+    rows = [[name, links(kinds.get(FALSE_POSITIVE_KIND, [])), links(kinds.get(MISSED_KIND, []))]
+            for name, kinds in gallery.items()]
+    return [
+        "## Error gallery",
+        "",
+        "Per class, the highest-scoring false positives (any score) and the largest missed boxes (no "
+        "detection above the threshold hits them), drawn with the ground truth dashed (green) and the "
+        "detection solid (red); each caption gives the score, the IoU and the image.",
+        "",
+        markdown_table(["class", "false positives", "missed boxes"], rows),
+        "",
+    ]
+
+
+def _relative(path: Path, output_dir: Path | None) -> str:
+    if output_dir is not None:
+        try:
+            return Path(path).relative_to(output_dir).as_posix()
+        except ValueError:
+            pass
+    return Path(path).as_posix()
 
 
 HTML_STYLE = (
@@ -249,9 +368,10 @@ def render_html(markdown_text: str, title: str = "Detection evaluation") -> str:
 
 
 def write_reports(
-    metrics: Metrics, output_dir: Path, sources: dict[str, str], rejects: int = 0, plots: bool = True
+    metrics: Metrics, output_dir: Path, sources: dict[str, str], rejects: int = 0, plots: bool = True,
+    gallery: Mapping[str, Mapping[str, Sequence[Path]]] | None = None,
 ) -> list[Path]:
-    text = render_markdown(metrics, sources, rejects, plots)
+    text = render_markdown(metrics, sources, rejects, plots, gallery, output_dir)
     atomic.write_text(output_dir / "report.md", text)
     atomic.write_text(output_dir / "report.html", render_html(text))
     return [output_dir / "report.md", output_dir / "report.html"]
@@ -276,7 +396,12 @@ def _save(figure, path: Path) -> Path:  # noqa: ANN001
 
 def plot_pr_curves(metrics: Metrics, path: Path) -> Path:
     """Interpolated precision against recall per class at IoU 0.5 and 0.25 (COCOeval's arrays)."""
-    figure, axes = _figure(2, 4, (14, 7))
+    return _save(pr_figure(metrics), path)
+
+
+def pr_figure(metrics: Metrics):  # noqa: ANN201
+    """The PR figure; one legend for all panels, below them, where it covers no curve."""
+    figure, axes = _figure(2, 4, (14, 7.5))
     recall = metrics.coco.recall_thresholds
     for ax, name in zip(axes.flat, CLASS_NAMES, strict=True):
         ap = metrics.coco.per_class[name]
@@ -289,16 +414,25 @@ def plot_pr_curves(metrics: Metrics, path: Path) -> Path:
         if ap.ap50 is None:
             ax.text(0.5, 0.5, "no boxes", ha="center", va="center", transform=ax.transAxes)
             continue
-        ax.plot(recall, metrics.coco.precision50[name], label="IoU 0.5")
-        ax.plot(recall, metrics.coco.precision25[name], linestyle="--", label="IoU 0.25")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.plot(recall, metrics.coco.precision50[name], color="C0", label="IoU 0.5")
+        ax.plot(recall, metrics.coco.precision25[name], color="C1", linestyle="--", label="IoU 0.25")
     figure.suptitle("Precision-recall (COCOeval, interpolated)")
-    return _save(figure, path)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="C0", label="IoU 0.5"), Line2D([], [], color="C1", linestyle="--",
+                                                                    label="IoU 0.25")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
+    return figure
 
 
 def plot_froc(metrics: Metrics, path: Path) -> Path:
     """Sensitivity against false positives per image, log2 axis over the FROC rates."""
-    figure, axes = _figure(size=(8, 6))
+    return _save(froc_figure(metrics), path)
+
+
+def froc_figure(metrics: Metrics):  # noqa: ANN201
+    """The FROC figure; the legend sits outside the axes, right of them, where it covers no curve."""
+    figure, axes = _figure(size=(10, 6))
     ax = axes[0, 0]
     rates = metrics.froc.fp_rates
     low, high = min(rates) / 2, max(rates) * 2
@@ -322,10 +456,10 @@ def plot_froc(metrics: Metrics, path: Path) -> Path:
     ax.set_xlabel("false positives per image")
     ax.set_ylabel("sensitivity")
     ax.grid(alpha=0.3)
-    ax.set_title(f"FROC (hit at IoU >= {metrics.settings.hit_iou:g}; legend: mean sensitivity)")
+    ax.set_title(f"FROC (hit at IoU >= {metrics.settings.hit_iou:g})")
     if curves or overall.boxes:
-        ax.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
+        figure.legend(loc="outside right upper", fontsize=8, title="class (FROC score)")
+    return figure
 
 
 def plot_confusion_matrix(metrics: Metrics, path: Path) -> Path:

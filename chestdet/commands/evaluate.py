@@ -8,7 +8,8 @@ from pathlib import Path
 
 from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.contracts import REJECTS_CSV
-from chestdet.evaluate import OUTPUT_FILES, run_evaluation
+from chestdet.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
+from chestdet.gallery import DEFAULT_PER_CLASS
 from chestdet.metrics import EvaluationSettings
 from chestdet.report import summary_text
 
@@ -18,7 +19,8 @@ EXAMPLES = """examples:
   python scripts/evaluate.py --detections workspace/detections/detections.csv \\
       --ground-truth workspace/sample/nih/BBox_List_2017.csv --output-dir workspace/eval
   python scripts/evaluate.py --detections workspace/detections --ground-truth workspace/records \\
-      --split-file workspace/records/split.csv --split test --output-dir workspace/eval-test
+      --split-file workspace/records/split.csv --split test --output-dir workspace/eval-test \\
+      --bootstrap 1000 --seed 0
 """
 
 
@@ -29,6 +31,16 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
 
 
@@ -56,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "confusion matrix (default 0.3; AP and FROC use every detection)")
     parser.add_argument("--hit-iou", type=fraction, default=0.5,
                         help="FROC: a detection hits a box at IoU >= this (default 0.5)")
+    parser.add_argument("--bootstrap", type=count, default=0, metavar="N",
+                        help="add 95%% bootstrap intervals from N replicates that resample patients "
+                        "(1000 is usual; default 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed: the same seed gives the same "
+                        "intervals (default 0)")
+    parser.add_argument("--gallery", type=count, default=DEFAULT_PER_CLASS, metavar="N",
+                        help=f"error gallery: per class, the N highest-scoring false positives and N missed "
+                        f"boxes drawn in OUTPUT/gallery/ (default {DEFAULT_PER_CLASS}; 0: none)")
+    parser.add_argument("--image-dir", type=Path,
+                        help="where the gallery finds the images (by their images.csv name or file name); "
+                        "default: the paths in images.csv")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace a report already in --output-dir")
     parser.add_argument("--strict", action="store_true",
@@ -73,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"{args.output_dir}: exists and is not a folder")
     settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
+    options = ReportOptions(plots=not args.no_plots, bootstrap=args.bootstrap, seed=args.seed,
+                            gallery=args.gallery, image_dir=args.image_dir)
     run = run_evaluation(
-        args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings,
-        plots=not args.no_plots,
+        args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
     log.info("%s", summary_text(run.metrics))
     log.info("report: %s", run.output_dir / "report.md")

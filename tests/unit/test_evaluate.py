@@ -8,6 +8,7 @@ import json
 import math
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -89,7 +90,7 @@ def write_voc_folder(folder: Path, boxes: list[Box]) -> Path:
     for image, image_boxes in by_image.items():
         objects = "".join(
             f"<object><name>{escape(b.label)}</name><pose>Unspecified</pose><truncated>0</truncated>"
-            f"<difficult>0</difficult><bndbox><xmin>{b.xmin!r}</xmin><ymin>{b.ymin!r}</ymin>"
+            f"<difficult>{int(b.difficult)}</difficult><bndbox><xmin>{b.xmin!r}</xmin><ymin>{b.ymin!r}</ymin>"
             f"<xmax>{b.xmax!r}</xmax><ymax>{b.ymax!r}</ymax></bndbox></object>"
             for b in image_boxes
         )
@@ -126,7 +127,7 @@ def tf_example(image_path: Path, boxes: list[Box], stored: tuple[bytes, int, int
         keys.object_bbox_ymax: floats([b.ymax / height for b in boxes]),
         keys.object_class_text: strings([b.label.encode() for b in boxes]),
         keys.object_class_label: ints([class_id(b.label) for b in boxes]),
-        keys.object_difficult: ints([0 for _ in boxes]),
+        keys.object_difficult: ints([int(b.difficult) for b in boxes]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
@@ -205,6 +206,41 @@ def test_three_ground_truth_sources_give_the_same_metrics(tmp_path, sample_case)
     for name in ("voc", "tfrecord"):
         other = truth[name].sort_values(key).reset_index(drop=True)
         pd.testing.assert_frame_equal(reference, other, atol=1e-3, check_exact=False)
+
+
+def test_difficult_flags_of_labelimg_xml_and_records_are_honoured(tmp_path, sample_case):
+    boxes, negatives, images, detections = sample_case
+    hard = [replace(boxes[0], difficult=True), *boxes[1:]]
+    image_paths = [SAMPLE_IMAGES / name for name in BOXED] + [SAMPLE_UNLABELED / name for name in negatives]
+    sources = {
+        "voc": write_voc_folder(tmp_path / "voc xml", hard),
+        "tfrecord": write_tfrecords(tmp_path / "records" / "test-00000-of-00001.tfrecord", image_paths, hard),
+    }
+    documents = {}
+    for name, spec in sources.items():
+        run = evaluate.run_evaluation(detections, spec, tmp_path / f"out {name}", plots=False)
+        assert run.inputs.ground_truth["difficult"].tolist().count(True) == 1
+        documents[name] = json.loads((run.output_dir / "metrics.json").read_text())
+        documents[name].pop("sources")
+        assert f"- Difficult boxes ignored: 1 ({boxes[0].label} 1)" in (run.output_dir / "report.md").read_text()
+    assert documents["voc"]["ignored_boxes"][boxes[0].label] == 1
+    assert sum(documents["voc"]["boxes"].values()) == len(boxes) - 1
+    assert_same_metrics(documents["voc"], documents["tfrecord"])
+    plain = evaluate.run_evaluation(detections, write_voc_folder(tmp_path / "plain xml", boxes), tmp_path / "plain",
+                                    plots=False)
+    assert sum(plain.metrics.boxes.values()) == len(boxes) and sum(plain.metrics.ignored.values()) == 0
+
+
+def test_patients_come_from_the_split_file_else_from_nih_file_names(tmp_path):
+    split = write_split(tmp_path / "split.csv", [("00000032_037.png", "test"), ("scan.png", "test")])
+    patients, note = evaluate.image_patients(["00000032_037.png", "00000072_000.png", "other.png"])
+    assert patients == ["00000032", "00000072", "other.png"]
+    assert note.startswith("bootstrap: 1 images have no patient id")
+    frame = pd.read_csv(split, dtype=str)
+    frame.loc[frame["image"] == "scan.png", "patient"] = "P9"
+    frame.to_csv(split, index=False)
+    patients, note = evaluate.image_patients(["00000032_037.png", "scan.png"], split)
+    assert patients == [frame.loc[0, "patient"], "P9"] and note == ""
 
 
 def test_downscaled_records_are_scored_in_the_pixels_detection_saw(tmp_path, sample_case):
@@ -586,7 +622,10 @@ def test_reads_what_detect_writes(tmp_path):
     low = evaluate.run_evaluation(out, SAMPLE_CSV, tmp_path / "eval low",
                                   settings=EvaluationSettings(score_threshold=0.1), plots=False)
     assert low.metrics.iobb.per_class["Nodule"].accuracy == [0.0] * 5
-    assert low.metrics.iobb.per_class["Nodule"].afp == [1.0] * 5
+    assert low.metrics.iobb.per_class["Nodule"].fp_per_image == [1.0] * 5
+    boxed = {b.image for b in all_boxes if b.image in present}
+    pairs = {(b.image, b.label) for b in all_boxes if b.image in present}
+    assert low.metrics.iobb.per_class["Nodule"].afp == [pytest.approx(len(boxed) / len(pairs))] * 5
 
 
 def test_reads_what_the_dataset_step_writes(tmp_path, sample_case):

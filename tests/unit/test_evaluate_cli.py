@@ -10,7 +10,7 @@ import pytest
 
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.evaluate import build_parser, main
-from tests.conftest import REPO, SAMPLE_CSV
+from tests.conftest import REPO, SAMPLE_CSV, SAMPLE_IMAGES
 from tests.unit.test_evaluate import BOXED, fake_detections, sample_boxes, unlabeled_images, write_detections_folder
 
 
@@ -95,6 +95,8 @@ def test_split_flags(tmp_path, detections):
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--score-threshold", "1.5", "argument --score-threshold: 1.5 is outside 0..1"),
     ("--hit-iou", "half", "argument --hit-iou: 'half' is not a number"),
+    ("--bootstrap", "-5", "argument --bootstrap: -5 is negative"),
+    ("--gallery", "many", "argument --gallery: 'many' is not a whole number"),
 ])
 def test_bad_numbers_are_refused_by_the_parser(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -114,3 +116,41 @@ def test_script_wrapper_runs(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--ground-truth" in result.stdout and "examples:" in result.stdout
+
+
+def test_bootstrap_block_and_the_same_seed_gives_the_same_intervals(tmp_path, detections, capsys):
+    argv = ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--no-plots", "--gallery", "0",
+            "--bootstrap", "40", "--seed", "7"]
+    assert run_main(main, [*argv, "--output-dir", str(tmp_path / "a")]) == ExitStatus.SUCCESS
+    assert run_main(main, [*argv, "--output-dir", str(tmp_path / "b")]) == ExitStatus.SUCCESS
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["bootstrap"]
+    assert first == json.loads((tmp_path / "b" / "metrics.json").read_text())["bootstrap"]
+    assert {k: first[k] for k in ("replicates", "seed", "level", "unit")} == {
+        "replicates": 40, "seed": 7, "level": 0.95, "unit": "patient"}
+    assert set(first) == {"replicates", "seed", "level", "unit", "coco", "froc", "image_level"}
+    assert set(first["coco"]["overall"]) == {"ap", "ap50", "ap25"}
+    assert first["froc"]["fp_per_image"] == [0.125, 0.25, 0.5, 1, 2, 4, 8]
+    assert len(first["froc"]["overall"]["sensitivity"]) == 7
+    assert set(first["image_level"]["Mass"]) == {"sensitivity", "specificity"}
+    low, high = first["coco"]["overall"]["ap50"]
+    overall = json.loads((tmp_path / "a" / "metrics.json").read_text())["coco"]["overall"]
+    assert low <= overall["ap50"] <= high
+    ap_low, ap_high = first["coco"]["overall"]["ap"]
+    report_text = (tmp_path / "a" / "report.md").read_text()
+    assert f"| all | 7 | {overall['ap']:.2f} [{ap_low:.2f}, {ap_high:.2f}] |" in report_text
+    assert "bootstrap: 40 replicates over" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "gallery").exists()
+
+
+def test_gallery_from_the_image_dir_is_linked_from_the_report(tmp_path, detections):
+    out = tmp_path / "with gallery"
+    argv = ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--no-plots",
+            "--output-dir", str(out), "--image-dir", str(SAMPLE_IMAGES), "--gallery", "2"]
+    assert run_main(main, argv) == ExitStatus.SUCCESS
+    pictures = sorted(p.relative_to(out).as_posix() for p in (out / "gallery").rglob("*.png"))
+    assert pictures, "the fake detections miss some boxes and make false positives"
+    text = (out / "report.md").read_text()
+    assert "## Error gallery" in text
+    for picture in pictures:
+        assert f"]({picture})" in text
+    assert all(len(list(folder.iterdir())) <= 4 for folder in (out / "gallery").iterdir())

@@ -156,7 +156,9 @@ def test_iobb_hand_case():
     #   d1 (0,0,200,200) score .9: IoBB = 100*100 / (200*200) = 0.25
     #   d2 (0,0,100,125) score .2: IoBB = 10000 / 12500 = 0.8, but below the threshold: ignored
     #   d3 on B, score .5: localises nothing, a false positive at every T.
-    # T=.1: g hit (0.25 > 0.1), FPs {d3}: Acc 1, AFP 1/2. T>=.25: 0.25 is not > 0.25: Acc 0, FPs {d1,d3}.
+    # T=.1: g hit (0.25 > 0.1), FPs {d3}: Acc 1, FP/image 1/2. T>=.25: 0.25 is not > 0.25: Acc 0,
+    # FPs {d1,d3}. Wang et al.'s AFP counts the FPs on boxed images (A: d1 from T=.25 on) over the
+    # one annotated image-finding pair.
     truth = gt(("A", "Cardiomegaly", 0, 0, 100, 100))
     found = det(
         ("A", "Cardiomegaly", 0.9, 0, 0, 200, 200),
@@ -165,11 +167,13 @@ def test_iobb_hand_case():
     )
     row = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.3).per_class["Cardiomegaly"]
     assert row.accuracy == [1.0, 0.0, 0.0, 0.0, 0.0]
-    assert row.afp == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert row.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert row.afp == [0.0, 1.0, 1.0, 1.0, 1.0]
     # With d2 kept (threshold 0.1): T=.5 and .75: 0.8 > T, g hit, FPs {d1,d3}; T=.9: nothing hits, 3 FPs.
     low = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.1).per_class["Cardiomegaly"]
     assert low.accuracy == [1.0, 1.0, 1.0, 1.0, 0.0]
-    assert low.afp == [0.5, 1.0, 1.0, 1.0, 1.5]
+    assert low.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.5]
+    assert low.afp == [0.0, 1.0, 1.0, 1.0, 2.0]
     assert low.boxes == 1
 
 
@@ -190,7 +194,18 @@ def test_iobb_each_box_counts_and_classes_do_not_mix():
     assert result.per_class["Mass"].accuracy == [0.5] * 5
     assert result.per_class["Mass"].afp == [0.0] * 5
     assert result.per_class["Nodule"].accuracy == [None] * 5
-    assert result.per_class["Nodule"].afp == [1.0] * 5
+    assert result.per_class["Nodule"].afp == [1.0] * 5  # one FP over the one image-finding pair (A, Mass)
+
+
+def test_iobb_afp_is_over_image_finding_pairs_and_boxed_images_only():
+    # A has Mass and Nodule boxes (2 image-finding pairs), B a Mass box (1 pair), C no box.
+    # Mass FPs: one on A, one on C. Wang et al.'s AFP: the one on A over 3 pairs; the one on C lies
+    # on an image without boxes, which the paper never evaluated. Per evaluated image: 2 / 3 images.
+    truth = gt(("A", "Mass", 0, 0, 10, 10), ("A", "Nodule", 50, 50, 60, 60), ("B", "Mass", 0, 0, 10, 10))
+    found = det(("A", "Mass", 0.9, 200, 200, 300, 300), ("C", "Mass", 0.9, 0, 0, 10, 10))
+    row = metrics.iobb_localisation(truth, found, ["A", "B", "C"]).per_class["Mass"]
+    assert row.afp == [pytest.approx(1 / 3)] * 5
+    assert row.fp_per_image == [pytest.approx(2 / 3)] * 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,3 +401,104 @@ def test_settings_are_checked():
         EvaluationSettings(score_threshold=1.5)
     with pytest.raises(ValueError, match="fp_rates must be positive"):
         EvaluationSettings(fp_rates=(0.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Difficult boxes: ignored, as PASCAL VOC ignores them
+
+
+def hard_gt(*rows) -> pd.DataFrame:
+    """rows: (image, label, xmin, ymin, xmax, ymax, difficult)"""
+    frame = pd.DataFrame(rows, columns=[*metrics.GROUND_TRUTH_COLUMNS, metrics.DIFFICULT])
+    return frame.astype({**{c: float for c in metrics.BOX_COLUMNS}, metrics.DIFFICULT: bool})
+
+
+# A: an ordinary Mass box g1 and a difficult one g2. d_hard sits exactly on g2 and outscores d_easy,
+# exactly on g1.
+G1, G2 = (0, 0, 100, 100), (500, 500, 600, 600)
+HARD_TRUTH = hard_gt(("A", "Mass", *G1, False), ("A", "Mass", *G2, True))
+D_EASY, D_HARD = ("A", "Mass", 0.8, *G1), ("A", "Mass", 0.9, *G2)
+
+
+def test_coco_ap_ignores_difficult_boxes_and_detections_on_them():
+    # Ordinary g2 and only d_easy: recall stops at 1/2, AP = 51/101 (recall points 0..0.5 at precision 1).
+    # Difficult g2: missing it is no miss, AP = 1. d_hard on it is no false positive either: still 1,
+    # where a false positive ranked first would halve the precision.
+    ordinary = HARD_TRUTH.assign(difficult=False)
+    assert metrics.coco_average_precision(ordinary, det(D_EASY), ["A"]).per_class["Mass"].ap50 == \
+        pytest.approx(51 / 101)
+    def ap50(truth, found):
+        return metrics.coco_average_precision(truth, found, ["A"]).per_class["Mass"].ap50
+
+    assert ap50(HARD_TRUTH, det(D_EASY)) == pytest.approx(1.0)
+    assert ap50(HARD_TRUTH, det(D_EASY, D_HARD)) == pytest.approx(1.0)
+    only_hard = metrics.coco_average_precision(HARD_TRUTH.iloc[1:], det(D_HARD), ["A"]).per_class["Mass"]
+    assert only_hard.ap50 is None  # no ordinary box: no AP, as for a class without boxes
+
+
+def test_pycocotools_ignore_flag_alone_is_overwritten_by_iscrowd():
+    # Why difficult boxes go in as crowd regions: COCOeval sets gt["ignore"] = gt["iscrowd"], so an
+    # annotation with "ignore": 1 and "iscrowd": 0 is scored as an ordinary box (the miss counts).
+    dataset = metrics.coco_ground_truth(HARD_TRUTH.assign(difficult=False), ["A"])
+    dataset["annotations"][1]["ignore"] = 1
+    evaluator = metrics.run_cocoeval(dataset, metrics.coco_results(det(D_EASY), ["A"]))
+    assert float(np.mean(evaluator.eval["precision"][0, :, class_id("Mass") - 1, 0, 2])) == pytest.approx(51 / 101)
+    crowd = metrics.coco_ground_truth(HARD_TRUTH, ["A"])
+    assert [a["iscrowd"] for a in crowd["annotations"]] == [0, 1]
+
+
+def test_coco_crowd_rule_ignores_a_small_detection_inside_a_difficult_box():
+    # COCOeval's crowd overlap is intersection over the detection's area: a 20x20 detection inside
+    # g2 (IoU 0.04) is ignored in COCO AP, while FROC's IoU rule calls it a false positive.
+    inside = ("A", "Mass", 0.9, 540, 540, 560, 560)
+    result = metrics.coco_average_precision(HARD_TRUTH, det(inside, D_EASY), ["A"])
+    assert result.per_class["Mass"].ap50 == pytest.approx(1.0)
+    assert metrics.froc(HARD_TRUTH, det(inside, D_EASY), ["A"]).per_class["Mass"].false_positives == 1
+
+
+def test_froc_ignores_difficult_boxes_and_detections_on_them():
+    result = metrics.froc(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    assert (result.boxes, result.hits, result.false_positives, result.ignored) == (1, 1, 0, 1)
+    assert result.at_rates == [1.0] * 7
+    ordinary = metrics.froc(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    assert ordinary.at_rates == [0.5] * 7  # the same detections, g2 an ordinary box: missed
+    # A detection reaching both an ordinary and a difficult box hits the ordinary one.
+    both = hard_gt(("A", "Mass", *G1, True), ("A", "Mass", 0, 0, 100, 90, False))
+    assert metrics.froc(both, det(D_EASY), ["A"]).per_class["Mass"].hits == 1
+
+
+def test_iobb_ignores_difficult_boxes_and_detections_on_them():
+    row = metrics.iobb_localisation(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    assert row.boxes == 1 and row.accuracy == [1.0] * 5
+    assert row.afp == [0.0] * 5 and row.fp_per_image == [0.0] * 5
+    ordinary = metrics.iobb_localisation(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    assert ordinary.accuracy == [0.5] * 5
+
+
+def test_image_level_leaves_out_images_whose_only_boxes_are_difficult():
+    # B's only Mass box is difficult: B is neither positive nor negative for Mass, detected or not.
+    # A (ordinary box, detected) is a TP; C (no box, nothing detected) a TN.
+    truth = hard_gt(("A", "Mass", *G1, False), ("B", "Mass", *G1, True))
+    found = det(D_EASY, ("B", "Mass", 0.9, *G1))
+    mass = metrics.image_level(truth, found, ["A", "B", "C"])["Mass"]
+    assert (mass.true_positives, mass.false_positives, mass.true_negatives, mass.false_negatives) == (1, 0, 1, 0)
+    assert mass.ignored == 1
+    ordinary = metrics.image_level(truth.assign(difficult=False), det(D_EASY), ["A", "B", "C"])["Mass"]
+    assert ordinary.false_negatives == 1 and ordinary.ignored == 0
+
+
+def test_confusion_matrix_counts_no_difficult_box():
+    # d_hard pairs with g2 (difficult): nothing counted; an unmatched difficult box is no miss.
+    result = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY, D_HARD), ["A"])
+    at = result.labels.index
+    assert result.matrix.sum() == 1 and result.matrix[at("Mass"), at("Mass")] == 1
+    missed = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY), ["A"])
+    assert missed.matrix[at("Mass"), at("background")] == 0
+
+
+def test_compute_metrics_reports_the_ignored_boxes():
+    result = compute_metrics(HARD_TRUTH, det(D_EASY, D_HARD), ["A", "B"])
+    assert result.boxes["Mass"] == 1 and result.ignored["Mass"] == 1
+    data = result.to_dict()
+    assert data["ignored_boxes"]["Mass"] == 1 and data["boxes"]["Mass"] == 1
+    assert "bootstrap" not in data
