@@ -13,6 +13,8 @@ from typing import NoReturn
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from chestdet.errors import ChestdetError
+
 LOG_FORMAT = "%(message)s"
 PACKAGE_LOGGER = "chestdet"
 
@@ -83,7 +85,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     """Call main(argv) and turn the user's errors and Ctrl-C into an exit status and one line."""
     try:
         return int(main(argv))
-    except UserError as error:
+    except (UserError, ChestdetError) as error:
         logging.getLogger("chestdet").error("error: %s", error)
         return ExitStatus.ERROR
     except KeyboardInterrupt:
