@@ -597,21 +597,3 @@ def clip_to_image(box: Box, width: int, height: int, tolerance: float = BORDER_T
         raise BoxError(f"box lies outside the {width}x{height} image", RejectKind.BOX_OUTSIDE)
     return clipped, True
 
-
-def merge_boxes(boxes: Iterable[Box]) -> tuple[dict[str, list[Box]], int]:
-    """Group boxes by image; an image annotated in several sources keeps the union, exact duplicates once.
-
-    Returns {image: boxes} and the number of duplicates removed. Boxes are duplicates when image,
-    label and corners agree (to 1e-6 px), whatever their source.
-    """
-    by_image: dict[str, list[Box]] = {}
-    seen: set[tuple] = set()
-    duplicates = 0
-    for box in boxes:
-        key = (box.image, box.label, *(round(v, 6) for v in (box.xmin, box.ymin, box.xmax, box.ymax)))
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        by_image.setdefault(box.image, []).append(box)
-    return by_image, duplicates

@@ -13,7 +13,6 @@ from chestdet.annotations import (
     Reject,
     clip_to_image,
     fit_boxes_to_image,
-    merge_boxes,
     parse_voc_xml,
     read_nih_csv,
     read_voc_dir,
@@ -375,12 +374,3 @@ def test_fit_rescales_only_a_change_of_resolution():
     with pytest.raises(BoxError, match="different aspect ratio"):
         fit_boxes_to_image(boxes, (1024, 1024), (1024, 800))
 
-
-def test_merge_keeps_the_union_and_removes_exact_duplicates():
-    csv_box = Box(IMAGE, "Mass", 1, 2, 3, 4, source="nih-csv", location="row 5")
-    xml_same = Box(IMAGE, "Mass", 1, 2, 3, 4, source="voc-xml", location="object 1")
-    xml_other = Box(IMAGE, "Nodule", 10, 20, 30, 40, source="voc-xml", location="object 2")
-    elsewhere = Box("00000072_000.png", "Mass", 1, 2, 3, 4)
-    merged, duplicates = merge_boxes([csv_box, xml_same, xml_other, elsewhere])
-    assert duplicates == 1
-    assert merged == {IMAGE: [csv_box, xml_other], "00000072_000.png": [elsewhere]}
