@@ -29,8 +29,6 @@ from chestdet.imaging import (
 from chestdet.labels import UnknownLabelError, canonical_label
 from chestdet.rejects import Reject, RejectKind
 
-__all__ = ["Box", "BoxError", "Reject", "RejectKind", "read_nih_csv", "read_voc_dir", "read_voc_xml"]
-
 SOURCE_NIH_CSV = "nih-csv"
 SOURCE_VOC_XML = "voc-xml"
 

@@ -274,11 +274,17 @@ def test_an_image_reached_through_a_symlink_in_the_folder_is_accepted_as_from_th
         symlinked_copy(SAMPLE_IMAGES, images)
     else:
         shutil.copytree(SAMPLE_IMAGES, images)
-    labels = tmp_path / "labels"
-    labels.mkdir()
+    written = tmp_path / "label store"
+    written.mkdir()
     csv_boxes = sample_boxes()
-    for image in sorted({box.image for box in csv_boxes}):
-        write_labelimg_xml(labels, image, [box for box in csv_boxes if box.image == image])
+    for image in sorted({box.image for box in csv_boxes}):  # <path> where the file really is, as detect writes it
+        write_labelimg_xml(written, image, [box for box in csv_boxes if box.image == image],
+                           local_path=str((images / image).resolve()))
+    labels = tmp_path / "labels"
+    if keep == "symlinks":  # the XML files are checked out as symlinks too
+        symlinked_copy(written, labels)
+    else:
+        shutil.copytree(written, labels)
     boxes, rejects = read_voc_dir(labels, [images])
     assert rejects == []
     assert sorted(map(corners, boxes)) == sorted(map(corners, csv_boxes))
