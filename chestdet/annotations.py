@@ -210,7 +210,10 @@ def load_voc_dir(
         result.rejects.append(Reject(str(directory), "folder", "XML folder not found", RejectKind.NOTHING_FOUND))
         return result
     index = index or ImageIndex([directory, *image_dirs])
-    xml_files = sorted(path for path in directory.rglob("*") if path.suffix.lower() == ".xml")
+    xml_files = sorted(
+        Path(folder) / name for folder, files in walk_visible(directory) for name in files
+        if Path(name).suffix.lower() == ".xml"
+    )
     if not xml_files:
         result.rejects.append(Reject(str(directory), "folder", "no .xml files found", RejectKind.NOTHING_FOUND))
     for xml_path in xml_files:
@@ -429,9 +432,9 @@ class ImageIndex:
         self.by_stem: dict[str, Path] = {}
         self.duplicates: list[tuple[Path, Path]] = []
         for root in self.roots:
-            for directory, files in _walk(root):
+            for directory, files in walk_visible(root):
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                         self._add(Path(directory) / name)
 
     def _add(self, path: Path) -> None:
@@ -474,8 +477,10 @@ class ImageIndex:
         return None
 
 
-def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
-    """os.walk into linked sub-folders too, each real folder once (a link to a parent is no loop)."""
+def walk_visible(root: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) under `root`, into linked sub-folders too, each real folder once (a link to
+    a parent is no loop). Hidden files and folders are left out: `.git` (where git-annex keeps its
+    objects, with their extensions), `.dvc`, `.DS_Store`, macOS's `._` copies."""
     seen: set[str] = set()
     for directory, folders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(directory)
@@ -483,8 +488,8 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
             folders[:] = []
             continue
         seen.add(real)
-        folders.sort()
-        yield directory, files
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield directory, [name for name in files if not name.startswith(".")]
 
 
 def _suffixes() -> list[str]:

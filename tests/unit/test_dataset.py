@@ -6,8 +6,10 @@ Every test runs on real NIH images of the bundled sample, kept as copies and as 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -34,12 +36,27 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture(params=["copies", "symlinks"])
+def annex_checkout(source: Path, root: Path) -> Path:
+    """`source`'s files as a git-annex (and DataLad) checkout has them: each name a relative symlink into
+    .git/annex/objects, where the file is kept under a key that keeps its extension."""
+    for path in sorted(source.iterdir()):
+        data = path.read_bytes()
+        key = f"SHA256E-s{len(data)}--{hashlib.sha256(data).hexdigest()}{path.suffix}"
+        stored = root / ".git" / "annex" / "objects" / key[-12:-10] / key[-10:-8] / key / key
+        stored.parent.mkdir(parents=True)
+        stored.write_bytes(data)
+        (root / path.name).symlink_to(os.path.relpath(stored, root))
+    return root
+
+
+@pytest.fixture(params=["copies", "symlinks", "git-annex"])
 def images(request, tmp_path) -> Path:
-    """The sample's images as a user keeps them: copied, or as per-file symlinks (DVC, git-annex, DataLad)."""
+    """The sample's images as a user keeps them: copied, as per-file symlinks (DVC), or in a git-annex checkout."""
     folder = tmp_path / "my images"
     if request.param == "symlinks":
         return symlinked_copy(SAMPLE_IMAGES, folder)
+    if request.param == "git-annex":
+        return annex_checkout(SAMPLE_IMAGES, folder)
     shutil.copytree(SAMPLE_IMAGES, folder)
     return folder
 
@@ -221,3 +238,12 @@ def test_a_csv_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, image
     assert errors == [f"error: {bad}: line {line}: not UTF-8 text (byte 0xE9 at column {column}); "
                       "save the file as UTF-8 CSV"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_git_annex_checkout_is_read_once_not_also_from_its_object_store(tmp_path):
+    images = annex_checkout(SAMPLE_IMAGES, tmp_path / "dataset")
+    negatives = annex_checkout(SAMPLE_UNLABELED, tmp_path / "negatives")
+    output = run(tmp_path, images, "--nih-csv", str(SAMPLE_CSV), "--unlabeled-dir", str(negatives))
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["totals"]["images"] == 40 and summary["splits"]["train"]["negatives"] == 4
+    assert dataset.NOTE_UNANNOTATED not in summary["conversions"]
