@@ -52,8 +52,12 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise CsvError(f"{path}: cannot read as CSV ({str(error).splitlines()[0]})") from None
     frame = frame.loc[:, [not _unnamed_and_empty(frame, name) for name in frame.columns]]
-    blank = frame.apply(lambda column: column.str.strip() == "").all(axis=1)
-    return frame[~blank]
+    if frame.columns.empty:
+        return frame
+    # Only rows whose first cell is empty are checked (a detections file can hold millions of rows).
+    maybe = frame.index[(frame.iloc[:, 0] == "").to_numpy()]
+    blank = frame.loc[maybe].apply(lambda column: column.str.strip() == "").all(axis=1)
+    return frame.drop(index=blank.index[blank])
 
 
 def _unnamed_and_empty(frame: pd.DataFrame, name: str) -> bool:

@@ -83,6 +83,7 @@ def read_data_entry(path: str | Path) -> tuple[dict[str, DataEntry], list[Reject
     header = next(rows, (1, []))[1]
     missing = {"Image Index", "Patient ID"} - set(header)
     if missing:
+        rows.close()
         return entries, [Reject(str(path), "header", f"missing column(s) {', '.join(sorted(missing))}",
                                 RejectKind.MISSING_VALUE)]
     positions = [header.index(name) if name in header else None for name in DATA_ENTRY_COLUMNS]
