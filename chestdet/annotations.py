@@ -79,6 +79,7 @@ class VocAnnotation:
     declared_size: tuple[int, int] | None = None
     real_size: tuple[int, int] | None = None
     named: str = ""  # the image as the XML names it, for reject lines
+    refused: bool = False  # the whole file is a reject
     boxes: list[Box] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     notes: Counter = field(default_factory=Counter)
@@ -106,6 +107,7 @@ class AnnotationSet:
         if isinstance(other, VocAnnotation):
             if other.image and other.image_path is not None:
                 self.image_paths.setdefault(other.image, other.image_path)
+            if other.image and other.image_path is not None and not other.refused:
                 self.covered.add(other.image)
                 if other.real_size is not None:
                     self.sizes.setdefault(other.image, other.real_size)
@@ -304,6 +306,7 @@ def _reject_file(
     image = annotation.image or annotation.named
     annotation.rejects.append(Reject(str(annotation.xml_path), location, reason, kind, image))
     annotation.boxes = []
+    annotation.refused = True
     return annotation
 
 

@@ -136,6 +136,20 @@ def test_xml_replaces_csv_keeps_only_the_xml_boxes_of_the_images_it_covers(tmp_p
     assert summary["inputs"]["corrections"] == "replace"
 
 
+def test_an_xml_that_is_a_reject_replaces_nothing(tmp_path, images):
+    image = TWO_BOXES[0]
+    xml_dir = tmp_path / "labels"
+    xml_dir.mkdir()
+    write_labelimg_xml(xml_dir, image, [Box(image, "Mass", 10, 10, 50, 50)], size=(1024, 800, 1))  # 800 wide: another shape
+    csv_path = write_subset_csv(tmp_path / "boxes.csv", [image])
+    output = tmp_path / "records"
+    assert main(["--image-dir", str(images), "--output-dir", str(output), "--split", "1,0,0", "--nih-csv",
+                 str(csv_path), "--xml-dir", str(xml_dir), "--xml-replaces-csv"]) == 0
+    assert [row["reason"] for row in rows(output / "rejects.csv")] == [
+        "annotation is for a 800x1024 image but the image is 1024x1024 (different aspect ratio)"]
+    assert {row["image"]: row["boxes"] for row in rows(output / "split.csv")} == {image: "2"}
+
+
 def test_boxes_of_a_resized_copy_are_compared_in_its_own_pixels(tmp_path):
     """NIH's CSV is in pixels of the 1024x1024 PNG; an XML drawn on a 512x512 copy is the same box."""
     image = TWO_BOXES[0]
