@@ -140,7 +140,7 @@ def test_an_xml_that_is_a_reject_replaces_nothing(tmp_path, images):
     image = TWO_BOXES[0]
     xml_dir = tmp_path / "labels"
     xml_dir.mkdir()
-    write_labelimg_xml(xml_dir, image, [Box(image, "Mass", 10, 10, 50, 50)], size=(1024, 800, 1))  # 800 wide: another shape
+    write_labelimg_xml(xml_dir, image, [Box(image, "Mass", 10, 10, 50, 50)], size=(1024, 800, 1))  # 800 wide
     csv_path = write_subset_csv(tmp_path / "boxes.csv", [image])
     output = tmp_path / "records"
     assert main(["--image-dir", str(images), "--output-dir", str(output), "--split", "1,0,0", "--nih-csv",
