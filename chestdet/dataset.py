@@ -82,7 +82,8 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class AnnotationSource:
-    """One source of boxes: a name for the summary and a reader given the index of allowed images."""
+    """One source of boxes: a name for the summary (its file or folder) and a reader given the index of
+    the images in the allowed folders."""
 
     name: str
     read: Callable[[ImageIndex], AnnotationSet]
@@ -93,7 +94,7 @@ def nih_csv_source(path: Path) -> AnnotationSource:
         boxes, rejects = read_nih_csv(path)
         return AnnotationSet(boxes, rejects)
 
-    return AnnotationSource(SOURCE_NIH_CSV, read)
+    return AnnotationSource(str(path), read)
 
 
 def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path]) -> AnnotationSource:
@@ -116,6 +117,7 @@ class Inputs:
     data_entry: dict[str, DataEntry] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     notes: Counter = field(default_factory=Counter)
+    source_boxes: dict[str, int] = field(default_factory=dict)  # boxes each source gave, before combining
 
 
 def read_inputs(spec: DatasetSpec, sources: Sequence[AnnotationSource] | None = None) -> Inputs:
@@ -124,10 +126,12 @@ def read_inputs(spec: DatasetSpec, sources: Sequence[AnnotationSource] | None = 
     index = ImageIndex([*spec.image_dirs, *spec.xml_dirs])
     if index.duplicates:
         inputs.notes[NOTE_NAMES_TWICE] += len(index.duplicates)
-    sets = [source.read(index) for source in (sources_for(spec) if sources is None else sources)]
-    for annotation_set in sets:
+    sources = sources_for(spec) if sources is None else sources
+    sets = [source.read(index) for source in sources]
+    for source, annotation_set in zip(sources, sets, strict=True):
         inputs.rejects.extend(annotation_set.rejects)
         inputs.notes.update(annotation_set.notes)
+        inputs.source_boxes[source.name] = inputs.source_boxes.get(source.name, 0) + len(annotation_set.boxes)
     merged, notes = combine_sources(sets, spec.corrections)
     inputs.notes.update(notes)
     found = {name: path for annotation_set in reversed(sets) for name, path in annotation_set.image_paths.items()}
@@ -282,7 +286,7 @@ def summarise(spec: DatasetSpec, inputs: Inputs, results: Sequence[PreparedImage
     images = sum(split["images"] for split in splits.values())
     return {
         "output_dir": str(output_dir),
-        "inputs": spec.to_dict(),
+        "inputs": {**spec.to_dict(), "boxes_per_source": dict(inputs.source_boxes)},
         "options": dict(options),
         "splits": {name: splits[name] for name in SPLITS if name in splits},
         "totals": {"images": images, "boxes": sum(split["boxes"] for split in splits.values()),

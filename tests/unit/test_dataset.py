@@ -114,6 +114,7 @@ def test_a_relabelled_nih_image_keeps_one_box_per_finding_with_the_xml_corners(t
     summary = json.loads((output / "summary.json").read_text())
     assert summary["conversions"][dataset.NOTE_MERGED] == 4
     assert summary["totals"]["boxes"] == 5
+    assert summary["inputs"]["boxes_per_source"] == {str(csv_path): 5, str(xml_dir): 4}
 
 
 def test_xml_replaces_csv_keeps_only_the_xml_boxes_of_the_images_it_covers(tmp_path, images):
