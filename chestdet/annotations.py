@@ -430,7 +430,6 @@ class ImageIndex:
 
     def __init__(self, roots: Iterable[str | Path]) -> None:
         self.roots = [as_written(root) for root in roots if Path(root).is_dir()]
-        self._real_roots = [root.resolve() for root in self.roots]
         self.by_name: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
         self.duplicates: list[tuple[Path, Path]] = []
@@ -450,12 +449,10 @@ class ImageIndex:
         self.by_stem.setdefault(path.stem, path)
 
     def contains(self, path: Path) -> bool:
-        """True when `path`, as written, lies inside an allowed folder (or really is inside one)."""
+        """True when `path`, as written (`..` taken as written, no symlink followed), lies inside an
+        allowed folder."""
         written = as_written(path)
-        if any(written == root or written.is_relative_to(root) for root in self.roots):
-            return True
-        real = written.resolve()
-        return any(real == root or real.is_relative_to(root) for root in self._real_roots)
+        return any(written == root or written.is_relative_to(root) for root in self.roots)
 
     def escapes(self, path: Path) -> bool:
         return not self.contains(path)

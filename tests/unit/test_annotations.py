@@ -321,6 +321,12 @@ def test_dot_dot_is_judged_as_written_not_through_a_symlinked_folder(tmp_path):
     shutil.copy(SAMPLE_IMAGES / IMAGE, elsewhere / IMAGE)
     boxes, rejects = read_voc_xml(escaping)
     assert boxes == [] and rejects[0].kind is RejectKind.PATH_OUTSIDE
+    (tmp_path / "way back").symlink_to(inside, target_is_directory=True)  # outside, but leads back in
+    returning = inside / "returning.xml"
+    returning.write_text(climbing.read_text().replace(f"linked/../{IMAGE}", f"../way back/{IMAGE}"))
+    boxes, rejects = read_voc_xml(returning)
+    assert boxes == [] and rejects[0].reason == (
+        f"<filename> '../way back/{IMAGE}' resolves outside the allowed folders; refused")
 
 
 def test_linked_sub_folder_is_searched_and_a_link_to_a_parent_is_no_loop(tmp_path):
