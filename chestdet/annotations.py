@@ -7,11 +7,10 @@ Checks that need the real image (a box outside it, a resized copy) live in `fit_
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -19,8 +18,16 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
 
-from chestdet.imaging import IMAGE_SUFFIXES, ImageReadError, probe_image
+from chestdet.csvfiles import csv_rows
+from chestdet.imaging import (
+    IMAGE_SUFFIXES,
+    DecompressionBombError,
+    ImageMissingError,
+    ImageReadError,
+    probe_image,
+)
 from chestdet.labels import UnknownLabelError, canonical_label
+from chestdet.rejects import Reject, RejectKind
 
 SOURCE_NIH_CSV = "nih-csv"
 SOURCE_VOC_XML = "voc-xml"
@@ -48,8 +55,10 @@ class Box:
     ymax: float
     difficult: bool = False
     source: str = SOURCE_NIH_CSV
-    # Where the box came from ("row 12", "object 2"); for reject messages, not part of its identity.
+    # Where the box came from (the file, and "row 12" or "object 2"); for reject messages, not part of
+    # its identity.
     location: str = field(default="", compare=False)
+    file: str = field(default="", compare=False)
 
     @property
     def width(self) -> float:
@@ -60,15 +69,6 @@ class Box:
         return self.ymax - self.ymin
 
 
-@dataclass(frozen=True)
-class Reject:
-    """Something the pipeline could not use: the file, where in it, and why (one line)."""
-
-    source: str
-    location: str
-    reason: str
-
-
 @dataclass
 class VocAnnotation:
     """One labelImg XML file: its boxes (in the real image's pixels) and what was done to them."""
@@ -77,6 +77,9 @@ class VocAnnotation:
     image: str | None = None
     image_path: Path | None = None
     declared_size: tuple[int, int] | None = None
+    real_size: tuple[int, int] | None = None
+    named: str = ""  # the image as the XML names it, for reject lines
+    refused: bool = False  # the whole file is a reject
     boxes: list[Box] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     notes: Counter = field(default_factory=Counter)
@@ -84,30 +87,53 @@ class VocAnnotation:
 
 @dataclass
 class AnnotationSet:
-    """Boxes and rejects of many files, the images the XML files point at, and counted conversions."""
+    """What one annotation source gave: boxes, rejects, the images it found, and counted conversions.
+
+    `covered` are the images the source annotated (an XML file read for it, even one without
+    objects); `sizes` the real (width, height) of those it measured, the pixels its boxes are in.
+    """
 
     boxes: list[Box] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     image_paths: dict[str, Path] = field(default_factory=dict)
     notes: Counter = field(default_factory=Counter)
-    box_files: list[str] = field(default_factory=list)  # the file each box came from, parallel to boxes
+    covered: set[str] = field(default_factory=set)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, other: VocAnnotation | AnnotationSet) -> None:
         self.boxes.extend(other.boxes)
         self.rejects.extend(other.rejects)
         self.notes.update(other.notes)
         if isinstance(other, VocAnnotation):
-            self.box_files.extend([str(other.xml_path)] * len(other.boxes))
             if other.image and other.image_path is not None:
                 self.image_paths.setdefault(other.image, other.image_path)
+            if other.image and other.image_path is not None and not other.refused:
+                self.covered.add(other.image)
+                if other.real_size is not None:
+                    self.sizes.setdefault(other.image, other.real_size)
         else:
-            self.box_files.extend(other.box_files or [""] * len(other.boxes))
             for name, path in other.image_paths.items():
                 self.image_paths.setdefault(name, path)
+            self.covered |= other.covered
+            for name, size in other.sizes.items():
+                self.sizes.setdefault(name, size)
 
 
 class BoxError(ValueError):
-    """A box that cannot be used; the message is the reject reason."""
+    """A box that cannot be used; the message is the reject reason, `kind` its category."""
+
+    def __init__(self, message: str, kind: RejectKind = RejectKind.OTHER) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def image_error_kind(error: ImageReadError) -> RejectKind:
+    """The reject kind of an image that could not be used."""
+    if isinstance(error, ImageMissingError):
+        return RejectKind.IMAGE_NOT_FOUND
+    if isinstance(error, DecompressionBombError):
+        return RejectKind.DECOMPRESSION_BOMB
+    return RejectKind.UNREADABLE_IMAGE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,20 +149,15 @@ def read_nih_csv(path: str | Path) -> tuple[list[Box], list[Reject]]:
     path = Path(path)
     boxes: list[Box] = []
     rejects: list[Reject] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        for row in reader:
-            row_number = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if row_number == 1 and _is_nih_header(row):
-                continue
-            try:
-                boxes.append(_nih_row_to_box(row, f"row {row_number}"))
-            except BoxError as error:
-                rejects.append(Reject(str(path), f"row {row_number}", str(error)))
+    for row_number, cells in csv_rows(path):
+        if row_number == 1 and _is_nih_header(cells):
+            continue
+        try:
+            boxes.append(_nih_row_to_box(cells, f"row {row_number}", str(path)))
+        except BoxError as error:
+            rejects.append(Reject(str(path), f"row {row_number}", str(error), error.kind, cells[0]))
     if not boxes and not rejects:
-        rejects.append(Reject(str(path), "file", "no box rows found"))
+        rejects.append(Reject(str(path), "file", "no box rows found", RejectKind.NOTHING_FOUND))
     return boxes, rejects
 
 
@@ -144,18 +165,18 @@ def _is_nih_header(row: Sequence[str]) -> bool:
     return len(row) >= 2 and (row[0].strip(), row[1].strip()) == NIH_COLUMNS
 
 
-def _nih_row_to_box(row: Sequence[str], location: str) -> Box:
-    cells = [cell.strip() for cell in row]
+def _nih_row_to_box(row: Sequence[str], location: str, file: str = "") -> Box:
+    cells = list(row)
     while len(cells) > 6 and cells[-1] == "":
         cells.pop()
     if len(cells) != 6:
-        raise BoxError(f"expected 6 columns (image, label, x, y, w, h), found {len(cells)}")
+        raise BoxError(f"expected 6 columns (image, label, x, y, w, h), found {len(cells)}", RejectKind.MALFORMED_ROW)
     image, label_text = cells[0], cells[1]
     if not image:
-        raise BoxError("empty image name")
+        raise BoxError("empty image name", RejectKind.MISSING_VALUE)
     label = _label(label_text)
     x, y, w, h = (_number(value, name) for value, name in zip(cells[2:], "xywh", strict=True))
-    return make_box(image, label, x, y, x + w, y + h, source=SOURCE_NIH_CSV, location=location)
+    return make_box(image, label, x, y, x + w, y + h, source=SOURCE_NIH_CSV, location=location, file=file)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,12 +209,15 @@ def load_voc_dir(
     directory = Path(directory)
     result = AnnotationSet()
     if not directory.is_dir():
-        result.rejects.append(Reject(str(directory), "folder", "XML folder not found"))
+        result.rejects.append(Reject(str(directory), "folder", "XML folder not found", RejectKind.NOTHING_FOUND))
         return result
     index = index or ImageIndex([directory, *image_dirs])
-    xml_files = sorted(path for path in directory.rglob("*") if path.suffix.lower() == ".xml")
+    xml_files = sorted(
+        Path(folder) / name for folder, files in walk_visible(directory) for name in files
+        if Path(name).suffix.lower() == ".xml"
+    )
     if not xml_files:
-        result.rejects.append(Reject(str(directory), "folder", "no .xml files found"))
+        result.rejects.append(Reject(str(directory), "folder", "no .xml files found", RejectKind.NOTHING_FOUND))
     for xml_path in xml_files:
         result.add(parse_voc_xml(xml_path, image_dirs, require_image=require_image, index=index))
     return result
@@ -216,51 +240,73 @@ def parse_voc_xml(
     if root is None:
         return annotation
     if root.tag != "annotation":
-        return _reject_file(annotation, "root", f"root element is <{root.tag}>, expected <annotation>")
-    index = index or ImageIndex([path.parent, *image_dirs])
-    try:
-        annotation.image_path = _find_voc_image(root, path, index)
-    except BoxError as error:
-        return _reject_file(annotation, "filename", str(error))
-    if annotation.image_path is None:
-        if require_image:
-            named = _text(root, "filename") or _text(root, "path") or "(none)"
-            return _reject_file(annotation, "filename", f"image {named!r} not found in the allowed folders")
-        annotation.image = _declared_image_name(root)
-        if not annotation.image:
-            return _reject_file(annotation, "filename", "no <filename> or <path> element")
-    else:
-        annotation.image = annotation.image_path.name
+        return _reject_file(annotation, "root", f"root element is <{root.tag}>, expected <annotation>",
+                            RejectKind.MALFORMED_XML)
+    annotation.named = _text(root, "filename") or _text(root, "path")
+    if not _locate_image(root, annotation, index or ImageIndex([path.parent, *image_dirs]), require_image):
+        return annotation
     try:
         annotation.declared_size = _declared_size(root)
     except BoxError as error:
-        return _reject_file(annotation, "size", str(error))
+        return _reject_file(annotation, "size", str(error), error.kind)
     boxes = _voc_objects(root, annotation)
     if annotation.image_path is None or not boxes:
         annotation.boxes = boxes
         return annotation
+    return _fit_to_real_image(annotation, boxes)
+
+
+def _locate_image(root: Element, annotation: VocAnnotation, index: ImageIndex, require_image: bool) -> bool:
+    """Set the annotation's image (and its path, when found); False when the file is a reject."""
+    try:
+        annotation.image_path = _find_voc_image(root, annotation.xml_path, index)
+    except BoxError as error:
+        _reject_file(annotation, "filename", str(error), error.kind)
+        return False
+    if annotation.image_path is not None:
+        annotation.image = annotation.image_path.name
+        return True
+    if require_image:
+        named = annotation.named or "(none)"
+        _reject_file(annotation, "filename", f"image {named!r} not found in the allowed folders",
+                     RejectKind.IMAGE_NOT_FOUND)
+        return False
+    annotation.image = _declared_image_name(root)
+    if not annotation.image:
+        _reject_file(annotation, "filename", "no <filename> or <path> element", RejectKind.MISSING_VALUE)
+        return False
+    return True
+
+
+def _fit_to_real_image(annotation: VocAnnotation, boxes: list[Box]) -> VocAnnotation:
+    """Boxes in the pixels of the real image: rescaled from the XML's <size> when only the resolution differs."""
     try:
         info = probe_image(annotation.image_path)
     except ImageReadError as error:
-        return _reject_file(annotation, "filename", error.reason)
+        return _reject_file(annotation, "filename", error.reason, image_error_kind(error))
+    annotation.real_size = (info.width, info.height)
     if annotation.declared_size is None:
         annotation.notes["xml without <size>: real image size used"] += 1
         annotation.boxes = boxes
         return annotation
     try:
-        fitted, notes = fit_boxes_to_image(boxes, annotation.declared_size, (info.width, info.height))
+        fitted, notes = fit_boxes_to_image(boxes, annotation.declared_size, annotation.real_size)
     except BoxError as error:
-        return _reject_file(annotation, "size", str(error), count=len(boxes))
+        return _reject_file(annotation, "size", str(error), error.kind, count=len(boxes))
     annotation.boxes = [replace(box, source=SOURCE_VOC_XML) for box in fitted]
     annotation.notes.update(notes)
     return annotation
 
 
-def _reject_file(annotation: VocAnnotation, location: str, reason: str, count: int = 0) -> VocAnnotation:
+def _reject_file(
+    annotation: VocAnnotation, location: str, reason: str, kind: RejectKind, count: int = 0
+) -> VocAnnotation:
     if count > 1:
         reason = f"{reason} ({count} boxes rejected)"
-    annotation.rejects.append(Reject(str(annotation.xml_path), location, reason))
+    image = annotation.image or annotation.named
+    annotation.rejects.append(Reject(str(annotation.xml_path), location, reason, kind, image))
     annotation.boxes = []
+    annotation.refused = True
     return annotation
 
 
@@ -268,10 +314,11 @@ def _parse_xml_root(path: Path, annotation: VocAnnotation) -> Element | None:
     try:
         size = path.stat().st_size
     except OSError as error:
-        _reject_file(annotation, "file", f"cannot read XML ({error.strerror})")
+        _reject_file(annotation, "file", f"cannot read XML ({error.strerror})", RejectKind.UNREADABLE_FILE)
         return None
     if size > MAX_XML_BYTES:
-        _reject_file(annotation, "file", f"XML is {size} bytes, over the {MAX_XML_BYTES}-byte limit")
+        _reject_file(annotation, "file", f"XML is {size} bytes, over the {MAX_XML_BYTES}-byte limit",
+                     RejectKind.UNREADABLE_FILE)
         return None
     try:
         return SafeElementTree.parse(str(path), forbid_dtd=False).getroot()
@@ -279,11 +326,12 @@ def _parse_xml_root(path: Path, annotation: VocAnnotation) -> Element | None:
         _reject_file(
             annotation, "file",
             f"refused: the XML declares entities or external references, which are never expanded ({error})",
+            RejectKind.UNSAFE_XML,
         )
     except ParseError as error:
-        _reject_file(annotation, "file", f"malformed XML ({error})")
+        _reject_file(annotation, "file", f"malformed XML ({error})", RejectKind.MALFORMED_XML)
     except (OSError, UnicodeDecodeError) as error:
-        _reject_file(annotation, "file", f"cannot read XML ({error})")
+        _reject_file(annotation, "file", f"cannot read XML ({error})", RejectKind.UNREADABLE_FILE)
     return None
 
 
@@ -312,20 +360,22 @@ def _voc_objects(root: Element, annotation: VocAnnotation) -> list[Box]:
     for number, element in enumerate(root.findall("object"), start=1):
         location = f"object {number}"
         try:
-            boxes.append(_voc_object_to_box(element, annotation.image or "", location))
+            boxes.append(_voc_object_to_box(element, annotation.image or "", location, str(annotation.xml_path)))
         except BoxError as error:
-            annotation.rejects.append(Reject(str(annotation.xml_path), location, str(error)))
+            annotation.rejects.append(
+                Reject(str(annotation.xml_path), location, str(error), error.kind, annotation.image or ""))
     return boxes
 
 
-def _voc_object_to_box(element: Element, image: str, location: str) -> Box:
+def _voc_object_to_box(element: Element, image: str, location: str, file: str) -> Box:
     label = _label(_text(element, "name"))
     bndbox = element.find("bndbox")
     if bndbox is None:
-        raise BoxError(f"{label} object without <bndbox>")
+        raise BoxError(f"{label} object without <bndbox>", RejectKind.MISSING_VALUE)
     corners = [_number(_text(bndbox, tag), f"bndbox/{tag}") for tag in ("xmin", "ymin", "xmax", "ymax")]
     difficult = _flag(_text(element, "difficult"))
-    return make_box(image, label, *corners, difficult=difficult, source=SOURCE_VOC_XML, location=location)
+    return make_box(image, label, *corners, difficult=difficult, source=SOURCE_VOC_XML, location=location,
+                    file=file)
 
 
 def _flag(text: str) -> bool:
@@ -334,62 +384,75 @@ def _flag(text: str) -> bool:
         return False
     if value in ("1", "true", "yes"):
         return True
-    raise BoxError(f"difficult is {text!r}, expected 0 or 1")
+    raise BoxError(f"difficult is {text!r}, expected 0 or 1", RejectKind.NOT_A_NUMBER)
 
 
 def _find_voc_image(root: Element, xml_path: Path, index: ImageIndex) -> Path | None:
     """The image an XML names, looked for only inside the allowed folders.
 
     `<filename>` is tried beside the XML (it may lack its extension), then by name in the index;
-    `<path>` (labelImg writes where the image was when it was labelled) is used only when it
-    resolves inside an allowed folder. Names that climb out of the folders are refused.
+    `<path>` (labelImg writes where the image was when it was labelled) is used only when it lies
+    inside an allowed folder. Names that climb out of the folders are refused.
     """
     filename = _text(root, "filename")
     declared_path = _text(root, "path")
     if filename:
         if index.escapes(xml_path.parent / filename):
-            raise BoxError(f"<filename> {filename!r} resolves outside the allowed folders; refused")
+            raise BoxError(f"<filename> {filename!r} resolves outside the allowed folders; refused",
+                           RejectKind.PATH_OUTSIDE)
         found = index.find_near(xml_path.parent, filename)
         if found is not None:
             return found
     if declared_path:
-        candidate = Path(declared_path)
-        if not candidate.is_absolute():
-            candidate = xml_path.parent / candidate
+        candidate = as_written(xml_path.parent / declared_path)
         if index.contains(candidate) and candidate.is_file():
-            return candidate.resolve()
+            return candidate
         if not filename:
             if index.escapes(candidate):
-                raise BoxError(f"<path> {declared_path!r} resolves outside the allowed folders; refused")
+                raise BoxError(f"<path> {declared_path!r} resolves outside the allowed folders; refused",
+                               RejectKind.PATH_OUTSIDE)
             return index.find_near(xml_path.parent, Path(declared_path.replace("\\", "/")).name)
     return None
 
 
+def as_written(path: str | Path) -> Path:
+    """An absolute path with `.` and `..` taken as written: no symlink is followed."""
+    return Path(os.path.abspath(path))
+
+
 class ImageIndex:
-    """Image files under the allowed folders, by file name and by stem, found once."""
+    """Image files under the allowed folders, by file name and by stem, found once.
+
+    A file reached through a symlink inside a folder (a per-file symlink as DVC, git-annex and DataLad
+    check data out, or a linked sub-folder) is the folder's own: paths are judged as written, never
+    by where a symlink points, and are kept as written.
+    """
 
     def __init__(self, roots: Iterable[str | Path]) -> None:
-        self.roots = [Path(root).resolve() for root in roots if Path(root).is_dir()]
+        self.roots = [as_written(root) for root in roots if Path(root).is_dir()]
         self.by_name: dict[str, Path] = {}
         self.by_stem: dict[str, Path] = {}
         self.duplicates: list[tuple[Path, Path]] = []
         for root in self.roots:
-            for directory, _, files in os.walk(root):
+            for directory, files in walk_visible(root):
                 for name in sorted(files):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                         self._add(Path(directory) / name)
 
     def _add(self, path: Path) -> None:
         if path.name in self.by_name:
-            if self.by_name[path.name] != path:
-                self.duplicates.append((self.by_name[path.name], path))
+            first = self.by_name[path.name]
+            if first != path and first.resolve() != path.resolve():
+                self.duplicates.append((first, path))
             return
         self.by_name[path.name] = path
         self.by_stem.setdefault(path.stem, path)
 
     def contains(self, path: Path) -> bool:
-        resolved = path.resolve()
-        return any(resolved == root or resolved.is_relative_to(root) for root in self.roots)
+        """True when `path`, as written (`..` taken as written, no symlink followed), lies inside an
+        allowed folder."""
+        written = as_written(path)
+        return any(written == root or written.is_relative_to(root) for root in self.roots)
 
     def escapes(self, path: Path) -> bool:
         return not self.contains(path)
@@ -403,15 +466,30 @@ class ImageIndex:
 
     def find_near(self, folder: Path, name: str) -> Path | None:
         """Beside `folder` first (a labelImg habit), then anywhere in the index."""
-        beside = folder / name
+        beside = as_written(folder / name)
         candidates = [beside] if Path(name).suffix else [beside.with_name(beside.name + s) for s in _suffixes()]
         for candidate in candidates:
             if candidate.is_file() and self.contains(candidate):
-                return candidate.resolve()
+                return candidate
         found = self.find(Path(name).name)
         if found is not None and self.contains(found):
             return found
         return None
+
+
+def walk_visible(root: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) under `root`, into linked sub-folders too, each real folder once (a link to
+    a parent is no loop). Hidden files and folders are left out: `.git` (where git-annex keeps its
+    objects, with their extensions), `.dvc`, `.DS_Store`, macOS's `._` copies."""
+    seen: set[str] = set()
+    for directory, folders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield directory, [name for name in files if not name.startswith(".")]
 
 
 def _suffixes() -> list[str]:
@@ -432,34 +510,36 @@ def make_box(
     difficult: bool = False,
     source: str = SOURCE_NIH_CSV,
     location: str = "",
+    file: str = "",
 ) -> Box:
     """A Box, refusing non-finite numbers and boxes of zero or negative size."""
     for value in (xmin, ymin, xmax, ymax):
         if not math.isfinite(value):
-            raise BoxError(f"coordinate {value} is not a finite number")
+            raise BoxError(f"coordinate {value} is not a finite number", RejectKind.NOT_A_NUMBER)
     if xmax <= xmin or ymax <= ymin:
         raise BoxError(
-            f"box of zero or negative size (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g})"
+            f"box of zero or negative size (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g})",
+            RejectKind.EMPTY_BOX,
         )
-    return Box(image, label, xmin, ymin, xmax, ymax, difficult, source, location)
+    return Box(image, label, xmin, ymin, xmax, ymax, difficult, source, location, file)
 
 
 def _label(text: str) -> str:
     if not text.strip():
-        raise BoxError("empty label")
+        raise BoxError("empty label", RejectKind.MISSING_VALUE)
     try:
         return canonical_label(text)
     except UnknownLabelError as error:
-        raise BoxError(str(error)) from error
+        raise BoxError(str(error), RejectKind.UNKNOWN_LABEL) from error
 
 
 def _number(text: str, name: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise BoxError(f"{name} is {text!r}, not a number") from None
+        raise BoxError(f"{name} is {text!r}, not a number", RejectKind.NOT_A_NUMBER) from None
     if not math.isfinite(value):
-        raise BoxError(f"{name} is {text!r}, not a finite number")
+        raise BoxError(f"{name} is {text!r}, not a finite number", RejectKind.NOT_A_NUMBER)
     return value
 
 
@@ -483,7 +563,8 @@ def fit_boxes_to_image(
     if not same_picture(declared_size, real_size):
         raise BoxError(
             f"annotation is for a {declared_size[0]}x{declared_size[1]} image but the image is "
-            f"{real_size[0]}x{real_size[1]} (different aspect ratio)"
+            f"{real_size[0]}x{real_size[1]} (different aspect ratio)",
+            RejectKind.SIZE_MISMATCH,
         )
     sx = real_size[0] / declared_size[0]
     sy = real_size[1] / declared_size[1]
@@ -507,7 +588,8 @@ def clip_to_image(box: Box, width: int, height: int, tolerance: float = BORDER_T
     if outside > tolerance:
         raise BoxError(
             f"box (xmin {box.xmin:g}, ymin {box.ymin:g}, xmax {box.xmax:g}, ymax {box.ymax:g}) lies "
-            f"{outside:g} px outside the {width}x{height} image"
+            f"{outside:g} px outside the {width}x{height} image",
+            RejectKind.BOX_OUTSIDE,
         )
     clipped = replace(
         box,
@@ -515,24 +597,6 @@ def clip_to_image(box: Box, width: int, height: int, tolerance: float = BORDER_T
         xmax=min(max(box.xmax, 0.0), width), ymax=min(max(box.ymax, 0.0), height),
     )
     if clipped.xmax <= clipped.xmin or clipped.ymax <= clipped.ymin:
-        raise BoxError(f"box lies outside the {width}x{height} image")
+        raise BoxError(f"box lies outside the {width}x{height} image", RejectKind.BOX_OUTSIDE)
     return clipped, True
 
-
-def merge_boxes(boxes: Iterable[Box]) -> tuple[dict[str, list[Box]], int]:
-    """Group boxes by image; an image annotated in several sources keeps the union, exact duplicates once.
-
-    Returns {image: boxes} and the number of duplicates removed. Boxes are duplicates when image,
-    label and corners agree (to 1e-6 px), whatever their source.
-    """
-    by_image: dict[str, list[Box]] = {}
-    seen: set[tuple] = set()
-    duplicates = 0
-    for box in boxes:
-        key = (box.image, box.label, *(round(v, 6) for v in (box.xmin, box.ymin, box.xmax, box.ymax)))
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        by_image.setdefault(box.image, []).append(box)
-    return by_image, duplicates

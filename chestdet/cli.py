@@ -16,6 +16,7 @@ from chestdet.system import available_cpus
 
 __all__ = ["ExitStatus", "UserError", "available_cpus", "exit_with", "progress_logging", "run_main", "setup_logging"]
 
+
 LOG_FORMAT = "%(message)s"
 
 

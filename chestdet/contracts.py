@@ -12,7 +12,7 @@ SPLIT_COLUMNS = ("image", "patient", "split", "boxes")
 FOLDS_CSV = "folds.csv"
 FOLD_COLUMNS = ("image", "patient", "fold")
 REJECTS_CSV = "rejects.csv"
-REJECT_COLUMNS = ("source", "location", "reason")
+REJECT_COLUMNS = ("source", "location", "image", "reason")
 SUMMARY_JSON = "summary.json"
 
 # ---------------------------------------------------------------- run folder (train -> export)

@@ -9,7 +9,6 @@ rejects.csv. Images are matched by file name, so `sub/00000001_000.png` in detec
 
 from __future__ import annotations
 
-import csv
 import glob
 import logging
 import math
@@ -31,10 +30,12 @@ from chestdet.annotations import (
     same_picture,
 )
 from chestdet.contracts import DETECTIONS_CSV, IMAGES_CSV, METRICS_JSON, SPLIT_COLUMNS
+from chestdet.csvfiles import read_frame
 from chestdet.errors import EvaluationError
 from chestdet.labels import UnknownLabelError, canonical_label, class_name
 from chestdet.logs import progress_logging
 from chestdet.metrics import DIFFICULT, GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
+from chestdet.rejects import write_rejects
 from chestdet.split import patient_of
 
 log = logging.getLogger("chestdet.evaluate")
@@ -73,6 +74,8 @@ def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[p
     if missing or not has_class:
         missing += [] if has_class else ["class_name"]
         raise EvaluationError(f"{source}: missing column(s) {', '.join(missing)}")
+    # read_frame's index is each row's line number minus 2, blank rows left out; others count rows
+    lines = frame.index.to_numpy() + 2 if pd.api.types.is_integer_dtype(frame.index) else np.arange(len(frame)) + 2
     frame = frame.reset_index(drop=True)
     numbers = frame[list(NUMBER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     keys = _cached_map(frame["image"], lambda value: "" if _blank(value) else image_key(str(value)))
@@ -95,7 +98,7 @@ def detections_frame(frame: pd.DataFrame, source: str = "detections") -> tuple[p
         try:
             rescued.append(_detection_row(frame.iloc[position].to_dict()))
         except ValueError as error:
-            rejects.append(Reject(source, f"row {position + 2}", str(error)))
+            rejects.append(Reject(source, f"row {lines[position]}", str(error), image=_row_image(frame, position)))
     if rescued:
         table = pd.concat([table, pd.DataFrame(rescued)], ignore_index=True)
     return table[["image", "label", *NUMBER_COLUMNS]].astype({c: float for c in NUMBER_COLUMNS}), rejects
@@ -151,6 +154,11 @@ def _detection_row(row: dict) -> dict:
     return {"image": image, "label": label, **values}
 
 
+def _row_image(frame: pd.DataFrame, position: int) -> str:
+    value = frame["image"].iloc[position]
+    return "" if _blank(value) else str(value).strip()
+
+
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
@@ -183,7 +191,7 @@ def read_detections(path: str | Path) -> DetectionSet:
         if "image" not in images.columns:
             raise EvaluationError(f"{images_path}: missing column image")
         processed = []
-        for number, name in enumerate(images["image"], start=2):
+        for number, name in zip(images.index + 2, images["image"], strict=True):
             if _blank(name):
                 rejects.append(Reject(str(images_path), f"row {number}", "empty image name"))
             else:
@@ -218,10 +226,7 @@ def image_sizes(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise EvaluationError(f"{path}: cannot read as CSV ({str(error).splitlines()[0]})") from error
+    return read_frame(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +315,8 @@ def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: obje
             image, boxes, rejects = _record_boxes(decoded, fields, str(path), number)
             truth.rejects.extend(rejects)
             if image in truth.sizes:
-                truth.rejects.append(Reject(str(path), f"record {number}", f"{image} is in an earlier record too"))
+                truth.rejects.append(Reject(str(path), f"record {number}", f"{image} is in an earlier record too",
+                                            image=image))
             elif image:
                 truth.images.append(image)
                 truth.boxes.extend(boxes)
@@ -344,10 +350,10 @@ def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tupl
         try:
             label = class_name(int(label_id))
         except ValueError as error:
-            rejects.append(Reject(source, box_where, str(error)))
+            rejects.append(Reject(source, box_where, str(error), image=image))
             continue
         if not (xmax > xmin and ymax > ymin):
-            rejects.append(Reject(source, box_where, "box of zero or negative size"))
+            rejects.append(Reject(source, box_where, "box of zero or negative size", image=image))
             continue
         boxes.append(
             Box(image, label, float(xmin) * width, float(ymin) * height, float(xmax) * width,
@@ -369,7 +375,7 @@ def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int,
         if not same_picture(stored, seen):
             rejects.append(Reject(truth.description, box.location or box.image,
                                   f"{box.image}: the boxes are for a {stored[0]}x{stored[1]} image but detection "
-                                  f"saw {seen[0]}x{seen[1]} (different aspect ratio)"))
+                                  f"saw {seen[0]}x{seen[1]} (different aspect ratio)", image=box.image))
             continue
         sx, sy = seen[0] / stored[0], seen[1] / stored[1]
         boxes.append(replace(box, xmin=box.xmin * sx, ymin=box.ymin * sy, xmax=box.xmax * sx, ymax=box.ymax * sy))
@@ -664,15 +670,6 @@ def image_finder(paths: dict[str, list[str]], image_dir: Path | None,
         return next((candidate for candidate in candidates if candidate.is_file()), None)
 
     return find
-
-
-def write_rejects(rejects: Sequence[Reject], path: Path) -> Path:
-    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["source", "location", "reason"])
-        for reject in rejects:
-            writer.writerow([reject.source, reject.location, reject.reason])
-    return path
 
 
 def _json_ready(value: object) -> object:

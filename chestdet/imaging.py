@@ -34,6 +34,14 @@ class ImageReadError(InputError):
         self.reason = reason
 
 
+class ImageMissingError(ImageReadError):
+    """The image file is not there."""
+
+
+class DecompressionBombError(ImageReadError):
+    """The image declares more pixels than allowed; it is refused before decoding."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What an image's header declares, read without decoding its pixels."""
@@ -68,7 +76,7 @@ def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
 
 def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise ImageReadError(path, "file not found")
+        raise ImageMissingError(path, "file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
 
@@ -77,7 +85,7 @@ def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
     if info.width <= 0 or info.height <= 0:
         raise ImageReadError(info.path, f"declares an empty size {info.width}x{info.height}")
     if info.width * info.height > max_pixels:
-        raise ImageReadError(
+        raise DecompressionBombError(
             info.path,
             f"declares {info.width}x{info.height} = {info.width * info.height} pixels, over the "
             f"limit of {max_pixels} (possible decompression bomb); not decoded",
@@ -92,7 +100,7 @@ def _probe_pil(path: Path) -> ImageInfo:
                 raise ImageReadError(path, f"unsupported image format {image.format}")
             return ImageInfo(str(path), image.width, image.height, image.format, image.mode)
     except Image.DecompressionBombError as error:
-        raise ImageReadError(path, f"possible decompression bomb, refused before decoding ({error})") from error
+        raise DecompressionBombError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(path, f"not a readable image ({error})") from error
 
@@ -248,7 +256,7 @@ def _inspect(path: Path, data: bytes, max_size: int | None, max_pixels: int) -> 
             if pass_through and info.format == "PNG":
                 _check_png_chunks(data)
     except Image.DecompressionBombError as error:
-        raise ImageReadError(path, f"possible decompression bomb, refused before decoding ({error})") from error
+        raise DecompressionBombError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError, struct.error) as error:
         raise ImageReadError(path, f"corrupt, truncated or unreadable {_format_name(data)} ({error})") from error
     if pass_through and info.format == "JPEG" and not _jpeg_is_complete(data):
@@ -281,7 +289,7 @@ def _read_file(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ImageReadError(path, "file not found") from None
+        raise ImageMissingError(path, "file not found") from None
     except OSError as error:
         raise ImageReadError(path, f"cannot read the file ({error.strerror or error})") from None
     if not data:

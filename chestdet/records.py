@@ -27,12 +27,13 @@ from chestdet.annotations import (
     SOURCE_NIH_CSV,
     Box,
     BoxError,
-    Reject,
     clip_to_image,
     fit_boxes_to_image,
+    image_error_kind,
 )
 from chestdet.atomic import atomic_path
 from chestdet.imaging import MAX_PIXELS, ImageReadError, StoredImage, stored_image
+from chestdet.rejects import Reject, RejectKind
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,13 @@ _SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-\d{5}-of-\d{5}\.tfrecord$")
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One image to write: where it is, its patient and split, and its boxes with their files."""
+    """One image to write: where it is, its patient and split, and its boxes (each names its file)."""
 
     image: str
     path: Path
     patient: str
     split: str
     boxes: tuple[Box, ...] = ()
-    box_files: tuple[str, ...] = ()  # the annotation file each box came from, for rejects
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,14 @@ def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
         stored = stored_image(job.path, options.max_size, options.max_pixels)
     except ImageReadError as error:
         suffix = f" ({len(job.boxes)} boxes not written)" if job.boxes else ""
-        result.rejects.append(Reject(str(job.path), "image", error.reason + suffix))
+        result.rejects.append(Reject(str(job.path), "image", error.reason + suffix, image_error_kind(error), job.image))
         return result
     real_size = (stored.original_width, stored.original_height)
     result.boxes = _fit_boxes(job, real_size, options, result)
     if job.boxes and not result.boxes:
         result.rejects.append(
-            Reject(str(job.path), "image", f"all {len(job.boxes)} boxes rejected; image not written")
+            Reject(str(job.path), "image", f"all {len(job.boxes)} boxes rejected; image not written",
+                   RejectKind.NO_USABLE_BOXES, job.image)
         )
         return result
     result.notes["images stored unchanged" if stored.conversion is None else f"converted: {stored.conversion}"] += 1
@@ -106,16 +107,17 @@ def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
 
 def _fit_boxes(job: ImageJob, real_size: tuple[int, int], options: RecordOptions, result: PreparedImage) -> tuple:
     kept = []
-    for box, source_file in zip(job.boxes, job.box_files, strict=True):
+    for box in job.boxes:
         try:
             if box.label not in options.class_ids:
-                raise BoxError(f"label {box.label!r} is not in the label map")
+                raise BoxError(f"label {box.label!r} is not in the label map", RejectKind.LABEL_NOT_IN_MAP)
             if box.source == SOURCE_NIH_CSV:
                 [box], notes = fit_boxes_to_image([box], options.csv_image_size, real_size)
                 result.notes.update(notes)
             box, clipped = clip_to_image(box, *real_size)
         except BoxError as error:
-            result.rejects.append(Reject(source_file, box.location or job.image, f"{job.image}: {error}"))
+            result.rejects.append(
+                Reject(box.file, box.location or job.image, f"{job.image}: {error}", error.kind, job.image))
             continue
         if clipped:
             result.notes["boxes clipped to the image border"] += 1

@@ -6,7 +6,6 @@ on the input and the seed.
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from collections import Counter
@@ -14,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chestdet.annotations import Reject
+from chestdet.csvfiles import csv_rows
+from chestdet.rejects import Reject, RejectKind
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -22,6 +22,8 @@ DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 COVERAGE_PRIORITY = ("train", "test", "val")
 # Images without boxes are stratified as a class of their own, so every split gets negatives.
 NEGATIVE = "(no finding)"
+
+DATA_ENTRY_COLUMNS = ("Image Index", "Patient ID", "View Position")  # the ones read, of NIH's columns
 
 _NIH_NAME = re.compile(r"^(\d{8})_\d+")
 
@@ -77,22 +79,27 @@ def read_data_entry(path: str | Path) -> tuple[dict[str, DataEntry], list[Reject
     """Read NIH's Data_Entry csv (or its subset): image -> patient id and view position."""
     path = Path(path)
     entries: dict[str, DataEntry] = {}
+    rows = csv_rows(path)
+    header = next(rows, (1, []))[1]
+    missing = {"Image Index", "Patient ID"} - set(header)
+    if missing:
+        rows.close()
+        return entries, [Reject(str(path), "header", f"missing column(s) {', '.join(sorted(missing))}",
+                                RejectKind.MISSING_VALUE)]
+    positions = [header.index(name) if name in header else None for name in DATA_ENTRY_COLUMNS]
     rejects: list[Reject] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = {name.strip() for name in reader.fieldnames or () if name}
-        missing = {"Image Index", "Patient ID"} - columns
-        if missing:
-            rejects.append(Reject(str(path), "header", f"missing column(s) {', '.join(sorted(missing))}"))
-            return entries, rejects
-        for row in reader:
-            row = {(key or "").strip(): (value or "").strip() for key, value in row.items() if isinstance(value, str)}
-            image, patient = row.get("Image Index", ""), row.get("Patient ID", "")
-            if not image or not patient:
-                rejects.append(Reject(str(path), f"row {reader.line_num}", "empty Image Index or Patient ID"))
-                continue
-            entries[image] = DataEntry(normalise_patient(patient), row.get("View Position", ""))
+    for number, cells in rows:
+        image, patient, view = (_cell(cells, position) for position in positions)
+        if not image or not patient:
+            rejects.append(Reject(str(path), f"row {number}", "empty Image Index or Patient ID",
+                                  RejectKind.MISSING_VALUE, image))
+            continue
+        entries[image] = DataEntry(normalise_patient(patient), view)
     return entries, rejects
+
+
+def _cell(cells: Sequence[str], position: int | None) -> str:
+    return cells[position] if position is not None and position < len(cells) else ""
 
 
 def split_by_patient(

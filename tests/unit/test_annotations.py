@@ -9,15 +9,16 @@ import pytest
 from chestdet.annotations import (
     Box,
     BoxError,
+    ImageIndex,
     Reject,
     clip_to_image,
     fit_boxes_to_image,
-    merge_boxes,
     parse_voc_xml,
     read_nih_csv,
     read_voc_dir,
     read_voc_xml,
 )
+from chestdet.rejects import RejectKind
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES
 
 HOSTILE = Path(__file__).resolve().parent.parent / "data" / "hostile"
@@ -258,17 +259,84 @@ def test_path_outside_the_folders_is_refused():
         ("filename", "<path> '/etc/ssl/certs/../../hostname' resolves outside the allowed folders; refused")]
 
 
-def test_symlink_to_an_image_outside_the_folders_is_not_followed(tmp_path):
-    outside = tmp_path / "outside"
-    inside = tmp_path / "inside"
+def symlinked_copy(source: Path, folder: Path) -> Path:
+    """A folder of per-file symlinks to `source`'s files, as DVC, git-annex and DataLad check data out."""
+    folder.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.mark.parametrize("keep", ["copies", "symlinks"])
+def test_an_image_reached_through_a_symlink_in_the_folder_is_accepted_as_from_the_csv(tmp_path, keep):
+    images = tmp_path / "images"
+    if keep == "symlinks":
+        symlinked_copy(SAMPLE_IMAGES, images)
+    else:
+        shutil.copytree(SAMPLE_IMAGES, images)
+    written = tmp_path / "label store"
+    written.mkdir()
+    csv_boxes = sample_boxes()
+    for image in sorted({box.image for box in csv_boxes}):  # <path> where the file really is, as detect writes it
+        write_labelimg_xml(written, image, [box for box in csv_boxes if box.image == image],
+                           local_path=str((images / image).resolve()))
+    labels = tmp_path / "labels"
+    if keep == "symlinks":  # the XML files are checked out as symlinks too
+        symlinked_copy(written, labels)
+    else:
+        shutil.copytree(written, labels)
+    boxes, rejects = read_voc_dir(labels, [images])
+    assert rejects == []
+    assert sorted(map(corners, boxes)) == sorted(map(corners, csv_boxes))
+    annotation = parse_voc_xml(labels / f"{IMAGE[:-4]}.xml", [images])
+    assert annotation.image_path == images / IMAGE  # as the user's folder names it, not the link's target
+
+
+def test_a_symlink_beside_the_xml_pointing_elsewhere_is_the_users_own(tmp_path):
+    outside, inside = tmp_path / "store", tmp_path / "inside"
     outside.mkdir()
     inside.mkdir()
     shutil.copy(SAMPLE_IMAGES / IMAGE, outside / IMAGE)
     (inside / IMAGE).symlink_to(outside / IMAGE)
     xml = write_labelimg_xml(inside, IMAGE, [Box(IMAGE, "Mass", 1, 2, 3, 4)])
     boxes, rejects = read_voc_xml(xml)
-    assert boxes == []
-    assert rejects[0].reason == f"<filename> {IMAGE!r} resolves outside the allowed folders; refused"
+    assert rejects == [] and [corners(b) for b in boxes] == [(IMAGE, "Mass", 1.0, 2.0, 3.0, 4.0)]
+
+
+def test_dot_dot_is_judged_as_written_not_through_a_symlinked_folder(tmp_path):
+    """`linked/../IMAGE` is the IMAGE beside the XML, whatever folder `linked` points at."""
+    inside, elsewhere = tmp_path / "inside", tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    inside.mkdir()
+    shutil.copy(SAMPLE_IMAGES / IMAGE, inside / IMAGE)
+    (inside / "linked").symlink_to(elsewhere, target_is_directory=True)
+    climbing = inside / "climbing.xml"
+    climbing.write_text(f"<annotation><filename>linked/../{IMAGE}</filename><object><name>Mass</name>"
+                        "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox></object>"
+                        "</annotation>")
+    annotation = parse_voc_xml(climbing)
+    assert annotation.rejects == [] and annotation.image_path == inside / IMAGE
+    escaping = inside / "escaping.xml"
+    escaping.write_text(climbing.read_text().replace(f"linked/../{IMAGE}", f"linked/../../elsewhere/{IMAGE}"))
+    shutil.copy(SAMPLE_IMAGES / IMAGE, elsewhere / IMAGE)
+    boxes, rejects = read_voc_xml(escaping)
+    assert boxes == [] and rejects[0].kind is RejectKind.PATH_OUTSIDE
+    (tmp_path / "way back").symlink_to(inside, target_is_directory=True)  # outside, but leads back in
+    returning = inside / "returning.xml"
+    returning.write_text(climbing.read_text().replace(f"linked/../{IMAGE}", f"../way back/{IMAGE}"))
+    boxes, rejects = read_voc_xml(returning)
+    assert boxes == [] and rejects[0].reason == (
+        f"<filename> '../way back/{IMAGE}' resolves outside the allowed folders; refused")
+
+
+def test_linked_sub_folder_is_searched_and_a_link_to_a_parent_is_no_loop(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "batch 1").symlink_to(SAMPLE_IMAGES, target_is_directory=True)
+    (images / "loop").symlink_to(images, target_is_directory=True)
+    index = ImageIndex([images])
+    assert index.find(IMAGE) == images / "batch 1" / IMAGE
+    assert index.duplicates == []
 
 
 def test_labelimg_path_from_another_machine_does_not_matter_when_the_file_name_is_found(tmp_path):
@@ -318,12 +386,3 @@ def test_fit_rescales_only_a_change_of_resolution():
     with pytest.raises(BoxError, match="different aspect ratio"):
         fit_boxes_to_image(boxes, (1024, 1024), (1024, 800))
 
-
-def test_merge_keeps_the_union_and_removes_exact_duplicates():
-    csv_box = Box(IMAGE, "Mass", 1, 2, 3, 4, source="nih-csv", location="row 5")
-    xml_same = Box(IMAGE, "Mass", 1, 2, 3, 4, source="voc-xml", location="object 1")
-    xml_other = Box(IMAGE, "Nodule", 10, 20, 30, 40, source="voc-xml", location="object 2")
-    elsewhere = Box("00000072_000.png", "Mass", 1, 2, 3, 4)
-    merged, duplicates = merge_boxes([csv_box, xml_same, xml_other, elsewhere])
-    assert duplicates == 1
-    assert merged == {IMAGE: [csv_box, xml_other], "00000072_000.png": [elsewhere]}

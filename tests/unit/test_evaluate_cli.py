@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +12,9 @@ import pytest
 
 from chestdet.cli import ExitStatus, run_main
 from chestdet.commands.evaluate import build_parser, main
+from chestdet.contracts import REJECT_COLUMNS, REJECTS_CSV
 from tests.conftest import REPO, SAMPLE_CSV, SAMPLE_IMAGES
+from tests.unit.spreadsheets import as_spreadsheet, with_latin1_row
 from tests.unit.test_evaluate import BOXED, fake_detections, sample_boxes, unlabeled_images, write_detections_folder
 
 
@@ -154,3 +158,54 @@ def test_gallery_from_the_image_dir_is_linked_from_the_report(tmp_path, detectio
     for picture in pictures:
         assert f"]({picture})" in text
     assert all(len(list(folder.iterdir())) <= 4 for folder in (out / "gallery").iterdir())
+
+
+def test_reject_lines_name_the_image_of_a_bad_detection_row(tmp_path, detections):
+    with open(detections, "a") as handle:
+        handle.write(f"{BOXED[0]},1024,1024,5,Mass,lots,1,1,2,2\n")
+    out = tmp_path / "eval"
+    assert run_main(main, ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--no-plots",
+                           "--output-dir", str(out)]) == ExitStatus.SUCCESS
+    with open(out / REJECTS_CSV, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert tuple(written[0]) == REJECT_COLUMNS
+    assert [(row["image"], row["reason"]) for row in written] == [(BOXED[0], "score is 'lots', not a number")]
+
+
+def test_spreadsheet_csvs_give_the_same_metrics_as_the_clean_files(tmp_path, detections):
+    split = tmp_path / "split.csv"
+    split.write_text("image,patient,split,boxes\n" + "".join(
+        f"{name},{name[:8]},test,1\n" for name in [*BOXED, *unlabeled_images()]))
+    saved = tmp_path / "saved by a spreadsheet"
+    saved.mkdir()
+    for name in ("detections.csv", "images.csv"):
+        as_spreadsheet(detections.parent / name, saved / name)
+
+    def metrics(folder, truth, split_file, out):
+        assert run_main(main, ["--detections", str(folder), "--ground-truth", str(truth), "--split-file",
+                               str(split_file), "--no-plots", "--output-dir", str(tmp_path / out)]) == 0
+        document = json.loads((tmp_path / out / "metrics.json").read_text())
+        return {key: value for key, value in document.items() if key != "sources"}
+
+    clean = metrics(detections.parent, SAMPLE_CSV, split, "clean")
+    assert clean["rejects"] == 0 and clean["images"] == 8
+    assert metrics(saved, as_spreadsheet(SAMPLE_CSV, tmp_path / "truth.csv"),
+                   as_spreadsheet(split, tmp_path / "split saved.csv"), "saved") == clean
+
+
+@pytest.mark.parametrize("which", ["ground truth", "detections", "images", "split"])
+def test_a_csv_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, detections, which, capsys):
+    split = tmp_path / "split.csv"
+    split.write_text("image,patient,split,boxes\n" + "".join(f"{name},{name[:8]},test,1\n" for name in BOXED))
+    clean = {"ground truth": SAMPLE_CSV, "detections": detections, "images": detections.parent / "images.csv",
+             "split": split}[which]
+    bad, line, column = with_latin1_row(clean, tmp_path / "latin1.csv", "Radiographie_é.png,1024,1024,5,Mass,0.5")
+    if which in ("detections", "images"):
+        shutil.copy(bad, clean)
+        bad = clean
+    argv = {"ground truth": SAMPLE_CSV, "detections": detections, "split": split} | {which: bad}
+    status = run_main(main, ["--detections", str(argv["detections"]), "--ground-truth", str(argv["ground truth"]),
+                             "--split-file", str(argv["split"]), "--output-dir", str(tmp_path / "out")])
+    assert status == ExitStatus.ERROR
+    assert capsys.readouterr().err.strip() == (
+        f"error: {bad}: line {line}: not UTF-8 text (byte 0xE9 at column {column}); save the file as UTF-8 CSV")
