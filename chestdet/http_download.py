@@ -78,7 +78,8 @@ def _copy(response: object, part: Path, offset: int, name: str, progress: bool, 
         with open(part, "ab" if offset else "wb") as out, tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, desc=name, disable=not progress
         ) as bar:
-            while chunk := response.read(CHUNK_BYTES):
+            read = getattr(response, "read1", response.read)  # what has arrived, so progress shows as it comes
+            while chunk := read(CHUNK_BYTES):
                 out.write(chunk)
                 written += len(chunk)
                 bar.update(len(chunk))
