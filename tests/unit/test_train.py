@@ -222,6 +222,18 @@ def test_run_folder_hint_names_the_export_command(tmp_path: Path):
     assert checkpoints.run_folder_hint(tmp_path) is None
 
 
+def test_detect_given_a_run_folder_says_how_to_export_it(tmp_path: Path, caplog):
+    from chestdet.commands import detect
+
+    run = tmp_path / "run"
+    pipeline_config.save_config(make_configs(), run)
+    save_checkpoint(run, 10, {})
+    status = run_main(detect.main, ["--model", str(run), "--input", str(tmp_path), "--output-dir", str(tmp_path / "o")])
+    assert status == ExitStatus.ERROR
+    assert error_line(caplog) == f"error: --model {checkpoints.run_folder_hint(run)}"
+    assert "scripts/export.sh --checkpoint" in error_line(caplog)
+
+
 def test_a_non_finite_loss_fails_the_step():
     import types
 
