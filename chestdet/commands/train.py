@@ -122,6 +122,32 @@ def _patterns(value: Any) -> list[str]:
     return [str(training.user_path(v)) for v in values]
 
 
+def record_patterns(args: argparse.Namespace, overrides: dict, train: list[str], val: list[str]
+                    ) -> tuple[list[str], list[str]]:
+    """The train and val record globs: --set train_records=/val_records= win over --records, which wins
+    over the config; checked to match files."""
+    if args.records is not None:
+        train = [str(training.user_path(args.records) / "train-*")]
+        val = [str(training.user_path(args.records) / "val-*")]
+    train = _patterns(overrides.pop("train_records", train))
+    val = _patterns(overrides.pop("val_records", val))
+    if not training.files_matching(train):
+        raise UserError(f"no training records match {', '.join(train)} "
+                        "(make them with scripts/generate_tfrecords.py, or pass --records)")
+    if args.eval and not training.files_matching(val):
+        raise UserError(f"--eval: no validation records match {', '.join(val)}")
+    return train, val
+
+
+def check_label_map(label_map: Path, num_classes: int) -> None:
+    if not label_map.is_file():
+        raise UserError(f"label map not found: {label_map}")
+    try:
+        training.check_label_map(label_map, num_classes)
+    except training.TrainError as error:
+        raise UserError(str(error)) from error
+
+
 def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
     config_path = training.user_path(args.config)
     try:
@@ -136,28 +162,12 @@ def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     train_records, val_records, label_map, configured_checkpoint = config_paths(configs)
-    if args.records is not None:
-        train_records = [str(training.user_path(args.records) / "train-*")]
-        val_records = [str(training.user_path(args.records) / "val-*")]
-    # An explicit --set train_records=/val_records= wins over --records and the config.
-    train_records = _patterns(overrides.pop("train_records", train_records))
-    val_records = _patterns(overrides.pop("val_records", val_records))
+    train_records, val_records = record_patterns(args, overrides, train_records, val_records)
     for name in ("label_map", "fine_tune_checkpoint"):
         if overrides.get(name):
             raise UserError(f"--set {name}=...: use --{name.replace('_', '-')}")
-    if not training.files_matching(train_records):
-        raise UserError(f"no training records match {', '.join(train_records)} "
-                        "(make them with scripts/generate_tfrecords.py, or pass --records)")
-    if args.eval and not training.files_matching(val_records):
-        raise UserError(f"--eval: no validation records match {', '.join(val_records)}")
     label_map = training.user_path(args.label_map) if args.label_map else label_map
-    if not label_map.is_file():
-        raise UserError(f"label map not found: {label_map}")
-    num_classes = overrides.get("num_classes", configs["model"].ssd.num_classes)
-    try:
-        training.check_label_map(label_map, num_classes)
-    except training.TrainError as error:
-        raise UserError(str(error)) from error
+    check_label_map(label_map, overrides.get("num_classes", configs["model"].ssd.num_classes))
     model_dir = training.user_path(args.model_dir) if args.model_dir else (
         training.RUNS_DIR / (args.name or training.default_run_name(config_path)))
     steps = args.steps if args.steps is not None else configs["train_config"].num_steps
