@@ -1,5 +1,5 @@
-"""train.sh and export.sh as a user runs them from their own folder with relative paths, and a run whose
-loss becomes NaN. Tiny runs: from scratch at 128x128, batch 2, 10 steps."""
+"""train.sh and export.sh as a user runs them from their own folder with relative paths, continuing a
+finished run, and a run whose loss becomes NaN. Tiny runs: from scratch at 128x128, batch 2, 10 steps."""
 
 from __future__ import annotations
 
@@ -58,6 +58,15 @@ def test_train_and_export_from_another_folder_with_relative_paths(user_folder: P
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (user_folder / "exp" / "saved_model" / "saved_model.pb").is_file()
     assert not (REPO / "run").exists() and not (REPO / "exp").exists()
+    # A higher --steps continues the finished run from its last checkpoint.
+    continued = run_script("train.sh", ["--records", "rec", "--set", "val_records=rec/train-*", "--model-dir", "run",
+                                        *TINY[:1], "--steps", "20", *TINY[3:]], user_folder)
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    assert "continuing" in continued.stderr and "from step 10 to 20" in continued.stderr
+    assert checkpoints.latest_step(run) == 20
+    record = json.loads((run / "run.json").read_text())
+    assert [(s["from_step"], s["reached_step"], s["status"]) for s in record["sessions"]] == [
+        (0, 10, "finished"), (10, 20, "finished")]
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_message(user_folder: Path):
