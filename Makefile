@@ -1,5 +1,6 @@
-# `make demo` and `make test` build .venv from requirements.lock on first use (about 5 minutes
-# from a cold pip cache) and refresh it when the lock or setup.py changes.
+# `make demo` and `make test` build .venv from requirements.lock (runtime) and requirements-dev.lock
+# (tests, lint, labelImg) on first use (about 5 minutes from a cold pip cache) and refresh it when a
+# lock or setup.py changes. Both are installed with --no-deps: exactly what they list.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,9 +11,14 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock setup.py
+# Earlier locks installed opencv-python beside the headless build, both in cv2/: remove both, so that
+# the lock's headless build is installed whole.
+$(STAMP): requirements.lock requirements-dev.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	if $(PY) -m pip show --quiet opencv-python >/dev/null 2>&1; then \
+	    $(PY) -m pip uninstall --quiet --yes opencv-python opencv-python-headless; fi
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -36,7 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_detect.py
 	$(PY) benchmarks/bench_evaluate.py
 
-# Re-pin every package from requirements.in into requirements.lock, with hashes.
+# Re-pin requirements.in into requirements.lock and requirements-dev.in into requirements-dev.lock, with hashes.
 lock:
 	tools/lock.sh
 

@@ -60,6 +60,27 @@ def checkpoint_step(prefix: str | Path) -> int | None:
     return int(tf.train.load_variable(str(prefix), STEP_VARIABLE))
 
 
+def has_model_variables(prefix: str | Path) -> bool:
+    """False for a checkpoint saved before the model was built (the OD API's ckpt-1 of a from-scratch
+    run holds only the step and the save counter): it can be neither the best one nor exported."""
+    import tensorflow as tf
+
+    names = (name for name, _ in tf.train.list_variables(str(prefix)))
+    return any(name.startswith("model/") and name.endswith("VARIABLE_VALUE") for name in names)
+
+
+def run_folder_hint(path: str | Path) -> str | None:
+    """When `path` is a training run folder (or its best/ copy) rather than an export, what to run instead."""
+    path = Path(path)
+    run = path.parent if path.name == BEST_DIR and (path.parent / BEST_RECORD).is_file() else path
+    if not (run / "pipeline.config").is_file() or not (run / "checkpoint").is_file() or (run / "saved_model").is_dir():
+        return None
+    source = run / BEST_RECORD if (run / BEST_RECORD).is_file() else run
+    return (f"{path} is a training run folder, not an export: export it first with "
+            f"scripts/export.sh --checkpoint {source}, then pass the export folder "
+            f"(workspace/exports/{run.name} by default) to --model")
+
+
 def latest_checkpoint(model_dir: str | Path) -> Path | None:
     import tensorflow as tf
 
@@ -133,13 +154,17 @@ def update_best(model_dir: str | Path) -> dict | None:
 
     Returns the best record, or None while no evaluated checkpoint can be matched. A checkpoint the
     CheckpointManager has already deleted cannot be copied; the next best one still on disk is taken.
+    A checkpoint without model variables (from-scratch ckpt-1) is never taken, whatever it scored.
     """
     model_dir = Path(model_dir)
     metrics = eval_metrics(model_dir)
     if not metrics:
         return None
     current = read_json(model_dir / BEST_RECORD) if (model_dir / BEST_RECORD).is_file() else None
-    on_disk = {step: p for p in all_checkpoints(model_dir) if (step := checkpoint_step(p)) is not None}
+    if current is not None and not _usable(model_dir / current["checkpoint"]):
+        current = None  # recorded before checkpoints without model variables were excluded
+    on_disk = {step: p for p in all_checkpoints(model_dir)
+               if has_model_variables(p) and (step := checkpoint_step(p)) is not None}
     candidates = [(m[MAP50], step) for step, m in metrics.items() if step in on_disk]
     if current is not None:
         candidates.append((current["value"], current["step"]))
@@ -168,6 +193,10 @@ def update_best(model_dir: str | Path) -> dict | None:
     atomic.write_json(model_dir / BEST_RECORD, record)
     log.info("best checkpoint so far: step %d, val mAP@0.5 %.4f -> %s", step, value, best)
     return record
+
+
+def _usable(prefix: Path) -> bool:
+    return checkpoint_exists(prefix) and has_model_variables(prefix)
 
 
 def copy_checkpoint(prefix: Path, directory: Path) -> Path:

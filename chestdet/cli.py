@@ -17,6 +17,8 @@ from chestdet.system import available_cpus
 __all__ = ["ExitStatus", "UserError", "available_cpus", "exit_with", "progress_logging", "run_main", "setup_logging"]
 
 
+from chestdet import compat
+
 LOG_FORMAT = "%(message)s"
 
 
@@ -44,8 +46,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Send the package's log lines to stderr; other libraries' loggers stay quiet below WARNING."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Send the package's log lines to stderr; other libraries' loggers, TensorFlow's C++ log and the
+    known third-party warnings stay quiet (chestdet.compat.quiet) unless verbose, which shows them all."""
+    compat.quiet(verbose)
     logger = logging.getLogger(PACKAGE_LOGGER)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
@@ -57,7 +60,7 @@ def setup_logging(verbose: bool = False) -> None:
         # every chestdet line, propagating to it, prints twice.
         logging.root.addHandler(logging.NullHandler())
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def exit_with(main: Callable[[list[str] | None], int]) -> NoReturn:

@@ -1,5 +1,10 @@
 """Every workaround this project needs to run the OD API on its pinned stack, in one place.
 
+Quiet consoles (`quiet`): TensorFlow 2.15 logs "Unable to register cuDNN/cuFFT/cuBLAS factory" at
+ERROR level on every import, GPU or not (tensorflow/tensorflow#62075), so its C++ log level is set
+to 3 before TensorFlow is imported; and the known third-party warnings below are filtered here and
+nowhere else. `-v` shows everything again (`quiet(verbose=True)`).
+
 tf_slim's TfExampleDecoder (used by the OD API to parse records) calls
 `control_flow_ops.case` and `control_flow_ops.cond`, which TensorFlow 2.15 removed from
 `tensorflow.python.ops.control_flow_ops`: the first training step dies with AttributeError.
@@ -10,7 +15,34 @@ tests/unit/test_compat.py fails when that day comes.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 _applied = False
+
+TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+# 3: errors too, which hides the import-time factory lines; a real failure still raises in Python.
+QUIET_TF_LOG_LEVEL = "3"
+# (category, start of the message, module that warns): what the pinned stack says on every command.
+KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    # google-api-core (pulled in by tensorflow-datasets and apache-beam) about Python 3.11's end of life.
+    (FutureWarning, "You are using a Python version", r"google\.api_core\..*"),
+)
+
+
+def quiet(verbose: bool = False) -> None:
+    """Set TensorFlow's C++ log level (before its import) and filter KNOWN_WARNINGS; verbose undoes both.
+
+    An explicit TF_CPP_MIN_LOG_LEVEL in the environment is left as it is unless verbose.
+    """
+    if verbose:
+        os.environ[TF_LOG_LEVEL] = "0"
+        for category, message, module in KNOWN_WARNINGS:
+            warnings.filterwarnings("default", message=message, category=category, module=module)
+        return
+    os.environ.setdefault(TF_LOG_LEVEL, QUIET_TF_LOG_LEVEL)
+    for category, message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 def tf_slim_needs_control_flow_shim() -> bool:

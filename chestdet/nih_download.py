@@ -1,25 +1,27 @@
 """Fetch NIH's official ChestX-ray14 image archives and keep just the images a box list names.
 
 The twelve `images_NNN.tar.gz` archives (about 42 GB) are the links NIH publishes in
-`batch_download_zips.py` on https://nihcc.app.box.com/v/ChestXray-NIHCC. Downloads resume, files
-appear under their final name only when complete, and the end reports every expected image that
-did not arrive.
+`batch_download_zips.py` on https://nihcc.app.box.com/v/ChestXray-NIHCC. A download stopped in any
+way (even killed) leaves only `images_NNN.tar.gz.part`, which the next run continues with an HTTP Range
+request; an image being extracted is written as `.NAME.part` and renamed when whole, so a killed run
+leaves no half image and the next run removes the stray part. An archive that cannot be read as a
+tar.gz is fetched once more. The end reports every expected image that did not arrive.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
+import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from tqdm import tqdm
 
-from chestdet.atomic import atomic_path
+from chestdet import http_download
+from chestdet.errors import ChestdetError
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,15 @@ NIH_ARCHIVE_URLS: tuple[str, ...] = tuple(
         "ioqwiy20ihqwyr8pf4c24eazhh281pbu",
     )
 )
-CHUNK_BYTES = 1 << 20
+PART_SUFFIX = ".part"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ChestdetError):
     """An archive could not be fetched; the message says which and why."""
+
+
+class DamagedArchiveError(DownloadError):
+    """An archive is not a readable tar.gz (cut short, or not an archive at all)."""
 
 
 def images_named_in(bbox_csv: str | Path) -> set[str]:
@@ -58,41 +64,66 @@ def archive_name(index: int) -> str:
 
 
 def download(url: str, target: Path, timeout: float = 60.0) -> Path:
-    """Fetch `url` to `target` unless it is already there; a partial file never gets the final name."""
+    """Fetch `url` to `target` unless it is already there, continuing `target`.part from an earlier try."""
     if target.exists():
         log.info("%s already downloaded", target.name)
         return target
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        return http_download.fetch(url, target, timeout)
+    except http_download.DownloadError as error:
         raise DownloadError(
-            f"cannot download {url} ({error}); check the network, or download it by hand from "
-            "https://nihcc.app.box.com/v/ChestXray-NIHCC into the same folder and run again"
+            f"{error}; check the network and run again (a partial download is continued), or download it by hand "
+            "from https://nihcc.app.box.com/v/ChestXray-NIHCC into the same folder"
         ) from error
-    return target
+
+
+def remove_stray_parts(image_dir: Path) -> None:
+    """Images a killed run was extracting (their final names never appeared)."""
+    for stray in image_dir.glob(f".*{PART_SUFFIX}"):
+        stray.unlink(missing_ok=True)
 
 
 def extract_images(archive: Path, wanted: set[str], image_dir: Path) -> list[str]:
-    """Copy the wanted images out of one archive, flat into image_dir; returns the names extracted."""
+    """Copy the wanted images out of one archive, flat into image_dir; returns the names extracted.
+
+    Raises DamagedArchiveError when the archive cannot be read to its end.
+    """
     extracted = []
     image_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = PurePosixPath(member.name).name
-            if not member.isfile() or name not in wanted or (image_dir / name).exists():
-                continue
-            source = tar.extractfile(member)
-            if source is None:
-                continue
-            with source, atomic_path(image_dir / name) as tmp, open(tmp, "wb") as out:
-                shutil.copyfileobj(source, out)
-            extracted.append(name)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                name = PurePosixPath(member.name).name
+                if not member.isfile() or name not in wanted or (image_dir / name).exists():
+                    continue
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                part = image_dir / f".{name}{PART_SUFFIX}"
+                with source, open(part, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                os.replace(part, image_dir / name)
+                extracted.append(name)
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        remove_stray_parts(image_dir)
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DamagedArchiveError(f"{archive}: not a readable tar.gz archive ({reason})") from error
     return extracted
+
+
+def fetch_and_extract(url: str, archive: Path, missing: set[str], image_dir: Path) -> list[str]:
+    """download + extract_images; a damaged archive is deleted and fetched once more."""
+    for attempt in (1, 2):
+        download(url, archive)
+        try:
+            return extract_images(archive, missing, image_dir)
+        except DamagedArchiveError as error:
+            archive.unlink(missing_ok=True)
+            if attempt == 2:
+                raise DownloadError(f"{error}, twice: the download is damaged; delete it and try again later, or "
+                                    "download it by hand from https://nihcc.app.box.com/v/ChestXray-NIHCC") from error
+            log.warning("%s; deleted it, fetching it again", error)
+    return []
 
 
 def fetch_nih_images(
@@ -103,12 +134,14 @@ def fetch_nih_images(
     keep_archives: bool = False,
 ) -> set[str]:
     """Download each archive, extract the wanted images, and return the names still missing."""
+    if image_dir.is_dir():
+        remove_stray_parts(image_dir)
     for index, url in enumerate(urls):
         missing = {name for name in wanted if not (image_dir / name).exists()}
         if not missing:
             break
-        archive = download(url, download_dir / archive_name(index))
-        names = extract_images(archive, missing, image_dir)
+        archive = download_dir / archive_name(index)
+        names = fetch_and_extract(url, archive, missing, image_dir)
         log.info("%s: %d images extracted", archive.name, len(names))
         if not keep_archives:
             archive.unlink()

@@ -265,3 +265,21 @@ def image_size(configs: dict) -> tuple[int, int]:
     """(height, width) of the model's fixed_shape_resizer."""
     resizer = configs["model"].ssd.image_resizer.fixed_shape_resizer
     return resizer.height, resizer.width
+
+
+def warmup_steps(configs: dict) -> int | None:
+    """The cosine schedule's warm-up steps, or None for other learning-rate schedules."""
+    cosine = _cosine_schedule(configs)
+    return None if cosine is None else cosine.warmup_steps
+
+
+def length_free_text(configs: dict) -> str:
+    """The config text without the run's length (num_steps, the cosine total_steps and warm-up): equal for
+    two configs that differ only in how long they train."""
+    configs = copy_configs(configs)
+    configs["train_config"].num_steps = 0
+    cosine = _cosine_schedule(configs)
+    if cosine is not None:
+        cosine.total_steps = 0
+        cosine.warmup_steps = 0
+    return config_text(configs)

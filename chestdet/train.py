@@ -11,7 +11,8 @@ A run folder (workspace/runs/<name>/ by default) holds:
 The supervisor (`run_training`) starts training, evaluation and TensorBoard as child processes
 (`python -m chestdet.train train|eval ...`), so that Ctrl-C stops all of them at once: a child
 busy in a 100-step tf.function would notice SIGINT only minutes later, SIGTERM ends it now.
-Running the same command again resumes from the run folder's last checkpoint.
+Running the same command again resumes from the run folder's last checkpoint; the same command with a
+higher --steps continues a finished run.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from chestdet.checkpoints import (
     sha256_file,
     update_best,
 )
+from chestdet.errors import ChestdetError
 from chestdet.labels import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,13 @@ MAX_STEPS_PER_ITERATION = 100
 # Without --checkpoint-every, about ten checkpoints a run, never further apart than this.
 MAX_DEFAULT_CHECKPOINT_EVERY = 500
 STOP_GRACE_SECONDS = 10.0
+# The training child's exit status when the loss became NaN or infinite, and the message it fails with.
+NON_FINITE_EXIT = 3
+NON_FINITE_MESSAGE = "the training loss became NaN or infinite"
+
+
+class TrainError(ChestdetError):
+    """The training cannot start as asked; the message says why and what to do."""
 
 
 # --- how many steps, how often to save -------------------------------------------------------------
@@ -119,6 +128,32 @@ def resolve_path(value: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def user_path(value: str | Path) -> Path:
+    """A path the user typed: relative to the directory the command runs in, made absolute so that the
+    as-run config and the child processes (which run in the repository) see the same file."""
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
+def check_label_map(path: Path, num_classes: int) -> None:
+    """The label map must name ids 1..num_classes, the classes the model is built to predict."""
+    from object_detection.utils import label_map_util
+
+    try:
+        ids = sorted(item.id for item in label_map_util.load_labelmap(str(path)).item)
+    except Exception as error:  # text_format.ParseError or label_map_util's ValueError
+        raise TrainError(f"{path}: not a valid label map ({error})") from error
+    if ids != list(range(1, num_classes + 1)):
+        raise TrainError(f"{path}: the label map has {len(ids)} classes (ids {_id_ranges(ids)}) but the config's "
+                         f"num_classes is {num_classes}; use a label map with ids 1..{num_classes}, "
+                         f"or --set num_classes={len(ids)}")
+
+
+def _id_ranges(ids: list[int]) -> str:
+    if ids and ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{ids[0]}..{ids[-1]}"
+    return ", ".join(map(str, ids)) or "none"
+
+
 def available_start_checkpoint(config: str | Path = DEFAULT_CONFIG) -> Path | None:
     """The config's fine_tune_checkpoint (resolved) when its files exist, else None: lets a caller such
     as the demo choose --from-scratch when workspace/pretrained/ is empty."""
@@ -146,12 +181,14 @@ def describe_records(patterns: Sequence[str]) -> dict:
 
 
 def describe_checkpoint(prefix: Path | None, kind: str) -> dict | None:
-    """Path, type and SHA-256 of every file; plus the zoo archive's record when fetch_checkpoint left one."""
+    """Path, type and SHA-256 of every file, whether they match the pinned zoo digests, and the zoo
+    archive's record when fetch_checkpoint left one."""
     if prefix is None:
         return None
     from chestdet import pretrained
 
-    record = {"path": str(prefix), "type": kind, "sha256": checkpoint_sha256(prefix)}
+    record = {"path": str(prefix), "type": kind, "sha256": checkpoint_sha256(prefix),
+              "verification": pretrained.verify_checkpoint(prefix)}
     source = pretrained.source_record(prefix)
     if source:
         record["source"] = source
@@ -176,26 +213,53 @@ def config_difference(saved: str, wanted: str, limit: int = 12) -> str:
     return "\n".join(lines[:limit] + (["..."] if len(lines) > limit else []))
 
 
-class RunFolderError(ValueError):
+class RunFolderError(TrainError, ValueError):
     """The run folder cannot be used as asked (holds another run, or something else)."""
 
 
+def continuation(model_dir: Path, configs: dict) -> dict | None:
+    """The configs to run when they continue the run in `model_dir` to more steps, else None.
+
+    Everything but the length must be the same; the warm-up stays as the run had it (it is over).
+    """
+    saved_path = model_dir / pipeline_config.PIPELINE_FILE
+    if not saved_path.is_file() or latest_checkpoint(model_dir) is None:
+        return None
+    saved = pipeline_config.load_configs(saved_path)
+    if configs["train_config"].num_steps <= saved["train_config"].num_steps:
+        return None
+    if pipeline_config.length_free_text(saved) != pipeline_config.length_free_text(configs):
+        return None
+    warmup = pipeline_config.warmup_steps(saved)
+    return configs if warmup is None else pipeline_config.apply_overrides(configs, warmup_steps=warmup)
+
+
 def check_run_folder(model_dir: Path, configs: dict) -> bool:
-    """True when `model_dir` holds this same run (resume), False when it is new or empty."""
+    """True when `model_dir` holds this same run (resume or continue), False when it is new or empty.
+
+    A run folder without any checkpoint (a start that failed) is taken over by the new config.
+    """
     saved = model_dir / pipeline_config.PIPELINE_FILE
     if not model_dir.exists() or not any(model_dir.iterdir()):
         return False
     if not saved.is_file():
         raise RunFolderError(f"{model_dir} exists and is not a run folder (no pipeline.config); choose another --name")
-    saved_text = pipeline_config.config_text(pipeline_config.load_configs(saved))
+    saved_configs = pipeline_config.load_configs(saved)
+    saved_text = pipeline_config.config_text(saved_configs)
     wanted_text = pipeline_config.config_text(configs)
-    if saved_text != wanted_text:
-        raise RunFolderError(
-            f"{model_dir} holds a run with another config; resume it with the same options, or start a new "
-            f"run with another --name. Differences (saved -> requested):\n"
-            + config_difference(saved_text, wanted_text)
-        )
-    return True
+    if saved_text == wanted_text:
+        return True
+    if latest_checkpoint(model_dir) is None:
+        log.warning("%s holds a run that saved no checkpoint (a start that failed): starting it anew", model_dir)
+        return False
+    if saved_configs["train_config"].num_steps < configs["train_config"].num_steps and (
+            pipeline_config.length_free_text(saved_configs) == pipeline_config.length_free_text(configs)):
+        return True
+    raise RunFolderError(
+        f"{model_dir} holds a run with another config; resume it with the same options (or a higher --steps to "
+        f"continue it), or start a new run with another --name. Differences (saved -> requested):\n"
+        + config_difference(saved_text, wanted_text)
+    )
 
 
 # --- the child processes ----------------------------------------------------------------------------------
@@ -336,11 +400,17 @@ def build_configs(options: TrainOptions, num_steps: int) -> dict:
 
 
 def prepare_run(options: TrainOptions) -> PreparedRun:
-    """Build the as-run config, decide between a new run and a resume, and write the run folder."""
+    """Build the as-run config, decide between a new run, a resume and a continuation, and write the run folder."""
     num_steps = plan_steps(options.num_steps, options.checkpoint_every).num_steps
     configs = build_configs(options, num_steps)
+    continued = continuation(options.model_dir, configs)
+    if continued is not None:
+        configs = continued
     resumed = check_run_folder(options.model_dir, configs)
     start = latest_step(options.model_dir) if resumed else 0
+    if continued is not None:
+        log.info("continuing %s from step %d to %d: the cosine learning rate now decays over %d steps, so at "
+                 "step %d it rises to that schedule's value", options.model_dir, start, num_steps, num_steps, start)
     every = options.checkpoint_every or default_checkpoint_every(num_steps)
     if (num_steps - start) % every:
         every = math.gcd(every, num_steps - start)
@@ -351,6 +421,7 @@ def prepare_run(options: TrainOptions) -> PreparedRun:
     record_path = options.model_dir / RUN_RECORD
     if resumed and record_path.is_file():
         record = read_json(record_path)
+        record["num_steps"] = configs["train_config"].num_steps
     else:
         record = new_run_record(options, configs)
     record.setdefault("sessions", []).append(
@@ -455,6 +526,18 @@ class ChildFailed(RuntimeError):
     """A training or evaluation process ended with an error."""
 
 
+class NonFiniteLoss(ChildFailed):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+def non_finite_message(model_dir: Path) -> str:
+    latest = latest_checkpoint(model_dir)
+    kept = (f"the last good checkpoint, {latest.name} (step {checkpoint_step(latest)}), is kept" if latest
+            else "no checkpoint was saved")
+    return (f"training stopped: {NON_FINITE_MESSAGE} ({model_dir / 'train.log'}); {kept}; try a lower "
+            f"--set learning_rate=... in a new run (--name), or check the records")
+
+
 def supervise(children: Children, model_dir: Path, options: TrainOptions) -> None:
     """Wait for training, then for the evaluation of its last checkpoint, tracking the best one."""
     train = children.processes.get("train")
@@ -465,6 +548,8 @@ def supervise(children: Children, model_dir: Path, options: TrainOptions) -> Non
         report_failed_helpers(children, model_dir, reported)
         if options.evaluate:
             update_best(model_dir)
+    if train is not None and train.returncode == NON_FINITE_EXIT:
+        raise NonFiniteLoss(non_finite_message(model_dir))
     if train is not None and train.returncode != 0:
         raise ChildFailed(f"training stopped with exit status {train.returncode}; see {model_dir / 'train.log'}")
     if evaluation is not None:
@@ -503,6 +588,7 @@ def train_worker(model_dir: Path, plan: StepPlan, keep_checkpoints: int) -> None
     from object_detection import model_lib_v2
 
     tf.config.set_soft_device_placement(True)
+    stop_on_non_finite_loss(model_lib_v2)
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
         model_lib_v2.train_loop(
@@ -513,6 +599,28 @@ def train_worker(model_dir: Path, plan: StepPlan, keep_checkpoints: int) -> None
             checkpoint_max_to_keep=keep_checkpoints or None,
             num_steps_per_iteration=plan.steps_per_iteration,
         )
+
+
+def stop_on_non_finite_loss(model_lib_v2: Any) -> None:
+    """Make each training step fail on a NaN or infinite total loss.
+
+    train_loop has no such check: it would go on and save checkpoints of NaN weights. The failure
+    ends the 100-step chunk before train_loop's next save, so the last checkpoint on disk stays the
+    last good one. train_loop calls model_lib_v2.eager_train_step by name, so wrapping it is enough.
+    """
+    import tensorflow as tf
+
+    original = model_lib_v2.eager_train_step
+    if getattr(original, "checks_finite_loss", False):
+        return
+
+    def checked_train_step(*args: Any, **kwargs: Any) -> dict:
+        losses = original(*args, **kwargs)
+        losses["Loss/total_loss"] = tf.debugging.check_numerics(losses["Loss/total_loss"], NON_FINITE_MESSAGE)
+        return losses
+
+    checked_train_step.checks_finite_loss = True
+    model_lib_v2.eager_train_step = checked_train_step
 
 
 def eval_worker(model_dir: Path, interval: int, timeout: int) -> None:
@@ -553,8 +661,16 @@ def worker_main(argv: list[str] | None = None) -> int:
 
     absl_logging.set_verbosity(absl_logging.INFO)
     if args.role == "train":
+        import tensorflow as tf
+
         plan = StepPlan(latest_step(args.model_dir), args.steps, args.checkpoint_every, args.steps_per_iteration)
-        train_worker(args.model_dir, plan, args.keep_checkpoints)
+        try:
+            train_worker(args.model_dir, plan, args.keep_checkpoints)
+        except tf.errors.InvalidArgumentError as error:
+            if NON_FINITE_MESSAGE not in str(error):
+                raise
+            logging.getLogger(__name__).error("error: %s", NON_FINITE_MESSAGE)
+            return NON_FINITE_EXIT
     else:
         eval_worker(args.model_dir, args.interval, args.timeout)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from chestdet.atomic import write_text
-from chestdet.cli import ExitStatus, exit_with, setup_logging
+from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.commands import detect, evaluate, export, generate_tfrecords, train
 from chestdet.contracts import DETECTIONS_CSV, DRAWN_DIR, SPLIT_CSV, VOC_DIR
 from chestdet.errors import StageError
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "workspace" / "demo",
-                        help="the demo's own folder, emptied at the start (default: workspace/demo)")
+                        help="the demo's own folder, emptied at the start when an earlier demo made it "
+                        "(default: workspace/demo)")
     parser.add_argument("--sample", type=Path, default=SAMPLE, help="NIH sample folder (default: the bundled one)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=256, help="model input size (default: %(default)s)")
@@ -72,13 +73,27 @@ def held_out_images(split_csv: Path, sample: Path, list_file: Path) -> int:
     return len(paths)
 
 
+# Written into the demo's folder first, so that a later demo empties only a folder a demo made.
+DEMO_MARKER = ".chestdet-demo"
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Empty `out` if an earlier demo made it; refuse any other folder that is not empty."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():
+            raise UserError(f"--output-dir {out}: exists and was not made by the demo; choose another folder "
+                            "(the demo empties its folder at the start)")
+        log.info("emptying %s from an earlier demo", out)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / DEMO_MARKER, "made by `make demo` (chestdet.demo); emptied by the next demo\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     out = args.output_dir
-    if out.exists():
-        log.info("emptying %s from an earlier demo", out)
-        shutil.rmtree(out)
+    prepare_output_dir(out)
     records, run, exported = out / "records", out / "run", out / "export"
     detections, evaluation = out / "detections", out / "evaluation"
     started = time.monotonic()

@@ -129,6 +129,10 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    from chestdet.checkpoints import run_folder_hint
+
+    if hint := run_folder_hint(args.model):
+        raise UserError(f"--model {hint}")
     if not args.model.is_dir():
         raise UserError(f"--model {args.model}: not a directory (expected an export directory of export.py)")
     for flag, value in (("--min-score", args.min_score), ("--keep-score", args.keep_score)):

@@ -20,12 +20,13 @@ log = logging.getLogger("chestdet.fetch_checkpoint")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fetch_checkpoint.py",
-        description="Download a TF2 Detection Zoo model (.tar.gz), verify its SHA-256 when one is known, "
-        "and unpack it safely into workspace/pretrained/<name>/ for fine_tune_checkpoint.",
+        description="Download a TF2 Detection Zoo model (.tar.gz) over HTTPS, continuing a partial download, "
+        "unpack it safely into workspace/pretrained/<name>/ for fine_tune_checkpoint, and check its files "
+        "against the digests pinned in chestdet/pretrained.py (a mismatch unpacks nothing).",
     )
     parser.add_argument("name", nargs="?", default=pretrained.DEFAULT_MODEL,
                         help="zoo model name (default: %(default)s)")
-    parser.add_argument("--sha256", help="expected SHA-256 of the .tar.gz (default: the one recorded, if any)")
+    parser.add_argument("--sha256", help="also check the .tar.gz itself against this SHA-256")
     parser.add_argument("--archive", type=Path,
                         help="use this already downloaded .tar.gz instead of downloading")
     parser.add_argument("--url", help="download from here instead of the zoo's URL for NAME")

@@ -4,7 +4,9 @@
     scripts/train.sh --name smoke --records workspace/records --from-scratch --steps 200 \\
         --set image_size=128 --set batch_size=2
 
-Running the same command again resumes the run from its last checkpoint.
+Running the same command again resumes the run from its last checkpoint; with a higher --steps it
+continues a finished run. Relative paths on the command line are relative to the current directory;
+relative paths inside a pipeline config are relative to the repository.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 from chestdet import checkpoints, pipeline_config, pretrained
 from chestdet import train as training
 from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.labels import REPO_ROOT
 
 log = logging.getLogger("chestdet.train")
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint to start from, e.g. .../checkpoint/ckpt-0 (default: the config's)")
     start.add_argument("--from-scratch", action="store_true",
                        help="start from random weights (no fine_tune_checkpoint)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="train from a start checkpoint whose files match no digest pinned for the TF2 "
+                        "Detection Zoo (your own checkpoint); run.json records that it was not verified")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                         help="a named config override, e.g. image_size=256, augment=False (repeatable)")
     parser.add_argument("--eval", action="store_true",
@@ -62,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s, or a free one)")
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs to train on, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES; default: all visible)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and every TensorFlow and library message")
     return parser
 
 
@@ -90,10 +95,10 @@ def config_paths(config: dict) -> tuple[list[str], list[str], Path, Path | None]
 def start_checkpoint(args: argparse.Namespace, configured: Path | None) -> Path | None:
     if args.from_scratch:
         return None
-    chosen = training.resolve_path(args.fine_tune_checkpoint) if args.fine_tune_checkpoint else configured
+    chosen = training.user_path(args.fine_tune_checkpoint) if args.fine_tune_checkpoint else configured
     if chosen is None:
         raise UserError(f"{args.config} names no fine_tune_checkpoint: pass --fine-tune-checkpoint or --from-scratch")
-    model_dir = training.resolve_path(args.model_dir) if args.model_dir else None
+    model_dir = training.user_path(args.model_dir) if args.model_dir else None
     if model_dir is not None and chosen.parent.resolve() == model_dir.resolve():
         raise UserError(f"the fine-tune checkpoint {chosen} is inside the run folder; the OD API refuses that")
     if not checkpoints.checkpoint_exists(chosen):
@@ -101,15 +106,50 @@ def start_checkpoint(args: argparse.Namespace, configured: Path | None) -> Path 
         if pretrained.PRETRAINED_DIR in chosen.parents:
             hint = f" (fetch it with: python scripts/fetch_checkpoint.py {chosen.parent.parent.name})"
         raise UserError(f"fine-tune checkpoint not found: {chosen}.index{hint}; or train with --from-scratch")
+    verification = pretrained.verify_checkpoint(chosen)
+    if not verification["verified"]:
+        if not args.allow_unverified:
+            raise UserError(f"start checkpoint {chosen}: {verification['reason']}; refusing it (pass "
+                            "--allow-unverified to train from a checkpoint you trust)")
+        log.warning("start checkpoint %s is not verified (%s): training from it as --allow-unverified asks",
+                    chosen, verification["reason"])
     return chosen
 
 
 def _patterns(value: Any) -> list[str]:
-    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+    """Record globs the user gave, absolute against the current directory."""
+    values = [value] if isinstance(value, (str, Path)) else list(value)
+    return [str(training.user_path(v)) for v in values]
+
+
+def record_patterns(args: argparse.Namespace, overrides: dict, train: list[str], val: list[str]
+                    ) -> tuple[list[str], list[str]]:
+    """The train and val record globs: --set train_records=/val_records= win over --records, which wins
+    over the config; checked to match files."""
+    if args.records is not None:
+        train = [str(training.user_path(args.records) / "train-*")]
+        val = [str(training.user_path(args.records) / "val-*")]
+    train = _patterns(overrides.pop("train_records", train))
+    val = _patterns(overrides.pop("val_records", val))
+    if not training.files_matching(train):
+        raise UserError(f"no training records match {', '.join(train)} "
+                        "(make them with scripts/generate_tfrecords.py, or pass --records)")
+    if args.eval and not training.files_matching(val):
+        raise UserError(f"--eval: no validation records match {', '.join(val)}")
+    return train, val
+
+
+def check_label_map(label_map: Path, num_classes: int) -> None:
+    if not label_map.is_file():
+        raise UserError(f"label map not found: {label_map}")
+    try:
+        training.check_label_map(label_map, num_classes)
+    except training.TrainError as error:
+        raise UserError(str(error)) from error
 
 
 def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
-    config_path = training.resolve_path(args.config)
+    config_path = training.user_path(args.config)
     try:
         configs = pipeline_config.load_configs(config_path)
         overrides = dict(parse_override(text) for text in args.overrides)
@@ -122,21 +162,13 @@ def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     train_records, val_records, label_map, configured_checkpoint = config_paths(configs)
-    if args.records is not None:
-        train_records = [str(args.records / "train-*")]
-        val_records = [str(args.records / "val-*")]
-    # An explicit --set train_records=/val_records= wins over --records and the config.
-    train_records = _patterns(overrides.pop("train_records", train_records))
-    val_records = _patterns(overrides.pop("val_records", val_records))
-    if not training.files_matching(train_records):
-        raise UserError(f"no training records match {', '.join(train_records)} "
-                        "(make them with scripts/generate_tfrecords.py, or pass --records)")
-    if args.eval and not training.files_matching(val_records):
-        raise UserError(f"--eval: no validation records match {', '.join(val_records)}")
-    label_map = training.resolve_path(args.label_map) if args.label_map else label_map
-    if not label_map.is_file():
-        raise UserError(f"label map not found: {label_map}")
-    model_dir = training.resolve_path(args.model_dir) if args.model_dir else (
+    train_records, val_records = record_patterns(args, overrides, train_records, val_records)
+    for name in ("label_map", "fine_tune_checkpoint"):
+        if overrides.get(name):
+            raise UserError(f"--set {name}=...: use --{name.replace('_', '-')}")
+    label_map = training.user_path(args.label_map) if args.label_map else label_map
+    check_label_map(label_map, overrides.get("num_classes", configs["model"].ssd.num_classes))
+    model_dir = training.user_path(args.model_dir) if args.model_dir else (
         training.RUNS_DIR / (args.name or training.default_run_name(config_path)))
     steps = args.steps if args.steps is not None else configs["train_config"].num_steps
     for flag, value in (("--steps", steps), ("--checkpoint-every", args.checkpoint_every),
@@ -181,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
              checkpoints.checkpoint_step(latest) if latest else 0, prepared.plan.num_steps)
     best = checkpoints.best_checkpoint(model_dir)
     if best is not None:
-        log.info("best checkpoint: %s (see %s)", _shown(best), checkpoints.BEST_RECORD)
+        log.info("best checkpoint: %s (export it with: scripts/export.sh --checkpoint %s)",
+                 _shown(best), _shown(model_dir / checkpoints.BEST_RECORD))
+    elif options.evaluate and latest is not None:
+        log.warning("no evaluated checkpoint holds model variables yet, so there is no %s: export the last "
+                    "checkpoint with: scripts/export.sh --checkpoint %s", checkpoints.BEST_RECORD, _shown(model_dir))
     return ExitStatus.SUCCESS
 
 
 def _shown(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    """The path as the user can type it from the current directory."""
+    cwd = Path.cwd()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) and path != cwd else str(path)
 
 
 def entry() -> None:

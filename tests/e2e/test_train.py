@@ -78,8 +78,8 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     argv = [
         "--model-dir", str(run), "--records", str(workspace / "train records"),
         "--set", f"val_records={workspace / 'val records' / 'train-*'}",
-        "--fine-tune-checkpoint", str(start_checkpoint), "--steps", str(STEPS), "--checkpoint-every", str(EVERY),
-        "--batch-size", "2", "--set", "image_size=128",
+        "--fine-tune-checkpoint", str(start_checkpoint), "--allow-unverified", "--steps", str(STEPS),
+        "--checkpoint-every", str(EVERY), "--batch-size", "2", "--set", "image_size=128",
     ]
 
     # Session 1: stopped by a signal once the step-10 checkpoint exists.
@@ -96,6 +96,9 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert_same_feature_extractor(start_checkpoint, run / "ckpt-1")
     assert record["start_checkpoint"]["type"] == "detection"
     assert record["start_checkpoint"]["sha256"] == checkpoints.checkpoint_sha256(start_checkpoint)
+    assert record["start_checkpoint"]["verification"]["verified"] is False
+    assert set(record["start_checkpoint"]["verification"]["files"]) == {
+        p.name for p in checkpoints.checkpoint_files(start_checkpoint)}
 
     # Session 2: the same command (plus evaluation) resumes and finishes.
     assert run_main(main, [*argv, "--eval", "--eval-interval", "1"]) == ExitStatus.SUCCESS
@@ -149,8 +152,8 @@ def test_another_config_in_the_same_run_folder_is_refused(workspace: Path, start
         pytest.skip("needs the run of the test above")
     argv = ["--model-dir", str(run), "--records", str(workspace / "train records"),
             "--set", f"val_records={workspace / 'val records' / 'train-*'}",
-            "--fine-tune-checkpoint", str(start_checkpoint), "--steps", str(STEPS), "--checkpoint-every", str(EVERY),
-            "--batch-size", "4", "--set", "image_size=128"]
+            "--fine-tune-checkpoint", str(start_checkpoint), "--allow-unverified", "--steps", str(STEPS),
+            "--checkpoint-every", str(EVERY), "--batch-size", "4", "--set", "image_size=128"]
     assert run_main(main, argv) == ExitStatus.ERROR
     assert f"error: {run} holds a run with another config" in caplog.text
     assert "-  batch_size: 2\n+  batch_size: 4" in caplog.text

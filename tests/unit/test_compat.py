@@ -70,3 +70,33 @@ def test_apply_is_idempotent():
     compat.apply()
     compat.apply()
     assert not compat.tf_slim_needs_control_flow_shim()
+
+
+QUIET_PROBE = """
+import sys
+import chestdet
+from chestdet.cli import setup_logging
+setup_logging(verbose="-v" in sys.argv)
+import tensorflow
+import google.api_core
+print("imported")
+"""
+
+
+def run_probe(*args: str) -> str:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run([sys.executable, "-c", QUIET_PROBE, *args], capture_output=True, text=True, env=env,
+                            timeout=300, check=True)
+    assert "imported" in result.stdout
+    return result.stderr
+
+
+def test_commands_are_quiet_on_a_cpu_and_verbose_shows_everything():
+    quiet = run_probe()
+    assert "Unable to register" not in quiet and "FutureWarning" not in quiet, quiet
+    loud = run_probe("-v")
+    assert "Unable to register cuDNN factory" in loud, loud
+    assert "FutureWarning: You are using a Python version" in loud, loud

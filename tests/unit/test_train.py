@@ -57,13 +57,64 @@ def test_run_folder_new_same_other(tmp_path: Path):
     configs = make_configs(batch_size=2)
     assert training.check_run_folder(run, configs) is False
     pipeline_config.save_config(configs, run)
+    save_checkpoint(run, 10, {})
     assert training.check_run_folder(run, configs) is True
     with pytest.raises(training.RunFolderError) as error:
         training.check_run_folder(run, make_configs(batch_size=4))
     assert str(error.value) == (
-        f"{run} holds a run with another config; resume it with the same options, or start a new run with "
-        "another --name. Differences (saved -> requested):\n-  batch_size: 2\n+  batch_size: 4"
+        f"{run} holds a run with another config; resume it with the same options (or a higher --steps to "
+        "continue it), or start a new run with another --name. Differences (saved -> requested):\n"
+        "-  batch_size: 2\n+  batch_size: 4"
     )
+
+
+def test_a_failed_start_without_checkpoint_does_not_block_a_corrected_retry(tmp_path: Path, caplog):
+    run = tmp_path / "run"
+    pipeline_config.save_config(make_configs(train_records="rec/train-*"), run)
+    (run / "train.log").write_text("Did not find any input files matching the glob pattern ['rec/train-*']\n")
+    assert training.check_run_folder(run, make_configs(train_records="/abs/rec/train-*")) is False
+    assert "saved no checkpoint (a start that failed): starting it anew" in caplog.text
+
+
+def test_a_finished_run_continues_to_more_steps_keeping_its_warm_up(tmp_path: Path):
+    run = tmp_path / "run"
+    saved = make_configs(num_steps=100)
+    assert pipeline_config.warmup_steps(saved) == 10  # capped at a tenth of the run
+    pipeline_config.save_config(saved, run)
+    save_checkpoint(run, 100, {})
+    longer = make_configs(num_steps=300)
+    continued = training.continuation(run, longer)
+    assert continued["train_config"].num_steps == 300
+    assert pipeline_config.warmup_steps(continued) == 10
+    cosine = continued["train_config"].optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert cosine.total_steps == 300
+    assert training.check_run_folder(run, continued) is True
+    # Fewer steps, or more steps with anything else changed, is another run.
+    assert training.continuation(run, make_configs(num_steps=50)) is None
+    assert training.continuation(run, make_configs(num_steps=300, batch_size=3)) is None
+    with pytest.raises(training.RunFolderError):
+        training.check_run_folder(run, make_configs(num_steps=300, batch_size=3))
+    with pytest.raises(training.RunFolderError):
+        training.check_run_folder(run, make_configs(num_steps=50))
+
+
+def test_continuing_records_the_new_length(tmp_path: Path, records: Path):
+    run = tmp_path / "run"
+    options = training.TrainOptions(
+        config=training.DEFAULT_CONFIG, model_dir=run, train_records=[str(records / "train-*")], val_records=None,
+        label_map=LABEL_MAP, fine_tune_checkpoint=None, num_steps=100, checkpoint_every=50)
+    first = training.prepare_run(options)
+    assert (first.resumed, first.plan.num_steps) == (False, 100)
+    holder: dict = {}
+    save_checkpoint(run, 100, holder)
+    training.finish_session(run, "finished", 0.0)
+    options.num_steps = 200
+    second = training.prepare_run(options)
+    assert second.resumed and (second.plan.start_step, second.plan.num_steps) == (100, 200)
+    record = json.loads((run / "run.json").read_text())
+    assert record["num_steps"] == 200
+    assert [(s["from_step"], s["to_step"]) for s in record["sessions"]] == [(0, 100), (100, 200)]
+    assert pipeline_config.load_configs(run / "pipeline.config")["train_config"].num_steps == 200
 
 
 def test_a_folder_that_is_not_a_run_is_not_used(tmp_path: Path):
@@ -129,6 +180,83 @@ def test_best_checkpoint_follows_val_map50(tmp_path: Path):
     assert (best["step"], best["checkpoint"]) == (400, "best/ckpt-4")
     assert not checkpoints.checkpoint_exists(run / "best" / "ckpt-1")
     assert [e["step"] for e in best["evaluated"]] == [100, 200, 300, 400]
+
+
+def save_bookkeeping_checkpoint(model_dir: Path, step: int) -> Path:
+    """What the OD API saves as ckpt-1 of a from-scratch run: the step, no model variables."""
+    import tensorflow as tf
+
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(step, dtype=tf.int64))
+    return Path(tf.train.CheckpointManager(checkpoint, str(model_dir), max_to_keep=None).save())
+
+
+def test_a_checkpoint_without_model_variables_is_never_the_best(tmp_path: Path):
+    run = tmp_path / "run"
+    empty = save_bookkeeping_checkpoint(run, 0)
+    assert not checkpoints.has_model_variables(empty)
+    write_eval(run, {0: 0.9})
+    assert checkpoints.update_best(run) is None
+    assert not (run / "best.json").exists()
+    # A stale best.json naming such a checkpoint is replaced by the first usable one.
+    checkpoints.copy_checkpoint(empty, run / "best")
+    (run / "best.json").write_text(json.dumps({"value": 0.9, "step": 0, "checkpoint": "best/ckpt-1"}))
+    holder: dict = {}
+    for step in (10, 20):
+        save_checkpoint(run, step, holder)
+    write_eval(run, {10: 0.1, 20: 0.05})
+    best = checkpoints.update_best(run)
+    assert best["step"] == 10
+    assert checkpoints.has_model_variables(checkpoints.best_checkpoint(run))
+
+
+def test_run_folder_hint_names_the_export_command(tmp_path: Path):
+    run = tmp_path / "run"
+    pipeline_config.save_config(make_configs(), run)
+    save_checkpoint(run, 10, {})
+    assert checkpoints.run_folder_hint(run) == (
+        f"{run} is a training run folder, not an export: export it first with scripts/export.sh --checkpoint "
+        f"{run}, then pass the export folder (workspace/exports/run by default) to --model"
+    )
+    (run / "best.json").write_text("{}")
+    assert f"--checkpoint {run / 'best.json'}," in checkpoints.run_folder_hint(run / "best")
+    assert checkpoints.run_folder_hint(tmp_path) is None
+
+
+def test_detect_given_a_run_folder_says_how_to_export_it(tmp_path: Path, caplog):
+    from chestdet.commands import detect
+
+    run = tmp_path / "run"
+    pipeline_config.save_config(make_configs(), run)
+    save_checkpoint(run, 10, {})
+    status = run_main(detect.main, ["--model", str(run), "--input", str(tmp_path), "--output-dir", str(tmp_path / "o")])
+    assert status == ExitStatus.ERROR
+    assert error_line(caplog) == f"error: --model {checkpoints.run_folder_hint(run)}"
+    assert "scripts/export.sh --checkpoint" in error_line(caplog)
+
+
+def test_a_non_finite_loss_fails_the_step():
+    import types
+
+    import numpy as np
+    import tensorflow as tf
+
+    fake = types.SimpleNamespace(eager_train_step=lambda loss: {"Loss/total_loss": loss})
+    training.stop_on_non_finite_loss(fake)
+    training.stop_on_non_finite_loss(fake)  # wrapping twice checks once
+    step = tf.function(lambda loss: fake.eager_train_step(loss)["Loss/total_loss"])
+    assert float(step(tf.constant(1.5))) == 1.5
+    for bad in (np.nan, np.inf):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=training.NON_FINITE_MESSAGE):
+            step(tf.constant(bad, dtype=tf.float32))
+
+
+def test_the_non_finite_message_names_the_last_good_checkpoint(tmp_path: Path):
+    save_checkpoint(tmp_path, 200, {})
+    assert training.non_finite_message(tmp_path) == (
+        f"training stopped: the training loss became NaN or infinite ({tmp_path / 'train.log'}); the last good "
+        "checkpoint, ckpt-1 (step 200), is kept; try a lower --set learning_rate=... in a new run (--name), "
+        "or check the records"
+    )
 
 
 def test_parse_override():
@@ -206,6 +334,48 @@ def test_cli_missing_label_map(records: Path, tmp_path: Path, caplog):
 def test_cli_bad_steps(records: Path, caplog):
     assert run_main(main, ["--records", str(records), "--from-scratch", "--steps", "0"]) == 2
     assert error_line(caplog) == "error: --steps must be at least 1, not 0"
+
+
+def test_cli_label_map_with_other_classes_is_refused_at_start(records: Path, tmp_path: Path, caplog):
+    nine = tmp_path / "nine.pbtxt"
+    nine.write_text("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 10)))
+    status = run_main(main, ["--records", str(records), "--from-scratch", "--label-map", str(nine),
+                             "--model-dir", str(tmp_path / "run")])
+    assert status == ExitStatus.ERROR
+    assert error_line(caplog) == (
+        f"error: {nine}: the label map has 9 classes (ids 1..9) but the config's num_classes is 8; use a label "
+        "map with ids 1..8, or --set num_classes=9"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_unverified_start_checkpoint_needs_the_flag(records: Path, tmp_path: Path, caplog):
+    prefix = save_checkpoint(tmp_path / "mine", 0, {})
+    status = run_main(main, ["--records", str(records), "--fine-tune-checkpoint", str(prefix),
+                             "--model-dir", str(tmp_path / "run")])
+    assert status == ExitStatus.ERROR
+    assert error_line(caplog) == (
+        f"error: start checkpoint {prefix}: its files match no checkpoint whose digests are pinned; refusing "
+        "it (pass --allow-unverified to train from a checkpoint you trust)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_paths_are_relative_to_the_current_directory(records: Path, tmp_path: Path, monkeypatch):
+    from chestdet.commands.train import build_parser, options_from_args
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "labels.pbtxt").write_text(LABEL_MAP.read_text())
+    relative_records = Path("..") / records.name
+    args = build_parser().parse_args(["--records", str(relative_records), "--model-dir", "run", "--from-scratch",
+                                      "--label-map", "labels.pbtxt", "--eval"])
+    options = options_from_args(args)
+    assert options.model_dir == elsewhere / "run"
+    assert options.train_records == [str(records / "train-*")]
+    assert options.val_records == [str(records / "val-*")]
+    assert options.label_map == elsewhere / "labels.pbtxt"
 
 
 def test_cli_default_label_map_is_the_repositorys():
