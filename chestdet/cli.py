@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import gc
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chestdet.commands import demo
 from chestdet.cli import ExitStatus, run_main
+from chestdet.commands import demo
 
 
 def test_a_folder_the_demo_did_not_make_is_left_alone(tmp_path: Path, caplog):
