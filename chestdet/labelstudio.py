@@ -53,6 +53,7 @@ SOURCE_LABEL_STUDIO = "label-studio"
 # Label Studio stores an uploaded file as /data/upload/<project>/<8 hex digits>-<original name>.
 UPLOADED_NAME = re.compile(r"^[0-9a-f]{8}-(.+)$")
 ROTATION_TOLERANCE = 1e-6  # degrees
+_PER_TASK = 1_000_000  # an annotation's order: its task's position times this, plus its own
 
 NOTE_CANCELLED = "Label Studio annotations cancelled (skipped)"
 NOTE_SUPERSEDED = "Label Studio annotations superseded by a later one of the same image"
@@ -141,8 +142,8 @@ def image_names(url: str) -> list[str]:
     An uploaded file, `/data/upload/3/8f3a2b1c-x.png`, is `x.png`, then `8f3a2b1c-x.png`.
     """
     parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    path = query["d"][0] if query.get("d") else unquote(parts.path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    path = query["d"][0] if "d" in query else unquote(parts.path)
     name = PurePosixPath(path.replace("\\", "/")).name
     if not name:
         return []
@@ -177,13 +178,21 @@ def read_export(path: str | Path, index: ImageIndex) -> AnnotationSet:
     path = Path(path)
     result = AnnotationSet()
     by_image: dict[str, list[_Annotation]] = {}
+    ordered: list[tuple[int, Reject]] = []  # rejects in the order of the file's tasks
     for position, item in enumerate(_load_tasks(path, result), start=1):
+        before = len(result.rejects)
         for annotation in _task_annotations(path, position, item, index, result):
             by_image.setdefault(annotation.image, []).append(annotation)
+        ordered += [(position * _PER_TASK, reject) for reject in result.rejects[before:]]
     for image, candidates in by_image.items():
         if len(candidates) > 1:
             result.notes[NOTE_SUPERSEDED] += len(candidates) - 1
-        _read_annotation(path, image, _latest(candidates), result)
+        chosen = _latest(candidates)
+        before = len(result.rejects)
+        _read_annotation(path, image, chosen, result)
+        ordered += [(chosen.order, reject) for reject in result.rejects[before:]]
+    if ordered:
+        result.rejects = [reject for _, reject in sorted(ordered, key=lambda pair: pair[0])]
     return result
 
 
@@ -235,7 +244,7 @@ def _task_annotations(
             continue
         here = f"{location}, annotation {annotation.get('id', f'#{number}')}"
         when = _timestamp(annotation.get("updated_at")) or _timestamp(annotation.get("created_at"))
-        yield _Annotation(here, url, names, found, position * 10_000 + number, when, annotation.get("result"))
+        yield _Annotation(here, url, names, found, position * _PER_TASK + number, when, annotation.get("result"))
 
 
 def _task_parts(item: Any) -> tuple[str, list]:
