@@ -379,6 +379,47 @@ def test_label_studio_corrects_nih_boxes_and_a_later_export_corrects_an_earlier_
     assert summary["conversions"][dataset.NOTE_MERGED] == 2
 
 
+def test_an_image_in_several_tasks_keeps_its_latest_annotation(tmp_path: Path):
+    image = SAMPLE_NAMES[0]
+    early, late = [100.0, 100.0, 300.0, 300.0], [120.0, 110.0, 320.0, 330.0]
+    tasks = [
+        exported_task(1, {"image": f"/data/upload/1/0a1b2c3d-{image}"},
+                      [percent_region("Mass", late, (1024, 1024), "a")]),
+        exported_task(2, {"image": f"/data/local-files/?d=again/{image}"},
+                      [percent_region("Mass", early, (1024, 1024), "b")]),
+    ]
+    tasks[1]["annotations"][0]["updated_at"] = "2024-05-31T23:59:59.000000Z"  # before task 1's annotation
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+    result = labelstudio.read_export(path, ImageIndex([SAMPLE_IMAGES]))
+    assert [[b.xmin, b.ymin, b.xmax, b.ymax] for b in result.boxes] == [pytest.approx(late)]
+    assert result.notes[labelstudio.NOTE_SUPERSEDED] == 1
+    for annotation in (tasks[0]["annotations"][0], tasks[1]["annotations"][0]):
+        del annotation["updated_at"], annotation["created_at"]
+    path.write_text(json.dumps(tasks))
+    result = labelstudio.read_export(path, ImageIndex([SAMPLE_IMAGES]))  # no times: the last listed counts
+    assert [[b.xmin, b.ymin, b.xmax, b.ymax] for b in result.boxes] == [pytest.approx(early)]
+
+
+def test_with_xml_replaces_csv_an_annotation_without_boxes_removes_the_images_nih_boxes(tmp_path: Path):
+    image, kept = "00000032_037.png", "00000072_000.png"
+    csv_path = tmp_path / "boxes.csv"
+    lines = SAMPLE_CSV.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0], *(line for line in lines[1:] if line.split(",")[0] in (image, kept))]))
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([exported_task(1, {"image": f"/data/local-files/?d={image}"}, [])]))
+    argv = ["--nih-csv", str(csv_path), "--label-studio", str(export), "--image-dir", str(SAMPLE_IMAGES),
+            "--split", "1,0,0"]
+    assert generate_tfrecords([*argv, "--output-dir", str(tmp_path / "merged")]) == ExitStatus.SUCCESS
+    assert sorted(row["image"] for row in read_rows(tmp_path / "merged" / SPLIT_CSV)) == [image, kept]
+    replaced = tmp_path / "replaced"
+    assert generate_tfrecords([*argv, "--output-dir", str(replaced), "--xml-replaces-csv"]) == ExitStatus.SUCCESS
+    assert [row["image"] for row in read_rows(replaced / SPLIT_CSV)] == [kept]
+    summary = json.loads((replaced / SUMMARY_JSON).read_text())
+    assert summary["conversions"][dataset.NOTE_REPLACED] == 1
+    assert summary["conversions"][labelstudio.NOTE_NO_BOXES] == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 
