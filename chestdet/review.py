@@ -52,7 +52,8 @@ def coco_dataset(
                 "iscrowd": 0, "segmentation": [],
             })
     return {
-        "info": {"description": f"chestdet detections of {model_version}".strip(), "version": "1.0"},
+        "info": {"description": "chestdet detections" + (f" of {model_version}" if model_version else ""),
+                 "version": "1.0"},
         "licenses": [],
         "images": [{"id": i.image_id, "file_name": r.image, "width": r.width, "height": r.height} for i, r in readable],
         "categories": [{"id": k, "name": v, "supercategory": ""} for k, v in sorted(class_names.items())],
