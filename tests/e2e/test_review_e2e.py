@@ -32,8 +32,9 @@ def test_detect_to_label_studio_to_records_on_a_real_export(tiny_export: Path, t
                    "--no-progress"]) == ExitStatus.SUCCESS
 
     tasks = json.loads((out / LABEL_STUDIO_TASKS_JSON).read_text())
-    step = json.loads((tiny_export / EXPORT_RECORD).read_text())["step"]
-    assert [t["predictions"][0]["model_version"] for t in tasks] == [f"{tiny_export.name} step {step}"] * 2
+    record = json.loads((tiny_export / EXPORT_RECORD).read_text())
+    checkpoint = f"step {record['step']}" if record["step"] is not None else Path(record["checkpoint"]).name
+    assert [t["predictions"][0]["model_version"] for t in tasks] == [f"{tiny_export.name} {checkpoint}"] * 2
     assert [len(t["predictions"][0]["result"]) for t in tasks] == [3, 3]
     assert len(COCO(str(out / DETECTIONS_COCO_JSON)).getAnnIds()) == 6
 

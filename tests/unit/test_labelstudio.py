@@ -168,6 +168,7 @@ def test_the_coco_dataset_loads_in_pycocotools_and_pairs_with_the_coco_results(r
     out = tmp_path / "out"
     detect_for_review(review_inputs, out)
     coco = COCO(str(out / DETECTIONS_COCO_JSON))
+    assert coco.dataset["info"]["description"] == "chestdet detections of nih step 1200"
     ids = {image["file_name"]: image["id"] for image in json.loads((out / COCO_IMAGES_JSON).read_text())["images"]}
     assert {image["file_name"]: image["id"] for image in coco.dataset["images"]} == ids
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == [CLASS_NAMES[i] for i in sorted(CLASS_NAMES)]
@@ -430,6 +431,8 @@ def test_model_version_names_the_export_and_its_checkpoint_step(tmp_path: Path):
     assert labelstudio.model_version(export) == "nih v2"
     (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": 12000}))
     assert labelstudio.model_version(export) == "nih v2 step 12000"
+    (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": None}))
+    assert labelstudio.model_version(export) == "nih v2 ckpt-13"
 
 
 def test_image_url_prefix_needs_label_studio(tmp_path: Path, caplog):
