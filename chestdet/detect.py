@@ -5,10 +5,11 @@ The work on one image is three steps any runner can call: `decode` (read and pre
 its `ImageResult`); `chestdet.tables` turns the results into rows, `chestdet.review` into the files
 annotation tools import. `detect_images` runs the steps in three overlapping stages: reader threads
 decode (bounded look-ahead, so memory does not grow with the number of images) while the backend
-loads and infers (in as many threads as it can use at once); writer threads draw, encode and write. Every finished image is appended to a journal after
-its files are in place, so a killed run resumes where it stopped. The final tables hold exactly
-what the journal holds (its floats round-trip through JSON unchanged, rounded as printed before
-either sees them), which is why a resumed run's outputs equal an uninterrupted one's.
+loads and infers (in as many threads as it can use at once); writer threads draw, encode and write.
+Every finished image is appended to a journal after its files are in place, so a killed run
+resumes where it stopped. The final tables hold exactly what the journal holds (its floats
+round-trip through JSON unchanged, rounded as printed before either sees them), which is why a
+resumed run's outputs equal an uninterrupted one's.
 """
 
 from __future__ import annotations
