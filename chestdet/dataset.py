@@ -1,6 +1,8 @@
 """Assemble a dataset before any image is decoded: read every annotation source, combine the boxes of
 each image, match images to files, plan one job per image; and, after the records, the reports.
 
+The sources, earliest first: NIH's CSV, each labelImg XML folder, each Label Studio JSON export.
+
 An annotation source is a reader returning an `AnnotationSet` (boxes plus rejects). Sources are
 listed in order and a later one is taken as the correction of an earlier one: an image annotated in
 several keeps one box where a later source's box has the same class and IoU >= `MERGE_IOU` with an
@@ -35,6 +37,7 @@ from chestdet.annotations import (
     same_picture,
 )
 from chestdet.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_COLUMNS, SPLIT_CSV, SUMMARY_JSON
+from chestdet.labelstudio import read_export
 from chestdet.records import ImageJob, PreparedImage, WrittenShards
 from chestdet.rejects import Reject, RejectKind, count_by_kind, write_rejects
 from chestdet.split import SPLITS, DataEntry, SplitItem, patient_of, read_data_entry, split_by_patient
@@ -68,6 +71,7 @@ class DatasetSpec:
     unlabeled_dirs: tuple[Path, ...] = ()
     data_entry: Path | None = None
     corrections: Corrections = Corrections.MERGE
+    label_studio: tuple[Path, ...] = ()  # Label Studio JSON exports, read after the XML folders
 
     def to_dict(self) -> dict:
         return {
@@ -77,6 +81,7 @@ class DatasetSpec:
             "unlabeled_dirs": [str(path) for path in self.unlabeled_dirs],
             "data_entry": str(self.data_entry) if self.data_entry else None,
             "corrections": self.corrections.value,
+            "label_studio": [str(path) for path in self.label_studio],
         }
 
 
@@ -101,10 +106,15 @@ def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path]) -> AnnotationSourc
     return AnnotationSource(str(xml_dir), lambda index: load_voc_dir(xml_dir, image_dirs, index=index))
 
 
+def label_studio_source(export: Path) -> AnnotationSource:
+    return AnnotationSource(str(export), lambda index: read_export(export, index))
+
+
 def sources_for(spec: DatasetSpec) -> list[AnnotationSource]:
-    """The spec's sources, earliest first: NIH's CSV, then each XML folder."""
+    """The spec's sources, earliest first: NIH's CSV, then each XML folder, then each Label Studio export."""
     sources = [nih_csv_source(spec.nih_csv)] if spec.nih_csv is not None else []
-    return sources + [voc_xml_source(xml_dir, spec.image_dirs) for xml_dir in spec.xml_dirs]
+    sources += [voc_xml_source(xml_dir, spec.image_dirs) for xml_dir in spec.xml_dirs]
+    return sources + [label_studio_source(export) for export in spec.label_studio]
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 The work on one image is three steps any runner can call: `decode` (read and prepare it),
 `infer` (the backend on a batch of decoded images) and `draw` (its drawn copy and VOC XML, giving
-its `ImageResult`); `chestdet.tables` turns the results into rows. `detect_images` runs the steps
-in three overlapping stages: reader threads decode (bounded look-ahead, so memory does not grow
-with the number of images) while the backend loads and infers (in as many threads as it can use at
-once); writer threads draw, encode and write. Every finished image is appended to a journal after
-its files are in place, so a killed run resumes where it stopped. The final tables hold exactly
-what the journal holds (its floats round-trip through JSON unchanged, rounded as printed before
-either sees them), which is why a resumed run's outputs equal an uninterrupted one's.
+its `ImageResult`); `chestdet.tables` turns the results into rows, `chestdet.review` into the files
+annotation tools import. `detect_images` runs the steps in three overlapping stages: reader threads
+decode (bounded look-ahead, so memory does not grow with the number of images) while the backend
+loads and infers (in as many threads as it can use at once); writer threads draw, encode and write.
+Every finished image is appended to a journal after its files are in place, so a killed run
+resumes where it stopped. The final tables hold exactly what the journal holds (its floats
+round-trip through JSON unchanged, rounded as printed before either sees them), which is why a
+resumed run's outputs equal an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -34,22 +35,26 @@ from chestdet import atomic
 from chestdet.backends import Backend, ModelOutput, to_pixels
 from chestdet.contracts import (
     COCO_IMAGES_JSON,
+    DETECTIONS_COCO_JSON,
     DETECTIONS_CSV,
     DETECTIONS_JSON,
     DRAWN_DIR,
     ERRORS_CSV,
     IMAGES_CSV,
     JOURNAL,
+    LABEL_STUDIO_CONFIG_XML,
+    LABEL_STUDIO_TASKS_JSON,
     RUN_JSON,
     VOC_DIR,
 )
-from chestdet.detections import ImageResult
+from chestdet.detections import Detection, ImageResult
 from chestdet.drawing import render
 from chestdet.errors import DetectError
 from chestdet.imaging import ImageReadError, read_image
 from chestdet.inputs import InputImage
 from chestdet.journal import Journal
 from chestdet.prefetch import OrderedPrefetch
+from chestdet.review import ReviewOptions, write_review_files
 from chestdet.tables import write_tables
 from chestdet.voc import voc_xml
 
@@ -68,6 +73,10 @@ class Thresholds:
 
     def for_class(self, class_id: int) -> float:
         return self.per_class.get(class_id, self.default)
+
+    def shown(self, detections: Sequence[Detection], max_boxes: int) -> list[Detection]:
+        """The boxes a person sees: at or above their class's threshold, the first `max_boxes`."""
+        return [d for d in detections if d.score >= self.for_class(d.class_id)][:max_boxes]
 
     def as_dict(self) -> dict:
         return {"default": self.default, "per_class": {str(k): v for k, v in sorted(self.per_class.items())}}
@@ -128,6 +137,7 @@ class DetectOptions:
     voc_xml: bool = False
     workers: int = 2
     prefetch: int = 8
+    review: ReviewOptions = ReviewOptions()
 
 
 @dataclass
@@ -218,7 +228,7 @@ def draw(
     height, width = loaded.pixels.shape[:2]
     everything = to_pixels(output, width, height)
     kept = tuple(d.as_printed() for d in everything if d.score >= options.keep_score)
-    shown = [d for d in everything if d.score >= options.thresholds.for_class(d.class_id)][: options.max_boxes]
+    shown = options.thresholds.shown(everything, options.max_boxes)
     atomic.write_bytes(layout.drawn(item.name), render(loaded.pixels, shown, class_names, options.image_format))
     if options.voc_xml:
         depth = 1 if loaded.pixels.ndim == 2 else 3
@@ -282,6 +292,8 @@ def detect_images(
         if ahead is not None:
             ahead.stop()
     write_tables(output_dir, images, {**done, **finisher.results}, class_names)
+    write_review_files(output_dir, images, {**done, **finisher.results}, class_names,
+                       partial(options.thresholds.shown, max_boxes=options.max_boxes), options.review)
     finisher.summary.seconds = time.perf_counter() - finisher.started
     return finisher.summary
 
@@ -393,7 +405,8 @@ def prepare_output_dir(output_dir: Path, settings: Mapping, resume: bool, overwr
     run_json = output_dir / RUN_JSON
     earlier = run_json.is_file() or (output_dir / JOURNAL).is_file()
     if earlier and overwrite:
-        for name in (JOURNAL, RUN_JSON, DETECTIONS_CSV, IMAGES_CSV, DETECTIONS_JSON, COCO_IMAGES_JSON, ERRORS_CSV):
+        for name in (JOURNAL, RUN_JSON, DETECTIONS_CSV, IMAGES_CSV, DETECTIONS_JSON, COCO_IMAGES_JSON, ERRORS_CSV,
+                     DETECTIONS_COCO_JSON, LABEL_STUDIO_TASKS_JSON, LABEL_STUDIO_CONFIG_XML):
             (output_dir / name).unlink(missing_ok=True)
         for name in (DRAWN_DIR, VOC_DIR):
             shutil.rmtree(output_dir / name, ignore_errors=True)

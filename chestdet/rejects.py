@@ -30,6 +30,8 @@ class RejectKind(enum.Enum):
     BOX_OUTSIDE = "box outside the image"
     UNSAFE_XML = "unsafe XML refused"
     MALFORMED_XML = "malformed XML"
+    MALFORMED_JSON = "malformed JSON"
+    UNSUPPORTED_RESULT = "not an axis-aligned labelled rectangle"
     UNREADABLE_FILE = "unreadable file"
     DECOMPRESSION_BOMB = "decompression bomb"
     UNREADABLE_IMAGE = "unreadable image"

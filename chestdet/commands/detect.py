@@ -10,12 +10,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from chestdet import detect
+from chestdet import detect, labelstudio
 from chestdet.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
 from chestdet.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
 from chestdet.contracts import LABEL_MAP_FILE, TFLITE_FILE
 from chestdet.drawing import FORMATS
 from chestdet.inputs import InputImage, list_inputs
+from chestdet.review import ReviewOptions
 
 log = logging.getLogger("chestdet.detect")
 
@@ -23,6 +24,7 @@ EXAMPLES = """examples:
   python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
   python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
   python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
+  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --label-studio
 """
 
 
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect.py",
         description="Detect chest X-ray findings with an exported model; write drawn images, "
-        "detections.csv, images.csv, detections.json (COCO results), errors.csv and optionally VOC XML.",
+        "detections.csv, images.csv, detections.json (COCO results), detections_coco.json (a COCO dataset for "
+        "CVAT and FiftyOne), errors.csv, and optionally VOC XML or Label Studio tasks.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drawn image format (default: jpg, 10x faster to write than png)")
     parser.add_argument("--voc-xml", action="store_true",
                         help="also write a labelImg Pascal VOC XML per image under voc/")
+    parser.add_argument("--label-studio", action="store_true",
+                        help="also write label_studio_tasks.json (the drawn boxes as pre-annotations) and "
+                        "label_studio_config.xml")
+    parser.add_argument("--image-url-prefix",
+                        help="with --label-studio: the tasks' image URL is this followed by the path relative to "
+                        f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}, Label Studio's "
+                        "local-files storage)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --output-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in --output-dir")
     parser.add_argument("--workers", type=int, default=detect.default_workers(),
@@ -100,15 +110,18 @@ def _detect(
     if args.keep_score < floor:
         log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
                     "use --backend savedmodel for them", floor, args.keep_score)
+    review = ReviewOptions(label_studio=args.label_studio, model_version=labelstudio.model_version(args.model),
+                           image_url_prefix=args.image_url_prefix or labelstudio.DEFAULT_IMAGE_URL_PREFIX)
     options = detect.DetectOptions(
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
         image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
-        prefetch=max(4, 2 * args.workers, 2 * args.batch_size),
+        prefetch=max(4, 2 * args.workers, 2 * args.batch_size), review=review,
     )
     settings = detect.run_settings(
         model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=args.input,
         keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
         format=args.format, voc_xml=args.voc_xml,
+        label_studio=review.image_url_prefix if args.label_studio else None,
     )
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
     backend = open_backend(kind, args.model, args.batch_size, args.threads)
@@ -146,6 +159,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--threads {args.threads}: must be at least 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if args.image_url_prefix is not None and not args.label_studio:
+        raise UserError("--image-url-prefix needs --label-studio")
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:

@@ -1,4 +1,4 @@
-"""generate_tfrecords: NIH BBox_List_2017.csv and labelImg XML -> sharded OD API TFRecords.
+"""generate_tfrecords: NIH BBox_List_2017.csv, labelImg XML and Label Studio exports -> sharded OD API TFRecords.
 
     python scripts/generate_tfrecords.py --nih-csv BBox_List_2017.csv --image-dir images \\
         --output-dir workspace/records
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nih-csv", type=Path, help="NIH's BBox_List_2017.csv (x, y, w, h in pixels)")
     parser.add_argument("--xml-dir", type=Path, action="append", default=[],
                         help="folder of labelImg Pascal VOC .xml files (repeatable)")
+    parser.add_argument("--label-studio", type=Path, action="append", default=[], metavar="EXPORT.json",
+                        help="Label Studio JSON export of annotated tasks (repeatable; read after the XML, a later "
+                        "export correcting an earlier one)")
     parser.add_argument("--image-dir", type=Path, action="append", default=[],
                         help="folder searched (recursively) for the annotated images (repeatable)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where records and reports go")
@@ -44,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unlabeled-dir", type=Path, action="append", default=[],
                         help="folder of images without findings, written as negatives (repeatable)")
     parser.add_argument("--xml-replaces-csv", action="store_true",
-                        help="an image with an XML file keeps the XML's boxes only (default: merge them with "
-                        f"the CSV's; a pair of the same class with IoU >= {dataset.MERGE_IOU} is one box, the XML's)")
+                        help="an image with an XML file (or a Label Studio annotation) keeps its boxes only (default: "
+                        "merge them with the earlier sources'; a pair of the same class with IoU >= "
+                        f"{dataset.MERGE_IOU} is one box, the later one's)")
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
     parser.add_argument("--shards", type=int,
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         nih_csv=args.nih_csv, xml_dirs=tuple(args.xml_dir), image_dirs=tuple(args.image_dir),
         unlabeled_dirs=tuple(args.unlabeled_dir), data_entry=args.data_entry,
         corrections=dataset.Corrections.REPLACE if args.xml_replaces_csv else dataset.Corrections.MERGE,
+        label_studio=tuple(args.label_studio),
     )
     options = {"split": args.split, "seed": args.seed, "shards": args.shards, "max_size": args.max_size,
                "workers": args.workers}
@@ -100,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, float]:
-    if args.nih_csv is None and not args.xml_dir and not args.unlabeled_dir:
-        raise UserError("nothing to read: give --nih-csv, --xml-dir or --unlabeled-dir")
+    if args.nih_csv is None and not args.xml_dir and not args.label_studio and not args.unlabeled_dir:
+        raise UserError("nothing to read: give --nih-csv, --xml-dir, --label-studio or --unlabeled-dir")
     if args.nih_csv is not None and not args.nih_csv.is_file():
         raise UserError(f"--nih-csv: file not found: {args.nih_csv}")
     if args.nih_csv is not None and not args.image_dir:
         raise UserError("--nih-csv needs at least one --image-dir holding its images")
+    for export in args.label_studio:
+        if not export.is_file():
+            raise UserError(f"--label-studio: file not found: {export}")
+    if args.label_studio and not args.image_dir:
+        raise UserError("--label-studio needs at least one --image-dir holding its images")
     if args.data_entry is not None and not args.data_entry.is_file():
         raise UserError(f"--data-entry: file not found: {args.data_entry}")
     if not args.label_map.is_file():

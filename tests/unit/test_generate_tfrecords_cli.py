@@ -216,7 +216,7 @@ def test_rerun_with_fewer_shards_removes_the_old_ones(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--output-dir", "out"], "nothing to read: give --nih-csv, --xml-dir or --unlabeled-dir"),
+        (["--output-dir", "out"], "nothing to read: give --nih-csv, --xml-dir, --label-studio or --unlabeled-dir"),
         (["--nih-csv", "no such.csv", "--image-dir", ".", "--output-dir", "out"],
          "--nih-csv: file not found: no such.csv"),
         (["--nih-csv", str(SAMPLE_CSV), "--output-dir", "out"],
@@ -224,6 +224,10 @@ def test_rerun_with_fewer_shards_removes_the_old_ones(tmp_path):
         (["--nih-csv", str(SAMPLE_CSV), "--image-dir", "missing dir", "--output-dir", "out"],
          "--image-dir: folder not found: missing dir"),
         (["--xml-dir", "missing xml", "--output-dir", "out"], "--xml-dir: folder not found: missing xml"),
+        (["--label-studio", "no export.json", "--image-dir", ".", "--output-dir", "out"],
+         "--label-studio: file not found: no export.json"),
+        (["--label-studio", str(LABEL_MAP), "--output-dir", "out"],
+         "--label-studio needs at least one --image-dir holding its images"),
         (["--nih-csv", str(SAMPLE_CSV), "--image-dir", str(SAMPLE_IMAGES), "--output-dir", "out",
           "--split", "0.5,0.5"], "--split needs 3 comma-separated fractions (train,val,test), got '0.5,0.5'"),
         (["--nih-csv", str(SAMPLE_CSV), "--image-dir", str(SAMPLE_IMAGES), "--output-dir", "out",
