@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ STEPS = ("trained", "exported", "detected")
 OWN_TRAIN_FLAGS = ("--records", "--model-dir", "--name")
 
 Command = Callable[[list[str]], int]
+_FOLD_NAME = re.compile(r"^fold-(\d+)$")
 
 
 class CrossvalError(ChestdetError):
@@ -173,14 +175,25 @@ def _mark(options: CrossvalOptions, state: dict, fold: int, step: str) -> None:
 
 
 def fold_dirs(runs_dir: Path) -> list[tuple[int, Path]]:
-    """(fold, RUNS/fold-k) of a cross-validation folder, for evaluation: every fold with detections."""
+    """(fold, RUNS/fold-k) of every fold of a cross-validation folder: those crossval.json counts, or,
+    in a folder laid out the same way without it, 1 to the highest fold-k/ present."""
     path = runs_dir / CROSSVAL_JSON
-    if not path.is_file():
-        raise CrossvalError(f"{path}: not found; {runs_dir} is not a cross-validation folder (scripts/crossval.sh)")
-    folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
+    if path.is_file():
+        folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
+    else:
+        found = [int(match.group(1)) for match in (_FOLD_NAME.match(p.name) for p in runs_dir.glob("fold-*"))
+                 if match and (runs_dir / match.group(0) / DETECTIONS_DIR).is_dir()]
+        if not found:
+            raise CrossvalError(f"{runs_dir}: neither {CROSSVAL_JSON} nor fold-k/{DETECTIONS_DIR}/ folders; not a "
+                                "cross-validation folder (scripts/crossval.sh)")
+        folds = max(found)
     return [(fold, runs_dir / FOLD_DIR.format(fold=fold)) for fold in range(1, folds + 1)]
 
 
-def folds_records(runs_dir: Path) -> Path:
-    """The folds folder a cross-validation trained on (its fold-k/test-* records are the ground truth)."""
-    return Path(json.loads((runs_dir / CROSSVAL_JSON).read_text(encoding="utf-8"))["folds_dir"])
+def folds_records(runs_dir: Path) -> Path | None:
+    """The folds folder a cross-validation trained on (its fold-k/test-* records are the ground truth);
+    None when crossval.json does not say."""
+    path = runs_dir / CROSSVAL_JSON
+    if not path.is_file():
+        return None
+    return Path(json.loads(path.read_text(encoding="utf-8"))["folds_dir"])

@@ -107,6 +107,8 @@ def evaluate_crossval(
     if not folds:
         raise EvaluationError(f"{runs_dir}: no fold has detections yet (run scripts/crossval.sh to the end)")
     records = None if ground_truth is not None else folds_records(runs_dir)
+    if ground_truth is None and records is None:
+        raise EvaluationError(f"{runs_dir}: no crossval.json names the folds' records; pass --ground-truth")
     runs: dict[int, EvaluationRun] = {}
     fold_options = replace(options, gallery=0)  # the pooled report holds the gallery
     for fold, folder in folds:

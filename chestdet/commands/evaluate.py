@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cv is not None and (args.detections is not None or args.split_file is not None):
         parser.error("--cv takes each fold's detections and split.csv from its folder; drop --detections/--split-file")
+    if args.cv is not None and args.split != "test":
+        parser.error("--cv evaluates each fold's test images; drop --split")
     if args.cv is None and (args.detections is None or args.ground_truth is None):
         parser.error("the following arguments are required: --detections, --ground-truth (or --cv RUNS_DIR)")
     setup_logging(args.verbose)

@@ -133,6 +133,7 @@ def test_a_fold_without_detections_is_left_out_and_said(cv_runs, tmp_path, caplo
 @pytest.mark.parametrize(("argv", "message"), [
     (["--cv", "runs", "--detections", "d", "--output-dir", "o"], "--cv takes each fold's detections"),
     (["--output-dir", "o", "--ground-truth", "g"], "the following arguments are required: --detections"),
+    (["--cv", "runs", "--output-dir", "o", "--split", "val"], "--cv evaluates each fold's test images; drop --split"),
 ])
 def test_cv_flag_combinations_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -143,4 +144,20 @@ def test_cv_flag_combinations_are_refused_by_the_parser(argv, message, capsys):
 
 def test_a_folder_that_is_no_cross_validation_is_one_error_line(tmp_path, caplog):
     assert run_main(main, ["--cv", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == ExitStatus.ERROR
-    assert f"crossval.json: not found; {tmp_path} is not a cross-validation folder" in caplog.text
+    assert f"{tmp_path}: neither crossval.json nor fold-k/detections/ folders; not a cross-validation" in caplog.text
+
+
+def test_fold_folders_made_elsewhere_are_evaluated_with_a_ground_truth(cv_runs, cv_report, tmp_path, caplog):
+    import shutil
+
+    runs = tmp_path / "own folds"
+    for fold in (1, 2):
+        shutil.copytree(cv_runs / f"fold-{fold}" / "detections", runs / f"fold-{fold}" / "detections")
+        shutil.copy(cv_runs / f"fold-{fold}" / "split.csv", runs / f"fold-{fold}" / "split.csv")
+    assert run_main(main, ["--cv", str(runs), "--output-dir", str(tmp_path / "no truth")]) == ExitStatus.ERROR
+    assert "no crossval.json names the folds' records; pass --ground-truth" in caplog.text
+    out = tmp_path / "eval"
+    assert run_main(main, ["--cv", str(runs), "--ground-truth", str(SAMPLE_CSV), "--output-dir", str(out),
+                           "--no-plots", "--gallery", "0"]) == ExitStatus.SUCCESS
+    assert (json.loads((out / "metrics.json").read_text())["cross_validation"]
+            == json.loads((cv_report / "metrics.json").read_text())["cross_validation"])
