@@ -153,3 +153,17 @@ def test_command_passes_unknown_options_to_training(folds_dir, tmp_path, monkeyp
     assert train[-4:] == ["--steps", "20", "--set", "image_size=128"]
     assert fake.calls[2][1][-1] == "--keep-score=0.05"
     assert crossval.fold_dirs(tmp_path / "cv") == [(1, tmp_path / "cv" / "fold-1"), (2, tmp_path / "cv" / "fold-2")]
+
+
+def test_every_flag_has_help_and_the_script_is_a_thin_wrapper():
+    import subprocess
+
+    from tests.conftest import REPO
+
+    assert all(action.help for action in command.build_parser()._actions)
+    result = subprocess.run([str(REPO / "scripts" / "crossval.sh"), "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for flag in ("--folds", "--name", "--runs-dir", "--tflite", "--detect-option"):
+        assert flag in result.stdout
+    assert "exec \"$python\" -m chestdet.commands.crossval" in (REPO / "scripts" / "crossval.sh").read_text()
