@@ -83,9 +83,12 @@ def fold_count(folds_dir: Path) -> int:
         raise CrossvalError(f"{path}: lists no image")
     count = max(folds)
     for fold in range(1, count + 1):
-        test_list = folds_dir / FOLD_DIR.format(fold=fold) / FOLD_TEST_LIST
-        if not test_list.is_file():
-            raise CrossvalError(f"{test_list}: not found; the folds folder is incomplete")
+        folder = folds_dir / FOLD_DIR.format(fold=fold)
+        if not (folder / FOLD_TEST_LIST).is_file():
+            raise CrossvalError(f"{folder / FOLD_TEST_LIST}: not found; the folds folder is incomplete")
+        if not any(folder.glob("val-*.tfrecord")):
+            raise CrossvalError(f"{folder}: no val-* records, and each fold's training is evaluated on its val "
+                                "part (make the folds with a --split whose val fraction is above 0)")
     return count
 
 

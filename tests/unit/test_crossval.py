@@ -144,6 +144,17 @@ def test_a_folder_without_folds_is_refused(tmp_path):
         run_crossval(CrossvalOptions(tmp_path, tmp_path / "runs"), FakeCommands().steps())
 
 
+def test_folds_without_val_records_are_refused(folds_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "folds"
+    shutil.copytree(folds_dir, copy)
+    for shard in (copy / "fold-2").glob("val-*"):
+        shard.unlink()
+    with pytest.raises(CrossvalError, match=r"fold-2: no val-\* records, and each fold's training is evaluated"):
+        run_crossval(CrossvalOptions(copy, tmp_path / "runs"), FakeCommands().steps())
+
+
 def test_command_passes_unknown_options_to_training(folds_dir, tmp_path, monkeypatch):
     fake = FakeCommands()
     monkeypatch.setattr(command, "default_steps", fake.steps)
