@@ -130,7 +130,16 @@ def write_fold_records(
         for split, paths in fold_shards.paths.items():
             fold_shards.bytes[split] = sum(path.stat().st_size for path in paths)
     shutil.rmtree(staging)
+    _remove_single_split_outputs(output_dir)
     return done
+
+
+def _remove_single_split_outputs(output_dir: Path) -> None:
+    """Shards and split.csv of an earlier single-split run in the folder would contradict folds.csv."""
+    remove_stale_shards(output_dir, [])
+    if (output_dir / SPLIT_CSV).is_file():
+        (output_dir / SPLIT_CSV).unlink()
+        log.info("removed %s of an earlier single-split run (each fold has its own)", output_dir / SPLIT_CSV)
 
 
 def _fold_targets(jobs: Sequence[ImageJob], folder: Path, shards: int | None,

@@ -145,6 +145,15 @@ def test_fold_records_decode_to_their_split_and_match_the_single_split_records(s
         assert all((folder / line).is_file() for line in listed)
 
 
+def test_folds_over_a_single_split_run_remove_its_shards_and_split(tmp_path):
+    output = tmp_path / "records"
+    assert main(sample_argv(output)) == 0
+    assert (output / "split.csv").is_file() and list(output.glob("train-*"))
+    assert main(sample_argv(output, "--folds", "2")) == 0
+    assert not (output / "split.csv").exists() and not list(output.glob("*.tfrecord"))
+    assert (output / "fold-2" / "split.csv").is_file()
+
+
 def test_too_few_patients_for_the_folds_exits_2_and_reports(tmp_path, caplog):
     from chestdet.cli import run_main
 
