@@ -298,7 +298,7 @@ def summarise(spec: DatasetSpec, inputs: Inputs, results: Sequence[PreparedImage
         "inputs": {**spec.to_dict(), "boxes_per_source": dict(inputs.source_boxes)},
         "options": dict(options),
         # train, val, test; or, for cross-validation, the test folds in their order
-        "splits": {name: splits[name] for name in sorted(splits, key=lambda name: _split_rank(name))},
+        "splits": {name: splits[name] for name in sorted(splits, key=_split_rank)},
         "totals": {"images": images, "boxes": sum(split["boxes"] for split in splits.values()),
                    "record_bytes": sum(result.size for result in results), "seconds": round(seconds, 2),
                    "images_per_second": round(images / seconds, 1) if seconds else None},
