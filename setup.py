@@ -45,6 +45,7 @@ setup(
         "console_scripts": [
             "chestdet-generate-tfrecords=chestdet.commands.generate_tfrecords:entry",
             "chestdet-train=chestdet.commands.train:entry",
+            "chestdet-crossval=chestdet.commands.crossval:entry",
             "chestdet-export=chestdet.commands.export:entry",
             "chestdet-detect=chestdet.commands.detect:entry",
             "chestdet-evaluate=chestdet.commands.evaluate:entry",

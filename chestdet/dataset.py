@@ -251,16 +251,25 @@ def _real_corners(box: Box, real_size: tuple[int, int] | None) -> np.ndarray:
 
 def plan_jobs(inputs: Inputs, fractions: Mapping[str, float], seed: int = 0) -> list[ImageJob]:
     """One job per image, with its patient and split, in split order and then by name."""
-    items = [
+    items = split_items(inputs)
+    splits = split_by_patient(items, fractions, seed)
+    return [
+        image_job(inputs, item, splits[item.image])
+        for item in sorted(items, key=lambda item: (SPLITS.index(splits[item.image]), item.image))
+    ]
+
+
+def split_items(inputs: Inputs) -> list[SplitItem]:
+    """What the split needs of every image: its patient and the classes of its boxes."""
+    return [
         SplitItem(image, patient_of(image, inputs.data_entry), frozenset(box.label for box in boxes))
         for image, boxes in inputs.boxes_by_image.items()
     ] + [SplitItem(image, patient_of(image, inputs.data_entry)) for image in inputs.unlabeled]
-    splits = split_by_patient(items, fractions, seed)
-    return [
-        ImageJob(item.image, inputs.image_paths.get(item.image) or inputs.unlabeled[item.image], item.patient,
-                 splits[item.image], tuple(inputs.boxes_by_image.get(item.image, [])))
-        for item in sorted(items, key=lambda item: (SPLITS.index(splits[item.image]), item.image))
-    ]
+
+
+def image_job(inputs: Inputs, item: SplitItem, split: str) -> ImageJob:
+    return ImageJob(item.image, inputs.image_paths.get(item.image) or inputs.unlabeled[item.image], item.patient,
+                    split, tuple(inputs.boxes_by_image.get(item.image, [])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,13 +307,18 @@ def summarise(spec: DatasetSpec, inputs: Inputs, results: Sequence[PreparedImage
         "output_dir": str(output_dir),
         "inputs": {**spec.to_dict(), "boxes_per_source": dict(inputs.source_boxes)},
         "options": dict(options),
-        "splits": {name: splits[name] for name in SPLITS if name in splits},
+        # train, val, test; or, for cross-validation, the test folds in their order
+        "splits": {name: splits[name] for name in sorted(splits, key=_split_rank)},
         "totals": {"images": images, "boxes": sum(split["boxes"] for split in splits.values()),
                    "record_bytes": sum(result.size for result in results), "seconds": round(seconds, 2),
                    "images_per_second": round(images / seconds, 1) if seconds else None},
         "rejects": {"count": len(rejects), "by_kind": count_by_kind(rejects)},
         "conversions": dict(sorted(notes.items())),
     }
+
+
+def _split_rank(name: str) -> int:
+    return SPLITS.index(name) if name in SPLITS else len(SPLITS)
 
 
 def _split_counts(results: Sequence[PreparedImage], written: WrittenShards | None) -> dict[str, dict]:

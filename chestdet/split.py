@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,6 +115,35 @@ def split_by_patient(
     """
     fractions = dict(fractions or dict(zip(SPLITS, DEFAULT_FRACTIONS, strict=True)))
     active = [name for name in SPLITS if fractions.get(name, 0) > 0]
+    priority = [name for name in COVERAGE_PRIORITY if name in active]
+    return _assign_patients(items, fractions, active, priority, seed)
+
+
+def split_into_folds(items: Sequence[SplitItem], folds: int, seed: int = 0) -> dict[str, int]:
+    """Assign every image a fold 1..`folds` by split_by_patient's rules, each fold an equal fraction:
+    all images of a patient share a fold, and every class is in every fold while patients remain."""
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, not {folds}")
+    names = list(range(1, folds + 1))
+    return _assign_patients(items, dict.fromkeys(names, 1 / folds), names, names, seed)
+
+
+def fold_splits(
+    items: Sequence[SplitItem], folds: Mapping[str, int], fold: int, val_share: float, seed: int = 0
+) -> dict[str, str]:
+    """One fold's train/val/test: its images are test; the other folds' patients are split into train
+    and val (`val_share` of them, stratified as split_by_patient does), so val never meets test."""
+    training = [item for item in items if folds[item.image] != fold]
+    inner = split_by_patient(training, {"train": 1 - val_share, "val": val_share, "test": 0.0}, seed)
+    return {item.image: inner.get(item.image, "test") for item in items}
+
+
+def _assign_patients(
+    items: Sequence[SplitItem], fractions: Mapping[Hashable, float], active: Sequence[Hashable],
+    priority: Sequence[Hashable], seed: int,
+) -> dict[str, Hashable]:
+    """split_by_patient's two steps over any named parts (`active`, with their `fractions`); coverage
+    visits the parts in `priority` order."""
     items = [item if item.labels else replace(item, labels=frozenset([NEGATIVE])) for item in items]
     patients = _group_by_patient(items)
     order = sorted(patients)
@@ -123,24 +152,23 @@ def split_by_patient(
     class_images = Counter(label for item in items for label in item.labels)
     total_images = len(items)
 
-    assignment: dict[str, str] = {}
+    assignment: dict[str, Hashable] = {}
     images_in = Counter()
-    class_in: dict[str, Counter] = {name: Counter() for name in SPLITS}
+    class_in: dict[Hashable, Counter] = {name: Counter() for name in active}
 
-    def place(patient: str, split: str) -> None:
-        assignment[patient] = split
-        images_in[split] += patients[patient].images
-        class_in[split].update(patients[patient].class_images)
+    def place(patient: str, part: Hashable) -> None:
+        assignment[patient] = part
+        images_in[part] += patients[patient].images
+        class_in[part].update(patients[patient].class_images)
 
-    priority = [name for name in COVERAGE_PRIORITY if name in active]
     for label in sorted(class_patients, key=lambda name: (class_patients[name], name)):
-        for split in priority:
-            if class_in[split][label]:
+        for part in priority:
+            if class_in[part][label]:
                 continue
             candidates = [p for p in order if p not in assignment and label in patients[p].labels]
             if not candidates:
                 break
-            place(min(candidates, key=lambda p: patients[p].images), split)
+            place(min(candidates, key=lambda p: patients[p].images), part)
 
     def rarity(patient: str) -> tuple:
         labels = patients[patient].labels
@@ -150,11 +178,11 @@ def split_by_patient(
     for patient in sorted(remaining, key=rarity):  # stable sort keeps the seeded order among equals
         group = patients[patient]
 
-        def need(split: str, group: _Patient = group) -> tuple[float, float]:
+        def need(part: Hashable, group: _Patient = group) -> tuple[float, float]:
             class_need = sum(
-                fractions[split] * class_images[label] - class_in[split][label] for label in group.labels
+                fractions[part] * class_images[label] - class_in[part][label] for label in group.labels
             )
-            return class_need, fractions[split] * total_images - images_in[split]
+            return class_need, fractions[part] * total_images - images_in[part]
 
         place(patient, max(active, key=need))
 

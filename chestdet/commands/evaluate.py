@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   python scripts/evaluate.py --detections workspace/detections --ground-truth workspace/records \\
       --split-file workspace/records/split.csv --split test --output-dir workspace/eval-test \\
       --bootstrap 1000 --seed 0
+  python scripts/evaluate.py --cv workspace/runs/crossval-folds --output-dir workspace/eval-cv
 """
 
 
@@ -53,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--detections", type=Path, required=True,
+    parser.add_argument("--detections", type=Path,
                         help="detect.py's detections.csv, or its folder; images.csv beside it lists the "
-                        "images without detections")
-    parser.add_argument("--ground-truth", required=True,
+                        "images without detections (required unless --cv)")
+    parser.add_argument("--ground-truth",
                         help="NIH BBox_List_2017.csv, a labelImg XML file or folder, or TFRecords (a file, "
-                        "a quoted glob, or a folder of SPLIT-* shards)")
+                        "a quoted glob, or a folder of SPLIT-* shards); required unless --cv, where it "
+                        "defaults to the folds' test records")
+    parser.add_argument("--cv", type=Path, metavar="RUNS_DIR",
+                        help="evaluate a cross-validation (the folder of scripts/crossval.sh): each fold, "
+                        "mean ± sd across folds, and all test folds pooled")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the report goes")
     parser.add_argument("--split-file", type=Path, help="split.csv of the dataset step: evaluate one split only")
     parser.add_argument("--split", default="test",
@@ -88,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cv is not None and (args.detections is not None or args.split_file is not None):
+        parser.error("--cv takes each fold's detections and split.csv from its folder; drop --detections/--split-file")
+    if args.cv is not None and args.split != "test":
+        parser.error("--cv evaluates each fold's test images; drop --split")
+    if args.cv is None and (args.detections is None or args.ground_truth is None):
+        parser.error("the following arguments are required: --detections, --ground-truth (or --cv RUNS_DIR)")
     setup_logging(args.verbose)
     existing = [name for name in OUTPUT_FILES if (args.output_dir / name).exists()]
     if existing and not args.overwrite:
@@ -98,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
     options = ReportOptions(plots=not args.no_plots, bootstrap=args.bootstrap, seed=args.seed,
                             gallery=args.gallery, image_dir=args.image_dir)
+    if args.cv is not None:
+        return _cross_validation(args, settings, options)
     run = run_evaluation(
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
@@ -105,6 +119,21 @@ def main(argv: list[str] | None = None) -> int:
     log.info("report: %s", run.output_dir / "report.md")
     if run.inputs.rejects:
         log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)
+        if args.strict:
+            return ExitStatus.REJECTS
+    return ExitStatus.SUCCESS
+
+
+def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions) -> int:
+    from chestdet.cv_evaluation import evaluate_crossval, overall_table
+    from chestdet.report import text_table
+
+    result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options)
+    log.info("cross-validation, %d folds\n%s", len(result.folds), text_table(*overall_table(result.summary)))
+    log.info("report: %s", result.output_dir / "report.md")
+    rejects = sum(len(run.inputs.rejects) for run in [*result.folds.values(), result.pooled])
+    if rejects:
+        log.warning("%d input rows rejected, listed in the folds' and pooled %s", rejects, REJECTS_CSV)
         if args.strict:
             return ExitStatus.REJECTS
     return ExitStatus.SUCCESS

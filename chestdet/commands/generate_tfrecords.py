@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from chestdet import dataset
+from chestdet import dataset, folds
 from chestdet.cli import ExitStatus, UserError, available_cpus, exit_with, setup_logging
 from chestdet.contracts import REJECTS_CSV
 from chestdet.labels import DEFAULT_LABEL_MAP, load_label_map
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{dataset.MERGE_IOU} is one box, the later one's)")
     parser.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="k-fold cross-validation: K folds by patient, OUTPUT/folds.csv and per fold "
+                        "OUTPUT/fold-k/ with train/val/test records (val: --split's val:train share of the "
+                        "other folds' patients)")
     parser.add_argument("--shards", type=int,
                         help=f"TFRecord files per split (default: up to {DEFAULT_SHARDS}, with at least "
                         f"{IMAGES_PER_SHARD} images each)")
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {"split": args.split, "seed": args.seed, "shards": args.shards, "max_size": args.max_size,
                "workers": args.workers}
     inputs = dataset.read_inputs(spec)
+    if args.folds is not None:
+        return _write_folds(args, spec, inputs, fractions, RecordOptions(class_ids, args.max_size), started)
     jobs = dataset.plan_jobs(inputs, fractions, args.seed)
     if not jobs:
         summary = dataset.summarise(spec, inputs, [], None, args.output_dir, options, time.perf_counter() - started)
@@ -102,6 +108,30 @@ def main(argv: list[str] | None = None) -> int:
     if rejects and args.strict:
         return ExitStatus.REJECTS
     return ExitStatus.SUCCESS
+
+
+def _write_folds(args: argparse.Namespace, spec: dataset.DatasetSpec, inputs: dataset.Inputs,
+                 fractions: dict[str, float], record_options: RecordOptions, started: float) -> int:
+    val_share = fractions["val"] / (fractions["train"] + fractions["val"])
+    options = {"folds": args.folds, "val_share": round(val_share, 6), "seed": args.seed, "shards": args.shards,
+               "max_size": args.max_size, "workers": args.workers}
+    try:
+        plan = folds.plan_folds(inputs, args.folds, val_share, args.seed)
+    except folds.FoldError as error:
+        summary = dataset.summarise(spec, inputs, [], None, args.output_dir, options, time.perf_counter() - started)
+        folds.write_fold_reports(args.output_dir, inputs.rejects, summary, args.label_map)
+        raise UserError(f"{error} ({len(inputs.rejects)} rejects, see {args.output_dir / REJECTS_CSV})") from None
+    gc.freeze()  # as in main: the OD API's objects need no garbage collection
+    with logging_redirect_tqdm(), tqdm(total=len(plan.jobs), unit="img", desc="records", disable=None) as bar:
+        done = folds.write_fold_records(plan, args.output_dir, args.shards, record_options, args.workers, bar.update)
+    rejects = dataset.all_rejects(inputs, done.results)
+    summary = dataset.summarise(spec, inputs, done.results, None, args.output_dir, options,
+                                time.perf_counter() - started)
+    summary["folds"] = folds.fold_summary(plan, done)
+    folds.write_fold_tables(plan, done.results, args.output_dir)
+    folds.write_fold_reports(args.output_dir, rejects, summary, args.label_map)
+    log.info("%s\n%s", dataset.format_summary(summary), folds.format_folds(summary["folds"]))
+    return ExitStatus.REJECTS if rejects and args.strict else ExitStatus.SUCCESS
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, float]:
@@ -129,6 +159,8 @@ def _check_args(args: argparse.Namespace) -> dict[str, float]:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
     if args.max_size is not None and args.max_size < 32:
         raise UserError(f"--max-size must be at least 32 pixels, got {args.max_size}")
+    if args.folds is not None and args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.output_dir.exists() and not args.output_dir.is_dir():
