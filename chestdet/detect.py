@@ -53,7 +53,7 @@ from chestdet.imaging import ImageReadError, read_image
 from chestdet.inputs import InputImage
 from chestdet.journal import Journal
 from chestdet.prefetch import OrderedPrefetch
-from chestdet.tables import TableWriter
+from chestdet.tables import ResultWriters, TableWriter
 from chestdet.voc import voc_xml
 
 log = logging.getLogger("chestdet.detect")
@@ -283,9 +283,10 @@ def detect_images(
         progress.reset(total=len(todo))
     write = partial(_draw_and_finish, layout=layout, class_names=class_names, options=options, finisher=finisher)
     try:
-        with TableWriter(output_dir, class_names) as tables, _stages(todo, backend, options, ahead, write) as fresh:
+        writers = ResultWriters([TableWriter(output_dir, class_names)])
+        with writers, _stages(todo, backend, options, ahead, write) as fresh:
             for item in images:
-                tables.add(item, done[item.name] if item.name in done else next(fresh))
+                writers.add(item, done[item.name] if item.name in done else next(fresh))
     finally:
         journal.close()
         done.close()

@@ -96,6 +96,8 @@ def _is_image_file(path: Path) -> bool:
     try:
         with Image.open(path):
             return True
+    except Image.DecompressionBombError:
+        return True  # refused when read, with a row of errors.csv
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise DetectError(
             f"--input {path}: neither an image ({', '.join(READ_FORMATS)}) nor a text file of image paths"

@@ -4,7 +4,7 @@ errors.csv, detections.json (COCO results) and coco_images.json.
 `TableWriter` appends each image's rows as it finishes, to temporary files published together by
 `close()`, so memory does not grow with the number of images and no half table ever looks whole.
 Another output written per image sits beside it with the same `add(item, result)` / `close()` /
-`abort()` (see `ResultWriter`).
+`abort()` (a `ResultWriter`); `ResultWriters` drives several as one.
 """
 
 from __future__ import annotations
@@ -72,6 +72,35 @@ class ResultWriter(Protocol):
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class ResultWriters:
+    """Several `ResultWriter`s fed the same results; all published on success, all discarded on error."""
+
+    def __init__(self, writers: Sequence[ResultWriter]) -> None:
+        self.writers = list(writers)
+
+    def add(self, item: InputImage, result: ImageResult) -> None:
+        for writer in self.writers:
+            writer.add(item, result)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+    def __enter__(self) -> ResultWriters:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class JsonArray:
