@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 READ_FORMATS = ("PNG", "JPEG", "TIFF", "DICOM")
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
           (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"))
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF")
 NOT_AN_IMAGE = f"not an image (its content is none of {', '.join(READ_FORMATS)})"
 
 
@@ -59,7 +60,7 @@ class ImageInfo:
     frames: int = 1  # a DICOM's NumberOfFrames; every frame is decoded with the first
 
     @property
-    def pixels(self) -> int:
+    def pixel_count(self) -> int:
         return self.frames * self.width * self.height
 
 
@@ -106,11 +107,11 @@ def _check_file(path: Path) -> None:
 def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
     if info.width <= 0 or info.height <= 0:
         raise ImageReadError(info.path, f"declares an empty size {info.width}x{info.height}")
-    if info.pixels > max_pixels:
+    if info.pixel_count > max_pixels:
         frames = f"{info.frames} frames of " if info.frames != 1 else ""
         raise DecompressionBombError(
             info.path,
-            f"declares {frames}{info.width}x{info.height} = {info.pixels} pixels, over the "
+            f"declares {frames}{info.width}x{info.height} = {info.pixel_count} pixels, over the "
             f"limit of {max_pixels} (possible decompression bomb); not decoded",
         )
     return info
@@ -119,7 +120,7 @@ def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
 def _probe_pil(path: Path) -> ImageInfo:
     try:
         with Image.open(path) as image:
-            if image.format not in READ_FORMATS:
+            if image.format not in _PIL_FORMATS:
                 raise ImageReadError(path, f"unsupported image format {image.format}")
             return ImageInfo(str(path), image.width, image.height, image.format, image.mode)
     except UnidentifiedImageError:
