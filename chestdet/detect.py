@@ -10,7 +10,7 @@ its files are in place, so a killed run resumes where it stopped. The tables are
 images finish, in listing order, each resumed image's result read back from the journal in its
 turn; they hold exactly what the journal holds (its floats round-trip through JSON unchanged,
 rounded as printed before either sees them), which is why a resumed run's outputs equal an
-uninterrupted one's. Nothing is kept per image but its name.
+uninterrupted one's. Nothing is kept per image but its entry in the listing.
 """
 
 from __future__ import annotations

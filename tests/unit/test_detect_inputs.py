@@ -295,7 +295,7 @@ class Watcher(FakeBackend):
 @pytest.fixture
 def many_images(tmp_path: Path, keep: Keeper) -> Path:
     folder = tmp_path / "many"
-    for index in range(150):
+    for index in range(80):
         name = SAMPLE_NAMES[index % len(SAMPLE_NAMES)]
         (folder / f"{index:03d}_{name}").parent.mkdir(parents=True, exist_ok=True)
         if index < len(SAMPLE_NAMES):
@@ -307,12 +307,12 @@ def many_images(tmp_path: Path, keep: Keeper) -> Path:
 
 def test_tables_are_written_as_images_finish_and_hold_no_result_in_memory(many_images: Path, tmp_path: Path):
     out = tmp_path / "out"
-    watcher = Watcher(out, last=150)
+    watcher = Watcher(out, last=80)
     run(many_images, out, watcher)
     assert watcher.alive is not None and watcher.alive < 30, watcher.alive
     assert not set(TABLES) & set(watcher.files)
     assert {name.split(".")[1] for name in watcher.files if name.endswith(".tmp")} == {t.split(".")[0] for t in TABLES}
-    assert len(read_csv(out / IMAGES_CSV)) == 150 and not list(out.glob(".*.tmp"))
+    assert len(read_csv(out / IMAGES_CSV)) == 80 and not list(out.glob(".*.tmp"))
 
 
 def test_a_resumed_run_reads_finished_images_back_one_at_a_time_and_equals_a_whole_run(
@@ -323,12 +323,12 @@ def test_a_resumed_run_reads_finished_images_back_one_at_a_time_and_equals_a_who
     out = tmp_path / "resumed"
     run(many_images, out)
     lines = (out / JOURNAL).read_bytes().splitlines(keepends=True)
-    (out / JOURNAL).write_bytes(b"".join(lines[:120]))
+    (out / JOURNAL).write_bytes(b"".join(lines[:60]))
     for name in TABLES:
         (out / name).unlink()
-    watcher = Watcher(out, last=30)
+    watcher = Watcher(out, last=20)
     summary = run(many_images, out, watcher, resume=True)
-    assert (summary.skipped, summary.processed) == (120, 30)
+    assert (summary.skipped, summary.processed) == (60, 20)
     assert watcher.alive is not None and watcher.alive < 30, watcher.alive
     for name in TABLES:
         assert (out / name).read_bytes() == (whole / name).read_bytes(), name
