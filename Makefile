@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_detect.py
+	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_evaluate.py
 
 # Re-pin every package from requirements.in into requirements.lock, with hashes.

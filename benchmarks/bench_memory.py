@@ -1,11 +1,12 @@
 """Peak memory of scripts/detect.py as the input grows: it should not grow with the number of images.
 
-    python benchmarks/bench_memory.py --work-dir W                     # 500 and 20,000 images
-    python benchmarks/bench_memory.py --work-dir W --counts 200 2000   # a quick check
-    python benchmarks/bench_memory.py --work-dir W --model EXPORT      # an existing export directory
+    python benchmarks/bench_memory.py                                  # 500 and 20,000 images
+    python benchmarks/bench_memory.py --counts 200 2000                # a quick check
+    python benchmarks/bench_memory.py --model EXPORT                   # an existing export directory
 
 The model is the project's SSD at 128x128 with random weights, exported with TFLite (made once and
-cached in the work dir as tiny-export-128/; building it takes a few minutes). Random weights score
+cached in the work dir, default workspace/bench/memory, as tiny-export-128/; building it takes a
+few minutes). Random weights score
 every box about 0.01 and the export keeps all of them (TFLite NMS floor 0), so with --keep-score 0
 every image brings its 100 detections into every table: the most a run can have to hold.
 
@@ -34,7 +35,8 @@ GOAL = 0.10
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--work-dir", type=Path, required=True, help="cache for the model, inputs and outputs")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "workspace" / "bench" / "memory",
+                        help="cache for the model, inputs and outputs (default: workspace/bench/memory)")
     parser.add_argument("--model", type=Path, help="an export directory with model.tflite (default: a tiny one)")
     parser.add_argument("--counts", type=int, nargs="+", default=[500, 20_000], help="input sizes (default: 500 20000)")
     parser.add_argument("--images", type=Path, help="folder of the images to link (default: the NIH images)")
