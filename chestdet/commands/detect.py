@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder (recursive), an image, a text file of image paths, or a glob")
     source.add_argument("--split-file", type=Path,
                         help="the records step's split.csv: detect on the images of one split (--split, --image-dir)")
-    parser.add_argument("--split", default="test", help="with --split-file: the split to detect on (default: test)")
+    parser.add_argument("--split", help="with --split-file: the split to detect on (default: test)")
     parser.add_argument("--image-dir", type=Path, action="append", default=[],
                         help="with --split-file: a folder holding the split's images, found by file name as the "
                         "records step finds them (repeatable)")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _list_images(args: argparse.Namespace) -> Listing:
     if args.split_file is not None:
-        return Listing(list_split(args.split_file, args.split, args.image_dir))
+        return Listing(list_split(args.split_file, args.split or "test", args.image_dir))
     listing = read_listing(args.input, exclude=args.output_dir)
     if not listing.images:
         raise UserError(f"--input {args.input}: no images found")
@@ -105,7 +105,7 @@ def _list_images(args: argparse.Namespace) -> Listing:
 def _input_setting(args: argparse.Namespace) -> object:
     if args.split_file is None:
         return args.input
-    return {"split_file": args.split_file.resolve(), "split": args.split,
+    return {"split_file": args.split_file.resolve(), "split": args.split or "test",
             "image_dirs": [folder.resolve() for folder in args.image_dir]}
 
 
@@ -166,8 +166,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite exclude each other")
     if args.split_file is not None and not args.image_dir:
         raise UserError("--split-file needs --image-dir: the folders holding the split's images")
-    if args.split_file is None and args.image_dir:
-        raise UserError("--image-dir goes with --split-file (a folder as --input is listed by itself)")
+    if args.split_file is None and (args.image_dir or args.split):
+        raise UserError("--split and --image-dir go with --split-file (a folder as --input is listed by itself)")
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:
