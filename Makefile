@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_detect.py
+	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_evaluate.py
 
 # Re-pin requirements.in into requirements.lock and requirements-dev.in into requirements-dev.lock, with hashes.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -19,6 +19,7 @@ import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
 
 from chestdet.csvfiles import csv_rows
+from chestdet.folders import walk_visible
 from chestdet.imaging import (
     IMAGE_SUFFIXES,
     DecompressionBombError,
@@ -475,21 +476,6 @@ class ImageIndex:
         if found is not None and self.contains(found):
             return found
         return None
-
-
-def walk_visible(root: str | Path) -> Iterator[tuple[str, list[str]]]:
-    """(folder, file names) under `root`, into linked sub-folders too, each real folder once (a link to
-    a parent is no loop). Hidden files and folders are left out: `.git` (where git-annex keeps its
-    objects, with their extensions), `.dvc`, `.DS_Store`, macOS's `._` copies."""
-    seen: set[str] = set()
-    for directory, folders, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(directory)
-        if real in seen:
-            folders[:] = []
-            continue
-        seen.add(real)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        yield directory, [name for name in files if not name.startswith(".")]
 
 
 def _suffixes() -> list[str]:

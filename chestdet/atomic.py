@@ -45,6 +45,30 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             os.fsync(handle.fileno())
 
 
+class PendingFile:
+    """A file written over time under a temporary name beside `path`: `commit()` publishes it whole,
+    `discard()` removes it. For outputs appended to while a run goes on, where no `with` block spans
+    the writing."""
+
+    def __init__(self, path: str | Path, mode: str = "w", **kwargs: Any) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = Path(tmp_name)
+        self.handle: IO = os.fdopen(fd, mode, **kwargs)
+
+    def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.chmod(self._tmp, 0o666 & ~_umask())
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self.handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)

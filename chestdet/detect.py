@@ -2,18 +2,21 @@
 
 The work on one image is three steps any runner can call: `decode` (read and prepare it),
 `infer` (the backend on a batch of decoded images) and `draw` (its drawn copy and VOC XML, giving
-its `ImageResult`); `chestdet.tables` turns the results into rows, `chestdet.review` into the files
-annotation tools import. `detect_images` runs the steps in three overlapping stages: reader threads
-decode (bounded look-ahead, so memory does not grow with the number of images) while the backend
-loads and infers (in as many threads as it can use at once); writer threads draw, encode and write.
-Every finished image is appended to a journal after its files are in place, so a killed run
-resumes where it stopped. The final tables hold exactly what the journal holds (its floats
-round-trip through JSON unchanged, rounded as printed before either sees them), which is why a
-resumed run's outputs equal an uninterrupted one's.
+its `ImageResult`); `chestdet.tables` turns the results into rows, `chestdet.review`
+into the files annotation tools import. `detect_images` runs the steps
+in three overlapping stages: reader threads decode (bounded look-ahead, so memory does not grow
+with the number of images) while the backend loads and infers (in as many threads as it can use at
+once); writer threads draw, encode and write. Every finished image is appended to a journal after
+its files are in place, so a killed run resumes where it stopped. The tables are appended to as
+images finish, in listing order, each resumed image's result read back from the journal in its
+turn; they hold exactly what the journal holds (its floats round-trip through JSON unchanged,
+rounded as printed before either sees them), which is why a resumed run's outputs equal an
+uninterrupted one's. Nothing is kept per image but its entry in the listing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -54,8 +57,8 @@ from chestdet.imaging import ImageReadError, read_image
 from chestdet.inputs import InputImage
 from chestdet.journal import Journal
 from chestdet.prefetch import OrderedPrefetch
-from chestdet.review import ReviewOptions, write_review_files
-from chestdet.tables import write_tables
+from chestdet.review import ReviewOptions, ReviewWriter
+from chestdet.tables import ResultWriters, TableWriter
 from chestdet.voc import voc_xml
 
 log = logging.getLogger("chestdet.detect")
@@ -144,7 +147,8 @@ class DetectOptions:
 class RunSummary:
     processed: int = 0
     errors: int = 0
-    skipped: int = 0
+    skipped: int = 0  # finished by an earlier run (--resume)
+    ignored: int = 0  # hidden files and OS litter in the input folders, not read
     seconds: float = 0.0
     first_result_seconds: float | None = None
 
@@ -153,7 +157,8 @@ class RunSummary:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
     def last_line(self) -> str:
-        return f"{self.processed} images in {self.seconds:.1f} s = {self.rate:.2f} images/s; {self.errors} errors"
+        line = f"{self.processed} images in {self.seconds:.1f} s = {self.rate:.2f} images/s; {self.errors} errors"
+        return line + (f"; {self.ignored} hidden or system files skipped" if self.ignored else "")
 
 
 class OutputLayout:
@@ -198,6 +203,8 @@ class Loaded:
 
 def decode(item: InputImage, prepare: Callable[[np.ndarray], np.ndarray], ahead: DecodeAhead | None = None) -> Loaded:
     """Read one image (or take it from `ahead`) and prepare it for the backend; errors become `Loaded.error`."""
+    if item.error is not None:
+        return Loaded(item, error=item.error)
     try:
         pixels = ahead.take(item) if ahead is not None else None
         if pixels is None:
@@ -268,7 +275,7 @@ def detect_images(
     progress: Progress | None = None,
     ahead: DecodeAhead | None = None,
 ) -> RunSummary:
-    """Run `backend` over the images not yet in the output folder's journal, then write the tables.
+    """Run `backend` over the images not yet in the output folder's journal, writing the tables as they finish.
 
     `started` is the perf_counter time the command began (the summary's clock); `progress` (a tqdm
     bar) is reset to the number of images left, then advanced once per finished image. `ahead`
@@ -277,32 +284,37 @@ def detect_images(
     started = time.perf_counter() if started is None else started
     layout = OutputLayout(output_dir, images, options.image_format)
     journal = Journal(layout.journal)
-    done = journal.read()
+    done = journal.finished()
     todo = [i for i in images if i.name not in done]
     finisher = _Finisher(journal, RunSummary(skipped=len(images) - len(todo)), started, progress)
     if finisher.summary.skipped:
         log.info("resuming: %d of %d images already done", finisher.summary.skipped, len(images))
     if progress is not None:
         progress.reset(total=len(todo))
+    write = partial(_draw_and_finish, layout=layout, class_names=class_names, options=options, finisher=finisher)
     try:
-        write = partial(_draw_and_finish, layout=layout, class_names=class_names, options=options, finisher=finisher)
-        _run_stages(todo, backend, options, ahead, write)
+        shown = partial(options.thresholds.shown, max_boxes=options.max_boxes)
+        writers = ResultWriters([TableWriter(output_dir, class_names),
+                                 ReviewWriter(output_dir, class_names, shown, options.review)])
+        with writers, _stages(todo, backend, options, ahead, write) as fresh:
+            for item in images:
+                writers.add(item, done[item.name] if item.name in done else next(fresh))
     finally:
         journal.close()
+        done.close()
         if ahead is not None:
             ahead.stop()
-    write_tables(output_dir, images, {**done, **finisher.results}, class_names)
-    write_review_files(output_dir, images, {**done, **finisher.results}, class_names,
-                       partial(options.thresholds.shown, max_boxes=options.max_boxes), options.review)
     finisher.summary.seconds = time.perf_counter() - finisher.started
     return finisher.summary
 
 
-def _run_stages(
+@contextlib.contextmanager
+def _stages(
     todo: Sequence[InputImage], backend: Backend, options: DetectOptions, ahead: DecodeAhead | None,
-    write: Callable[[tuple[Loaded, ModelOutput | None]], None],
-) -> None:
-    """Readers decode while the backend loads, then infer and write overlap, each stage bounded and in order."""
+    write: Callable[[tuple[Loaded, ModelOutput | None]], ImageResult],
+) -> Iterator[Iterator[ImageResult]]:
+    """Readers decode while the backend loads, then infer and write overlap, each stage bounded; the
+    results come out in the order of `todo`."""
     with ThreadPoolExecutor(options.workers, "read") as readers, ThreadPoolExecutor(
         backend.concurrency, "infer"
     ) as inferrers, ThreadPoolExecutor(options.workers, "write") as writers:
@@ -312,8 +324,7 @@ def _run_stages(
         inferred = OrderedPrefetch(inferrers, partial(_infer_pairs, backend), batches(loaded, backend.max_batch),
                                    backend.concurrency)
         pairs = (pair for batch_pairs in inferred for pair in batch_pairs)
-        for _ in OrderedPrefetch(writers, write, pairs, options.prefetch):
-            pass
+        yield iter(OrderedPrefetch(writers, write, pairs, options.prefetch))
 
 
 def _infer_pairs(backend: Backend, batch: list[Loaded]) -> list[tuple[Loaded, ModelOutput | None]]:
@@ -323,8 +334,10 @@ def _infer_pairs(backend: Backend, batch: list[Loaded]) -> list[tuple[Loaded, Mo
 def _draw_and_finish(
     pair: tuple[Loaded, ModelOutput | None], layout: OutputLayout, class_names: Mapping[int, str],
     options: DetectOptions, finisher: _Finisher,
-) -> None:
-    finisher.finished(draw(*pair, layout, class_names, options))
+) -> ImageResult:
+    result = draw(*pair, layout, class_names, options)
+    finisher.finished(result)
+    return result
 
 
 class _Finisher:
@@ -332,13 +345,11 @@ class _Finisher:
 
     def __init__(self, journal: Journal, summary: RunSummary, started: float, progress: Progress | None) -> None:
         self.journal, self.summary, self.started, self.progress = journal, summary, started, progress
-        self.results: dict[str, ImageResult] = {}
         self._lock = threading.Lock()
 
     def finished(self, result: ImageResult) -> None:
         self.journal.append(result)
         with self._lock:
-            self.results[result.image] = result
             self.summary.processed += 1
             self.summary.errors += result.error is not None
             if self.summary.first_result_seconds is None:
@@ -370,6 +381,8 @@ class DecodeAhead:
             with self._lock:
                 if self._stop.is_set() or used >= budget or item.name in self._claimed:
                     return
+            if item.error is not None:
+                continue
             try:
                 pixels: np.ndarray | ImageReadError = read_image(item.path)
                 used += pixels.nbytes

@@ -1,4 +1,4 @@
-"""Read any image a user can have (PNG, JPEG, DICOM; gray, RGB, RGBA, palette, 16-bit) as 8-bit pixels.
+"""Read any image a user can have (PNG, JPEG, TIFF, DICOM; gray, RGB, RGBA, palette, 16-bit) as 8-bit pixels.
 
 Both the record writer and batch detection read through here, so an image means the same thing to
 training and to inference.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from chestdet.errors import InputError
 
@@ -23,6 +23,12 @@ from chestdet.errors import InputError
 MAX_PIXELS = 80_000_000
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+# What read_image decodes, each known by its content whatever the file's name.
+READ_FORMATS = ("PNG", "JPEG", "TIFF", "DICOM")
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+          (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"))
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF")
+NOT_AN_IMAGE = f"not an image (its content is none of {', '.join(READ_FORMATS)})"
 
 
 class ImageReadError(InputError):
@@ -49,8 +55,13 @@ class ImageInfo:
     path: str
     width: int
     height: int
-    format: str  # "PNG", "JPEG" or "DICOM"
+    format: str  # "PNG", "JPEG", "TIFF" or "DICOM"
     mode: str  # PIL mode ("L", "RGB", "RGBA", "P", "I;16", ...) or the DICOM photometric interpretation
+    frames: int = 1  # a DICOM's NumberOfFrames; every frame is decoded with the first
+
+    @property
+    def pixel_count(self) -> int:
+        return self.frames * self.width * self.height
 
 
 def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
@@ -64,6 +75,18 @@ def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
         except OSError:
             return False
     return head[128:132] == b"DICM"
+
+
+def sniff_format(path: str | Path, head: bytes | None = None) -> str | None:
+    """The format of READ_FORMATS that the file's first bytes (or `head`) declare, else None."""
+    if head is None:
+        try:
+            head = _head(path, 132)
+        except OSError:
+            return None
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
@@ -84,10 +107,11 @@ def _check_file(path: Path) -> None:
 def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
     if info.width <= 0 or info.height <= 0:
         raise ImageReadError(info.path, f"declares an empty size {info.width}x{info.height}")
-    if info.width * info.height > max_pixels:
+    if info.pixel_count > max_pixels:
+        frames = f"{info.frames} frames of " if info.frames != 1 else ""
         raise DecompressionBombError(
             info.path,
-            f"declares {info.width}x{info.height} = {info.width * info.height} pixels, over the "
+            f"declares {frames}{info.width}x{info.height} = {info.pixel_count} pixels, over the "
             f"limit of {max_pixels} (possible decompression bomb); not decoded",
         )
     return info
@@ -96,9 +120,11 @@ def _check_size(info: ImageInfo, max_pixels: int) -> ImageInfo:
 def _probe_pil(path: Path) -> ImageInfo:
     try:
         with Image.open(path) as image:
-            if image.format not in ("PNG", "JPEG"):
+            if image.format not in _PIL_FORMATS:
                 raise ImageReadError(path, f"unsupported image format {image.format}")
             return ImageInfo(str(path), image.width, image.height, image.format, image.mode)
+    except UnidentifiedImageError:
+        raise ImageReadError(path, NOT_AN_IMAGE) from None
     except Image.DecompressionBombError as error:
         raise DecompressionBombError(path, f"possible decompression bomb, refused before decoding ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
@@ -113,7 +139,7 @@ def _probe_dicom(path: Path) -> ImageInfo:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
         return ImageInfo(
             str(path), int(dataset.Columns), int(dataset.Rows), "DICOM",
-            str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
+            str(dataset.get("PhotometricInterpretation", "MONOCHROME2")), int(dataset.get("NumberOfFrames") or 1),
         )
     except (InvalidDicomError, AttributeError, OSError, ValueError) as error:
         raise ImageReadError(path, f"not a readable DICOM file ({error})") from error

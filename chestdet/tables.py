@@ -1,12 +1,20 @@
 """A detection run's tables, from its `ImageResult`s in listing order: detections.csv, images.csv,
-errors.csv, detections.json (COCO results) and coco_images.json."""
+errors.csv, detections.json (COCO results) and coco_images.json.
+
+`TableWriter` appends each image's rows as it finishes, to temporary files published together by
+`close()`, so memory does not grow with the number of images and no half table ever looks whole.
+Another output written per image sits beside it with the same `add(item, result)` / `close()` /
+`abort()` (a `ResultWriter`); `ResultWriters` drives several as one.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol
 
 from chestdet import atomic
 from chestdet.contracts import (
@@ -51,32 +59,137 @@ def coco_results(image_id: int, result: ImageResult) -> list[dict]:
     ]
 
 
+def coco_image(image_id: int, result: ImageResult) -> dict:
+    """The image's entry of coco_images.json."""
+    return {"id": image_id, "file_name": result.image, "width": result.width, "height": result.height}
+
+
+class ResultWriter(Protocol):
+    """An output written image by image, in listing order, and published whole at the end."""
+
+    def add(self, item: InputImage, result: ImageResult) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ResultWriters:
+    """Several `ResultWriter`s fed the same results; all published on success, all discarded on error."""
+
+    def __init__(self, writers: Sequence[ResultWriter]) -> None:
+        self.writers = list(writers)
+
+    def add(self, item: InputImage, result: ImageResult) -> None:
+        for writer in self.writers:
+            writer.add(item, result)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+    def abort(self) -> None:
+        for writer in self.writers:
+            writer.abort()
+
+    def __enter__(self) -> ResultWriters:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class JsonArray:
+    """A JSON array written item by item: the bytes `json.dumps` gives for the whole list, at
+    `indent` (None: on one line) and nested `level` deep."""
+
+    def __init__(self, handle: IO, indent: int | None = None, level: int = 0) -> None:
+        self._handle, self._indent, self._level, self._count = handle, indent, level, 0
+        handle.write("[")
+
+    def append(self, item: object) -> None:
+        if self._indent is None:
+            self._handle.write((", " if self._count else "") + json.dumps(item))
+        else:
+            pad = "\n" + " " * (self._indent * (self._level + 1))
+            self._handle.write(("," if self._count else "") + pad + json.dumps(item, indent=self._indent).replace(
+                "\n", pad))
+        self._count += 1
+
+    def close(self) -> None:
+        closing = "\n" + " " * (self._indent * self._level) if self._indent is not None and self._count else ""
+        self._handle.write(closing + "]")
+
+
+class TableWriter:
+    """detections.csv, images.csv, errors.csv, detections.json and coco_images.json, a row at a time.
+
+    Use as a context manager (an error discards every table) or call `close()` / `abort()`.
+    """
+
+    def __init__(self, output_dir: Path, class_names: Mapping[int, str]) -> None:
+        self._class_names = dict(class_names)
+        names = (DETECTIONS_CSV, IMAGES_CSV, ERRORS_CSV, DETECTIONS_JSON, COCO_IMAGES_JSON)
+        self._files = {name: atomic.PendingFile(output_dir / name, "w", newline="", encoding="utf-8")
+                       for name in names}
+        self._csv = {}
+        for name, columns in ((DETECTIONS_CSV, DETECTION_COLUMNS), (IMAGES_CSV, IMAGE_COLUMNS),
+                              (ERRORS_CSV, ERROR_COLUMNS)):
+            self._csv[name] = csv.writer(self._files[name].handle)
+            self._csv[name].writerow(columns)
+        self._results = JsonArray(self._files[DETECTIONS_JSON].handle)
+        self._files[COCO_IMAGES_JSON].handle.write('{\n  "images": ')
+        self._images = JsonArray(self._files[COCO_IMAGES_JSON].handle, indent=2, level=1)
+
+    def add(self, item: InputImage, result: ImageResult) -> None:
+        """One image's rows; images are added in listing order."""
+        if result.error is not None:
+            self._csv[ERRORS_CSV].writerow([result.image, result.error])
+            return
+        self._csv[DETECTIONS_CSV].writerows(detection_rows(result, self._class_names))
+        self._csv[IMAGES_CSV].writerow(image_row(result))
+        for entry in coco_results(item.image_id, result):
+            self._results.append(entry)
+        self._images.append(coco_image(item.image_id, result))
+
+    def close(self) -> None:
+        """Finish the JSON files and publish every table."""
+        self._results.close()
+        self._files[DETECTIONS_JSON].handle.write("\n")
+        self._images.close()
+        categories = [{"id": k, "name": v} for k, v in sorted(self._class_names.items())]
+        self._files[COCO_IMAGES_JSON].handle.write(
+            ',\n  "categories": ' + json.dumps(categories, indent=2).replace("\n", "\n  ") + "\n}\n"
+        )
+        for pending in self._files.values():
+            pending.commit()
+
+    def abort(self) -> None:
+        """Remove the unfinished tables; earlier published ones stay as they were."""
+        for pending in self._files.values():
+            pending.discard()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_tables(
     output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
     class_names: Mapping[int, str],
 ) -> None:
-    """detections.csv, images.csv, detections.json, coco_images.json and errors.csv, in listing order."""
-    ordered = [(i, results[i.name]) for i in images if i.name in results]
-    readable = [(i, r) for i, r in ordered if r.error is None]
-    _write_csv(output_dir / DETECTIONS_CSV, DETECTION_COLUMNS,
-               (row for _, r in readable for row in detection_rows(r, class_names)))
-    _write_csv(output_dir / IMAGES_CSV, IMAGE_COLUMNS, (image_row(r) for _, r in readable))
-    _write_csv(output_dir / ERRORS_CSV, ERROR_COLUMNS, ([r.image, r.error] for _, r in ordered if r.error is not None))
-    coco = [entry for i, r in readable for entry in coco_results(i.image_id, r)]
-    atomic.write_text(output_dir / DETECTIONS_JSON, json.dumps(coco) + "\n")
-    atomic.write_json(
-        output_dir / COCO_IMAGES_JSON,
-        {
-            "images": [
-                {"id": i.image_id, "file_name": r.image, "width": r.width, "height": r.height} for i, r in readable
-            ],
-            "categories": [{"id": k, "name": v} for k, v in sorted(class_names.items())],
-        },
-    )
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    with atomic.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    """Every table of the images that have a result, in listing order."""
+    with TableWriter(output_dir, class_names) as tables:
+        for item in images:
+            if item.name in results:
+                tables.add(item, results[item.name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,11 +16,16 @@ def voc_xml(
     image_path: Path, width: int, height: int, depth: int,
     detections: Sequence[Detection], class_names: Mapping[int, str],
 ) -> bytes:
-    """A Pascal VOC annotation as labelImg writes it (integer pixel corners, not verified)."""
+    """A Pascal VOC annotation as labelImg writes it (integer pixel corners, not verified).
+
+    `<path>` and `<folder>` are the image's path as given, made absolute but never resolved through
+    a symlink: a per-file link (DVC, git-annex, DataLad) names the user's file, not its store.
+    """
+    written = Path(os.path.abspath(image_path))
     root = etree.Element("annotation")
-    _sub(root, "folder", image_path.resolve().parent.name)
-    _sub(root, "filename", image_path.name)
-    _sub(root, "path", str(image_path.resolve()))
+    _sub(root, "folder", written.parent.name)
+    _sub(root, "filename", written.name)
+    _sub(root, "path", str(written))
     _sub(_sub(root, "source"), "database", "chestdet detections")
     size = _sub(root, "size")
     for tag, value in (("width", width), ("height", height), ("depth", depth)):

@@ -1,4 +1,4 @@
-"""chestdet-detect / scripts/detect.py: run an exported model over a folder, list or glob of images."""
+"""chestdet-detect / scripts/detect.py: run an exported model over a folder, list, glob or split of images."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from chestdet.backends import BACKENDS, choose_backend, gpu_available, open_back
 from chestdet.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
 from chestdet.contracts import LABEL_MAP_FILE, TFLITE_FILE
 from chestdet.drawing import FORMATS
-from chestdet.inputs import InputImage, list_inputs
+from chestdet.inputs import Listing, list_split, read_listing
 from chestdet.review import ReviewOptions
 
 log = logging.getLogger("chestdet.detect")
@@ -25,6 +25,8 @@ EXAMPLES = """examples:
   python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
   python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
   python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --label-studio
+  python scripts/detect.py --model workspace/export --split-file workspace/records/split.csv --split test \
+      --image-dir workspace/sample/nih/images --output-dir out/
 """
 
 
@@ -39,8 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, type=Path,
                         help="export directory (saved_model/, model.tflite, label_map.pbtxt)")
-    parser.add_argument("--input", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input",
                         help="a folder (recursive), an image, a text file of image paths, or a glob")
+    source.add_argument("--split-file", type=Path,
+                        help="the records step's split.csv: detect on the images of one split (--split, --image-dir)")
+    parser.add_argument("--split", help="with --split-file: the split to detect on (default: test)")
+    parser.add_argument("--image-dir", type=Path, action="append", default=[],
+                        help="with --split-file: a folder holding the split's images, found by file name as the "
+                        "records step finds them (repeatable)")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the outputs")
     parser.add_argument("--label-map", type=Path, help="label map (default: the export's label_map.pbtxt)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -84,21 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     _check_arguments(args)
-    images = list_inputs(args.input, exclude=args.output_dir)
-    if not images:
-        raise UserError(f"--input {args.input}: no images found")
+    listing = _list_images(args)
     # Importing TensorFlow (label map, backend) takes seconds: decode the first images meanwhile.
-    ahead = None if args.resume else detect.DecodeAhead(images)
+    ahead = None if args.resume else detect.DecodeAhead(listing.images)
     try:
-        return _detect(args, images, ahead, started)
+        return _detect(args, listing, ahead, started)
     finally:
         if ahead is not None:
             ahead.stop()
 
 
-def _detect(
-    args: argparse.Namespace, images: list[InputImage], ahead: detect.DecodeAhead | None, started: float
-) -> int:
+def _list_images(args: argparse.Namespace) -> Listing:
+    if args.split_file is not None:
+        return Listing(list_split(args.split_file, args.split or "test", args.image_dir))
+    listing = read_listing(args.input, exclude=args.output_dir)
+    if not listing.images:
+        raise UserError(f"--input {args.input}: no images found")
+    return listing
+
+
+def _input_setting(args: argparse.Namespace) -> object:
+    if args.split_file is None:
+        return args.input
+    return {"split_file": args.split_file.resolve(), "split": args.split or "test",
+            "image_dirs": [folder.resolve() for folder in args.image_dir]}
+
+
+def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhead | None, started: float) -> int:
     label_map = args.label_map or args.model / LABEL_MAP_FILE
     class_names = _load_class_names(label_map)
     thresholds = detect.Thresholds(args.min_score)
@@ -118,15 +139,16 @@ def _detect(
         prefetch=max(4, 2 * args.workers, 2 * args.batch_size), review=review,
     )
     settings = detect.run_settings(
-        model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=args.input,
+        model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=_input_setting(args),
         keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
         format=args.format, voc_xml=args.voc_xml,
         label_studio=review.image_url_prefix if args.label_studio else None,
     )
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
     backend = open_backend(kind, args.model, args.batch_size, args.threads)
-    log.info("%d images, %s backend, writing to %s", len(images), kind, args.output_dir)
-    summary = _run(images, backend, class_names, args, options, started, ahead)
+    log.info("%d images, %s backend, writing to %s", len(listing.images), kind, args.output_dir)
+    summary = _run(listing.images, backend, class_names, args, options, started, ahead)
+    summary.ignored = len(listing.ignored)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
 
@@ -161,6 +183,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite exclude each other")
     if args.image_url_prefix is not None and not args.label_studio:
         raise UserError("--image-url-prefix needs --label-studio")
+    if args.split_file is not None and not args.image_dir:
+        raise UserError("--split-file needs --image-dir: the folders holding the split's images")
+    if args.split_file is None and (args.image_dir or args.split):
+        raise UserError("--split and --image-dir go with --split-file (a folder as --input is listed by itself)")
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:

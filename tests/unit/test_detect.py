@@ -138,16 +138,16 @@ def mixed_inputs(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------ listing
 
 
-def test_folder_listing_is_recursive_sorted_and_skips_other_files_and_the_output_dir(mixed_inputs: Path):
+def test_folder_listing_is_recursive_sorted_holds_every_file_and_skips_the_output_dir(mixed_inputs: Path):
     out = mixed_inputs / "out"
     out.mkdir()
     shutil.copy(SAMPLE_IMAGES / SAMPLE_NAMES[0], out / "drawn.png")
     images = list_inputs(mixed_inputs, exclude=out)
     assert [i.name for i in images] == sorted(
-        ["corrupt.jpg", "deep16.png", "empty.png", "gray.png", "mono1.dcm", "rgba.png",
+        ["corrupt.jpg", "deep16.png", "empty.png", "gray.png", "mono1.dcm", "notes.txt", "rgba.png",
          "sub dir/palette.png", "sub dir/photo.jpg"]
     )
-    assert [i.image_id for i in images] == list(range(1, 9))
+    assert [i.image_id for i in images] == list(range(1, 10))
 
 
 def test_text_list_resolves_relative_paths_skips_comments_and_repeats(tmp_path: Path, caplog):
@@ -209,13 +209,14 @@ def test_missing_input_is_a_clear_error(tmp_path: Path):
 def test_every_output_of_a_run_over_mixed_inputs(mixed_inputs: Path, tmp_path: Path):
     out = tmp_path / "det out"
     summary = run(mixed_inputs, out, voc_xml=True)
-    assert (summary.processed, summary.errors) == (8, 2)
+    assert (summary.processed, summary.errors) == (9, 3)
 
     assert header(out / "detections.csv") == list(DETECTION_COLUMNS)
     assert header(out / "images.csv") == list(IMAGE_COLUMNS)
     assert header(out / "errors.csv") == ["image", "reason"]
     errors = {row["image"]: row["reason"] for row in read_csv(out / "errors.csv")}
-    assert errors == {"corrupt.jpg": "not a readable image (Truncated File Read)", "empty.png": "empty file"}
+    assert errors == {"corrupt.jpg": "not a readable image (Truncated File Read)", "empty.png": "empty file",
+                      "notes.txt": "not an image (its content is none of PNG, JPEG, TIFF, DICOM)"}
 
     images = read_csv(out / "images.csv")
     assert [r["image"] for r in images] == [
@@ -380,7 +381,7 @@ def test_images_decoded_ahead_are_the_images_and_their_errors(mixed_inputs: Path
     ahead = detect.DecodeAhead(images)
     ahead._thread.join()  # all of them: far under the budget
     for item in images:
-        if item.name in ("corrupt.jpg", "empty.png"):
+        if item.name in ("corrupt.jpg", "empty.png", "notes.txt"):
             with pytest.raises(ImageReadError):
                 ahead.take(item)
         else:
