@@ -185,12 +185,11 @@ class GradCam:
         from object_detection.core.standard_fields import DetectionResultFields as fields
 
         images, shapes = self.model.preprocess(image)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             prediction = self.model.predict(images, shapes)
             with tape.stop_recording():
                 found = self.model.postprocess(prediction, shapes)
-            # At least one target: a jacobian of nothing fails while tracing its fallback loop.
-            count = tf.maximum(1, tf.reduce_sum(tf.cast(found[fields.detection_scores][0] >= min_score, tf.int32)))
+            count = tf.reduce_sum(tf.cast(found[fields.detection_scores][0] >= min_score, tf.int32))
             anchors = found[fields.detection_anchor_indices][0, :count]
             classes = tf.cast(found[fields.detection_classes][0, :count], tf.int32) + 1
             logits = self._logits(prediction, anchors, classes)
@@ -203,17 +202,19 @@ class GradCam:
             "raw_boxes": found[fields.raw_detection_boxes][0],
             "raw_scores": found[fields.raw_detection_scores][0],
             "levels": prediction["raw_detection_feature_map_indices"][0],
-            "cams": self._cams(tape, logits, prediction["feature_maps"]),
+            "cams": self._cams(tape, logits, tf.gather(prediction["raw_detection_feature_map_indices"][0], anchors),
+                               prediction["feature_maps"]),
         }
 
     def _at(self, image, anchors, classes):  # noqa: ANN001, ANN202 - tensors
         import tensorflow as tf
 
         images, shapes = self.model.preprocess(image)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             prediction = self.model.predict(images, shapes)
             logits = self._logits(prediction, anchors, classes)
-        return self._cams(tape, logits, prediction["feature_maps"])
+        levels = tf.gather(prediction["raw_detection_feature_map_indices"][0], anchors)
+        return self._cams(tape, logits, levels, prediction["feature_maps"])
 
     @staticmethod
     def _logits(prediction: dict, anchors, classes):  # noqa: ANN001, ANN205 - tensors
@@ -223,14 +224,25 @@ class GradCam:
         return tf.gather_nd(prediction["class_predictions_with_background"][0], tf.stack([anchors, classes], 1))
 
     @staticmethod
-    def _cams(tape, logits, feature_maps) -> tuple:  # noqa: ANN001 - tensors
-        """Per level: ReLU(sum over channels of the space-averaged gradient times the activations)."""
+    def _cams(tape, logits, levels, feature_maps) -> tuple:  # noqa: ANN001 - tensors
+        """Per level, for the targets on it (in target order): ReLU(sum over channels of the
+        space-averaged gradient times the activations).
+
+        One jacobian per level, of that level's logits with respect to that level's map only, so the
+        backward pass runs through that level's head alone (a jacobian with respect to every level
+        also runs, once per target, through every other head and the top-down path: 3x slower at 3
+        boxes). It loops over targets rather than vectorising with pfor: pfor has no rule for the
+        depthwise convolutions' backward pass, so it loops anyway, slower, and fails on a level
+        without targets.
+        """
         import tensorflow as tf
 
-        gradients = tape.jacobian(logits, feature_maps, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         cams = []
-        for gradient, activations in zip(gradients, feature_maps, strict=True):
-            weights = tf.reduce_mean(gradient[:, 0], axis=[1, 2])  # [N, channels]
+        for level, activations in enumerate(feature_maps):
+            with tape:  # the selection must be recorded, or the targets have no gradient
+                targets = tf.boolean_mask(logits, tf.equal(levels, level))
+            gradient = tape.jacobian(targets, activations, experimental_use_pfor=False)
+            weights = tf.reduce_mean(gradient[:, 0], axis=[1, 2])  # [targets, channels]
             cams.append(tf.nn.relu(tf.einsum("nc,hwc->nhw", weights, activations[0])))
         return tuple(cams)
 
@@ -347,51 +359,59 @@ class Explainer:
         floor = min((d.score for d in detections), default=1.0) - SCORE_MARGIN
         found = self.grad_cam.detected(image, np.float32(floor))
         model = _model_detections(found)
+        levels = found["levels"].numpy()
         matches = match_detections(normalised_boxes(detections, height, width), [d.class_id for d in detections],
                                    model)
-        explained = int(found["cams"][0].shape[0])
-        first_pass = [m is not None and m.detection is not None and m.detection < explained for m in matches]
+        explained = sum(int(cams.shape[0]) for cams in found["cams"])  # the model's first detections
         kept = [i for i, m in enumerate(matches) if m is not None]
-        again = [i for i in kept if not first_pass[i]]
+        again = [i for i in kept if matches[i].detection is None or matches[i].detection >= explained]
         extra = self._cams_at(image, [matches[i].anchor for i in again], [detections[i].class_id for i in again])
-        levels = found["levels"].numpy()
         size = heatmap_size(height, width)
         heatmaps = []
         for i in kept:
-            level = int(levels[matches[i].anchor])
-            cams, row = (found["cams"], matches[i].detection) if first_pass[i] else (extra, again.index(i))
-            heatmaps.append(finish_heatmap(cams[level][row].numpy(), size))
+            if i in again:
+                cam = level_cam(extra, levels[[matches[j].anchor for j in again]], again.index(i))
+            else:
+                cam = level_cam(found["cams"], levels[model.anchors[:explained]], matches[i].detection)
+            heatmaps.append(finish_heatmap(cam, size))
         unexplained = tuple(d for d, m in zip(detections, matches, strict=True) if m is None)
-        for d in unexplained:
-            log.warning("no anchor of the checkpoint model fits the %s box %.0f,%.0f,%.0f,%.0f (IoU < %.2f); "
-                        "not explained", self.class_names.get(d.class_id, d.class_id), d.xmin, d.ymin, d.xmax,
-                        d.ymax, MATCH_MIN_IOU)
+        self._report(unexplained)
         anchors = np.array([matches[i].anchor for i in kept], dtype=np.int32)
         return Explanation(
             detections=tuple(detections[i] for i in kept),
-            heatmaps=np.stack(heatmaps).astype(np.float32) if heatmaps else np.zeros((0, *size), np.float32),
+            heatmaps=np.stack(heatmaps) if heatmaps else np.zeros((0, *size), np.float32),
             anchor_indices=anchors,
             levels=levels[anchors].astype(np.int32),
-            match_iou=np.array([matches[i].iou if matches[i].detection is not None else 0.0 for i in kept],
+            match_iou=np.array([0.0 if matches[i].detection is None else matches[i].iou for i in kept],
                                dtype=np.float32),
             image_size=(height, width),
             unexplained=unexplained,
         )
+
+    def _report(self, unexplained: Sequence[Detection]) -> None:
+        for d in unexplained:
+            log.warning("no anchor of the checkpoint model fits the %s box %.0f,%.0f,%.0f,%.0f (IoU < %.2f); "
+                        "not explained", self.class_names.get(d.class_id, d.class_id), d.xmin, d.ymin, d.xmax,
+                        d.ymax, MATCH_MIN_IOU)
 
     def _cams_at(self, image: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> tuple:
         if not anchors:
             return ()
         return self.grad_cam.at(image, np.asarray(anchors, np.int32), np.asarray(class_ids, np.int32))
 
-    def explain_anchors(
-        self, pixels: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int], levels: Sequence[int]
-    ) -> np.ndarray:
-        """Heatmaps [N, h, w] of given targets: the class logit `class_ids[i]` at anchor `anchors[i]`,
-        on pyramid level `levels[i]` (the same boxes explained by another model's weights)."""
+    def explain_anchors(self, pixels: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> np.ndarray:
+        """Heatmaps [N, h, w] of given targets, the class logit `class_ids[i]` at anchor `anchors[i]` (the
+        same boxes explained by another model's weights: the anchors are the same for the same config)."""
         height, width = pixels.shape[:2]
-        cams = self._cams_at(self.model_input(pixels), anchors, class_ids)
+        image = self.model_input(pixels)
+        cams = self._cams_at(image, anchors, class_ids)
+        levels = self.anchor_levels(image)[np.asarray(anchors)]
         size = heatmap_size(height, width)
-        return np.stack([finish_heatmap(cams[level][row].numpy(), size) for row, level in enumerate(levels)])
+        return np.stack([finish_heatmap(level_cam(cams, levels, i), size) for i in range(len(anchors))])
+
+    def anchor_levels(self, image: np.ndarray) -> np.ndarray:
+        """[anchors] pyramid level of every anchor of the model's input."""
+        return self.grad_cam.detected(image, np.float32(2.0))["levels"].numpy()
 
     def write(
         self, output_dir: str | Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
@@ -410,6 +430,12 @@ class Explainer:
         with atomic.atomic_open(npz_path, "wb") as handle:
             np.savez_compressed(handle, **explanation.arrays())
         return explanation
+
+
+def level_cam(cams: Sequence, target_levels: np.ndarray, target: int) -> np.ndarray:
+    """The map of target `target` from per-level maps that hold, in target order, the targets on them."""
+    level = int(target_levels[target])
+    return cams[level][int(np.sum(target_levels[:target] == level))].numpy()
 
 
 def _model_detections(found: Mapping) -> ModelDetections:
