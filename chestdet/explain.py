@@ -39,7 +39,7 @@ import numpy as np
 
 from chestdet import atomic
 from chestdet.backends import Detection, legacy_bilinear_resize
-from chestdet.contracts import CHECKPOINT_DIR, EXPLAIN_DIR, LABEL_MAP_FILE, PIPELINE_FILE
+from chestdet.contracts import CHECKPOINT_DIR, EXPLAIN_ARRAYS, EXPLAIN_DIR, LABEL_MAP_FILE, PIPELINE_FILE
 from chestdet.drawing import class_colour, draw_detections_bgr, encode_bgr
 from chestdet.errors import ChestdetError
 from chestdet.metrics import pairwise_iou
@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 # this much; the backends' boxes agree far closer than that (IoU >= 0.95, BENCHMARKS.md).
 MATCH_MIN_IOU = 0.5
 # The model's detections explained in the first pass: those scoring at least the lowest score asked
-# for, less this margin, so that a TFLite score a little above the checkpoint's still finds its box.
+# for, less this margin, so that a TFLite score a little above the checkpoint's still finds its box,
+# and at most this many more than were asked for (an untrained model scores everything alike).
 SCORE_MARGIN = 0.05
+SPARE_TARGETS = 4
 HEATMAP_MAX_SIDE = 256  # heatmaps in the .npz: the image's aspect ratio, longest side at most this
 PANEL_MAX_SIDE = 512  # each panel of the .png
 HEAT_OPACITY = 0.6  # a pixel of heat 1 is this much its box's colour, the rest film
@@ -77,16 +79,17 @@ class Explanation:
         """The .npz arrays: heatmaps, boxes (xmin, ymin, xmax, ymax pixels), scores, classes, image_size,
         and how each box was explained (anchor_indices, levels, match_iou)."""
         boxes = [(d.xmin, d.ymin, d.xmax, d.ymax) for d in self.detections]
-        return {
-            "heatmaps": self.heatmaps.astype(np.float32),
-            "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
-            "scores": np.array([d.score for d in self.detections], dtype=np.float32),
-            "classes": np.array([d.class_id for d in self.detections], dtype=np.int32),
-            "image_size": np.array(self.image_size, dtype=np.int32),
-            "anchor_indices": self.anchor_indices.astype(np.int32),
-            "levels": self.levels.astype(np.int32),
-            "match_iou": self.match_iou.astype(np.float32),
-        }
+        values = (
+            self.heatmaps.astype(np.float32),
+            np.array(boxes, dtype=np.float32).reshape(-1, 4),
+            np.array([d.score for d in self.detections], dtype=np.float32),
+            np.array([d.class_id for d in self.detections], dtype=np.int32),
+            np.array(self.image_size, dtype=np.int32),
+            self.anchor_indices.astype(np.int32),
+            self.levels.astype(np.int32),
+            self.match_iou.astype(np.float32),
+        )
+        return dict(zip(EXPLAIN_ARRAYS, values, strict=True))
 
 
 def explain_paths(output_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -176,11 +179,12 @@ class GradCam:
 
         self.model = model
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
-        self.detected = tf.function(self._detected, input_signature=[image, tf.TensorSpec([], tf.float32)])
+        floor_and_cap = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
+        self.detected = tf.function(self._detected, input_signature=[image, *floor_and_cap])
         ints = tf.TensorSpec([None], tf.int32)
         self.at = tf.function(self._at, input_signature=[image, ints, ints])
 
-    def _detected(self, image, min_score):  # noqa: ANN001, ANN202 - tensors
+    def _detected(self, image, min_score, max_targets):  # noqa: ANN001, ANN202 - tensors
         import tensorflow as tf
         from object_detection.core.standard_fields import DetectionResultFields as fields
 
@@ -190,6 +194,7 @@ class GradCam:
             with tape.stop_recording():
                 found = self.model.postprocess(prediction, shapes)
             count = tf.reduce_sum(tf.cast(found[fields.detection_scores][0] >= min_score, tf.int32))
+            count = tf.minimum(count, max_targets)
             anchors = found[fields.detection_anchor_indices][0, :count]
             classes = tf.cast(found[fields.detection_classes][0, :count], tf.int32) + 1
             logits = self._logits(prediction, anchors, classes)
@@ -357,7 +362,7 @@ class Explainer:
         height, width = pixels.shape[:2]
         image = self.model_input(pixels)
         floor = min((d.score for d in detections), default=1.0) - SCORE_MARGIN
-        found = self.grad_cam.detected(image, np.float32(floor))
+        found = self.grad_cam.detected(image, np.float32(floor), np.int32(len(detections) + SPARE_TARGETS))
         model = _model_detections(found)
         levels = found["levels"].numpy()
         matches = match_detections(normalised_boxes(detections, height, width), [d.class_id for d in detections],
@@ -411,7 +416,7 @@ class Explainer:
 
     def anchor_levels(self, image: np.ndarray) -> np.ndarray:
         """[anchors] pyramid level of every anchor of the model's input."""
-        return self.grad_cam.detected(image, np.float32(2.0))["levels"].numpy()
+        return self.grad_cam.detected(image, np.float32(2.0), np.int32(0))["levels"].numpy()
 
     def write(
         self, output_dir: str | Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
@@ -423,19 +428,26 @@ class Explainer:
         if not detections:
             return None
         explanation = self.explain(pixels, detections)
-        if not explanation.detections:
-            return explanation
-        png_path, npz_path = explain_paths(Path(output_dir), stem or image_stem(name))
-        atomic.write_bytes(png_path, render_explanation(pixels, explanation, self.class_names))
-        with atomic.atomic_open(npz_path, "wb") as handle:
-            np.savez_compressed(handle, **explanation.arrays())
+        if explanation.detections:
+            write_explanation(Path(output_dir), stem or image_stem(name), pixels, explanation, self.class_names)
         return explanation
+
+
+def write_explanation(
+    output_dir: Path, stem: str, pixels: np.ndarray, explanation: Explanation, class_names: Mapping[int, str]
+) -> tuple[Path, Path]:
+    """Write explain/<stem>.png and explain/<stem>.npz atomically; returns their paths."""
+    png_path, npz_path = explain_paths(output_dir, stem)
+    atomic.write_bytes(png_path, render_explanation(pixels, explanation, class_names))
+    with atomic.atomic_open(npz_path, "wb") as handle:
+        np.savez_compressed(handle, **explanation.arrays())
+    return png_path, npz_path
 
 
 def level_cam(cams: Sequence, target_levels: np.ndarray, target: int) -> np.ndarray:
     """The map of target `target` from per-level maps that hold, in target order, the targets on them."""
     level = int(target_levels[target])
-    return cams[level][int(np.sum(target_levels[:target] == level))].numpy()
+    return np.asarray(cams[level][int(np.sum(target_levels[:target] == level))])
 
 
 def _model_detections(found: Mapping) -> ModelDetections:
