@@ -400,7 +400,7 @@ class Explainer:
                         d.ymax, MATCH_MIN_IOU)
 
     def _cams_at(self, image: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> tuple:
-        if not anchors:
+        if not len(anchors):
             return ()
         return self.grad_cam.at(image, np.asarray(anchors, np.int32), np.asarray(class_ids, np.int32))
 

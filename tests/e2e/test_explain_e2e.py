@@ -1,0 +1,164 @@
+"""Grad-CAM maps of a real trained export: they must point at the findings and depend on the weights.
+
+The model is the overfit one the training tests make (`trained_export`): confident boxes on the
+16 overfit sample images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chestdet.backends import Detection, open_backend, to_pixels
+from chestdet.explain import Explainer, finish_heatmap, heatmap_size
+from chestdet.imaging import read_image
+from tests.conftest import SAMPLE_IMAGES
+from tests.model_fixtures import overfit_images
+
+pytestmark = pytest.mark.slow
+
+DRAW_SCORE = 0.3  # detect.py's default --min-score: the boxes that get explained
+POINTING_SCORE = 0.5
+
+
+@pytest.fixture(scope="module")
+def explainer(trained_export: Path) -> Explainer:
+    return Explainer.open(trained_export)
+
+
+def detect(export: Path, backend: str, names: list[str]) -> dict[str, tuple[np.ndarray, list[Detection]]]:
+    """{image: (pixels, detections scoring >= DRAW_SCORE)} from one of the export's backends."""
+    runner = open_backend(backend, export)
+    runner.load()
+    found = {}
+    for name in names:
+        pixels = read_image(SAMPLE_IMAGES / name)
+        output = runner.infer([runner.prepare(pixels)])[0]
+        found[name] = (pixels, to_pixels(output, pixels.shape[1], pixels.shape[0], DRAW_SCORE))
+    return found
+
+
+@pytest.fixture(scope="module")
+def tflite_detections(trained_export: Path) -> dict[str, tuple[np.ndarray, list[Detection]]]:
+    return detect(trained_export, "tflite", sorted(overfit_images()))
+
+
+@pytest.fixture(scope="module")
+def explained(explainer: Explainer, tflite_detections: dict) -> dict:
+    return {name: explainer.explain(pixels, dets) for name, (pixels, dets) in tflite_detections.items()}
+
+
+def peak_in_box(heatmap: np.ndarray, detection: Detection, height: int, width: int) -> bool:
+    y, x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    px, py = (x + 0.5) * width / heatmap.shape[1], (y + 0.5) * height / heatmap.shape[0]
+    return detection.xmin <= px <= detection.xmax and detection.ymin <= py <= detection.ymax
+
+
+def test_pointing_game_the_maps_peak_inside_their_own_boxes(explained: dict):
+    hits, chance = [], []
+    for explanation in explained.values():
+        height, width = explanation.image_size
+        for detection, heatmap in zip(explanation.detections, explanation.heatmaps, strict=True):
+            if detection.score >= POINTING_SCORE:
+                hits.append(peak_in_box(heatmap, detection, height, width))
+                chance.append((detection.xmax - detection.xmin) * (detection.ymax - detection.ymin) / (height * width))
+    rate, chance_rate = float(np.mean(hits)), float(np.mean(chance))
+    summary = f"{sum(hits)}/{len(hits)} = {rate:.2f} against chance {chance_rate:.2f}"
+    assert len(hits) >= 10, summary
+    assert rate >= 0.8, summary
+    assert rate >= chance_rate + 0.25, summary
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (ties share their mean rank); 0 when either map is constant."""
+    ranks_a, ranks_b = pd.Series(a.ravel()).rank(), pd.Series(b.ravel()).rank()
+    if ranks_a.nunique() == 1 or ranks_b.nunique() == 1:
+        return 0.0
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def test_model_randomisation_changes_the_maps(trained_export: Path, explained: dict, tflite_detections: dict):
+    """Adebayo et al. 2018: the same boxes explained with re-initialised weights must give other maps."""
+    import tensorflow as tf
+
+    tf.random.set_seed(7)
+    untrained = Explainer.open(trained_export, restore=False)
+    correlations = []
+    for name, explanation in explained.items():
+        if not explanation.detections:
+            continue
+        pixels = tflite_detections[name][0]
+        classes = [d.class_id for d in explanation.detections]
+        random_maps = untrained.explain_anchors(pixels, explanation.anchor_indices, classes)
+        correlations += [spearman(t, r) for t, r in zip(explanation.heatmaps, random_maps, strict=True)]
+    summary = f"median {np.median(correlations):.2f}, largest {max(correlations):.2f} over {len(correlations)} maps"
+    assert len(correlations) >= 10, summary
+    assert np.median(correlations) < 0.5, summary
+    assert np.mean(np.array(correlations) < 0.5) >= 0.8, summary
+
+
+def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained: dict, tflite_detections: dict):
+    """The batched jacobians give what one tape.gradient per box gives, on the anchor's own level; a
+    coarser anchor's logit does not depend on the finer levels at all."""
+    import tensorflow as tf
+
+    name = max(explained, key=lambda n: len({int(level) for level in explained[n].levels}))
+    explanation, pixels = explained[name], tflite_detections[name][0]
+    model = explainer.grad_cam.model
+    images, shapes = model.preprocess(tf.constant(explainer.model_input(pixels)))
+    with tf.GradientTape(persistent=True) as tape:
+        prediction = model.predict(images, shapes)
+        logits = prediction["class_predictions_with_background"][0]
+        targets = [logits[int(a), d.class_id] for a, d in zip(explanation.anchor_indices, explanation.detections)]
+    size = heatmap_size(*explanation.image_size)
+    for target, level, heatmap in zip(targets, explanation.levels, explanation.heatmaps, strict=True):
+        activations = prediction["feature_maps"][level]
+        gradient = tape.gradient(target, activations)[0]
+        cam = tf.nn.relu(tf.einsum("c,hwc->hw", tf.reduce_mean(gradient, axis=[0, 1]), activations[0]))
+        np.testing.assert_allclose(heatmap, finish_heatmap(cam.numpy(), size), atol=1e-4)
+        assert heatmap.max() == pytest.approx(1.0)
+        for finer in prediction["feature_maps"][:level]:
+            gradient = tape.gradient(target, finer)
+            assert gradient is None or not np.any(gradient.numpy())
+
+
+def test_savedmodel_and_tflite_boxes_get_the_same_maps(trained_export: Path, explainer: Explainer,
+                                                       explained: dict):
+    names = sorted(explained)[:4]
+    for name, (pixels, detections) in detect(trained_export, "savedmodel", names).items():
+        ours = explainer.explain(pixels, detections)
+        assert not ours.unexplained and len(ours.detections) == len(detections)
+        assert (ours.match_iou >= 0.95).all(), ours.match_iou
+        theirs = explained[name]
+        for i, anchor in enumerate(ours.anchor_indices):
+            same = np.flatnonzero(theirs.anchor_indices == anchor)
+            same = [j for j in same if theirs.detections[j].class_id == ours.detections[i].class_id]
+            if same:
+                np.testing.assert_allclose(ours.heatmaps[i], theirs.heatmaps[same[0]], atol=1e-5)
+
+
+def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
+    tmp_path: Path, explainer: Explainer, tflite_detections: dict
+):
+    name = next(n for n, (_, dets) in tflite_detections.items() if dets)
+    pixels, detections = tflite_detections[name]
+    explanation = explainer.write(tmp_path, f"sub/{name}", pixels, detections)
+    folder = tmp_path / "explain" / "sub"
+    stem = Path(name).stem
+    assert sorted(p.name for p in folder.iterdir()) == [f"{stem}.npz", f"{stem}.png"]
+    with np.load(folder / f"{stem}.npz") as arrays:
+        n = len(detections)
+        assert arrays["heatmaps"].shape == (n, *heatmap_size(*pixels.shape[:2])) and n == len(explanation.detections)
+        assert arrays["heatmaps"].dtype == np.float32
+        assert arrays["heatmaps"].min() >= 0.0 and arrays["heatmaps"].max() <= 1.0
+        boxes = [[d.xmin, d.ymin, d.xmax, d.ymax] for d in detections]
+        np.testing.assert_allclose(arrays["boxes"], boxes, rtol=1e-6)
+        np.testing.assert_allclose(arrays["scores"], [d.score for d in detections], rtol=1e-6)
+        assert arrays["classes"].tolist() == [d.class_id for d in detections]
+        assert arrays["image_size"].tolist() == list(pixels.shape[:2])
+
+    assert explainer.write(tmp_path / "empty", name, pixels, []) is None
+    assert not (tmp_path / "empty").exists()
