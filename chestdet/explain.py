@@ -350,6 +350,12 @@ class Explainer:
             raise ExplainError(f"{label_map}: label map not found")
         return cls(build_model(configs, prefix), load_label_map(label_map), input_size(configs))
 
+    def warm_up(self) -> None:
+        """Trace the detections' function on a blank image (a first call otherwise spends tens of seconds
+        tracing); a caller can run it in a thread while the detection backend loads. The function for
+        boxes without a match is traced at its first use."""
+        self.grad_cam.detected(np.zeros((1, *self.size, 3), np.float32), np.float32(0.0), np.int32(1))
+
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
         """[1, h, w, 3] float32 of 0..255: resized as the SavedModel graph resizes (gray first)."""
         resized = legacy_bilinear_resize(pixels, *self.size)
