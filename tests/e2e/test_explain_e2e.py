@@ -107,30 +107,57 @@ def test_model_randomisation_changes_the_maps(trained_export: Path, explained: d
     assert len(of_nonconstant) >= 5 and np.median(of_nonconstant) < 0.5, summary
 
 
-def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained: dict, tflite_detections: dict):
-    """The batched jacobians give what one tape.gradient per box gives, on the anchor's own level; a
-    coarser anchor's logit does not depend on the finer levels at all."""
+def reference_maps(explainer: Explainer, pixels: np.ndarray, anchors, class_ids, size) -> list:  # noqa: ANN001
+    """Grad-CAM one box at a time, eagerly, on each anchor's own level; also checks that no finer
+    level reaches the logit. Returns the finished heatmaps."""
     import tensorflow as tf
 
-    name = max(explained, key=lambda n: len({int(level) for level in explained[n].levels}))
-    explanation, pixels = explained[name], tflite_detections[name][0]
     model = explainer.grad_cam.model
     images, shapes = model.preprocess(tf.constant(explainer.model_input(pixels)))
     with tf.GradientTape(persistent=True) as tape:
         prediction = model.predict(images, shapes)
         logits = prediction["class_predictions_with_background"][0]
-        pairs = zip(explanation.anchor_indices, explanation.detections, strict=True)
-        targets = [logits[int(anchor), detection.class_id] for anchor, detection in pairs]
-    size = heatmap_size(*explanation.image_size)
-    for target, level, heatmap in zip(targets, explanation.levels, explanation.heatmaps, strict=True):
-        activations = prediction["feature_maps"][level]
+        targets = [logits[int(anchor), int(class_id)] for anchor, class_id in zip(anchors, class_ids, strict=True)]
+    levels = prediction["raw_detection_feature_map_indices"][0].numpy()
+    maps = []
+    for target, anchor in zip(targets, anchors, strict=True):
+        activations = prediction["feature_maps"][levels[anchor]]
         gradient = tape.gradient(target, activations)[0]
         cam = tf.nn.relu(tf.einsum("c,hwc->hw", tf.reduce_mean(gradient, axis=[0, 1]), activations[0]))
-        np.testing.assert_allclose(heatmap, finish_heatmap(cam.numpy(), size), atol=1e-4)
-        assert heatmap.max() == pytest.approx(1.0)
-        for finer in prediction["feature_maps"][:level]:
+        maps.append(finish_heatmap(cam.numpy(), size))
+        for finer in prediction["feature_maps"][: levels[anchor]]:
             gradient = tape.gradient(target, finer)
             assert gradient is None or not np.any(gradient.numpy())
+    return maps
+
+
+def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained: dict, tflite_detections: dict):
+    """The batched per-level jacobians give what one tape.gradient per box gives."""
+    name = max(explained, key=lambda n: len({int(level) for level in explained[n].levels}))
+    explanation, pixels = explained[name], tflite_detections[name][0]
+    assert len(set(explanation.levels.tolist())) >= 2  # boxes on several levels, batched together
+    classes = [d.class_id for d in explanation.detections]
+    expected = reference_maps(explainer, pixels, explanation.anchor_indices, classes,
+                              heatmap_size(*explanation.image_size))
+    for heatmap, reference in zip(explanation.heatmaps, expected, strict=True):
+        np.testing.assert_allclose(heatmap, reference, atol=1e-4)
+        assert heatmap.max() == pytest.approx(1.0)
+
+
+def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reported(
+    explainer: Explainer, tflite_detections: dict
+):
+    """A found box relabelled to a class drawn nowhere near it, and a box too small for any anchor."""
+    name, (pixels, detections) = next((n, v) for n, v in sorted(tflite_detections.items()) if v[1])
+    box = detections[0]
+    other = next(c for c in range(1, 9) if all(d.class_id != c for d in detections))
+    relabelled = Detection(other, 0.9, box.xmin, box.ymin, box.xmax, box.ymax)
+    speck = Detection(box.class_id, 0.9, box.xmin, box.ymin, box.xmin + 2, box.ymin + 2)
+    explanation = explainer.explain(pixels, [relabelled, speck])
+    assert explanation.detections == (relabelled,) and explanation.unexplained == (speck,)
+    size = heatmap_size(*explanation.image_size)
+    expected = reference_maps(explainer, pixels, explanation.anchor_indices, [other], size)
+    np.testing.assert_allclose(explanation.heatmaps[0], expected[0], atol=1e-4)
 
 
 def test_savedmodel_and_tflite_boxes_get_the_same_maps(trained_export: Path, explainer: Explainer,
