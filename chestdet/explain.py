@@ -180,9 +180,11 @@ class GradCam:
         self.model = model
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
         floor_and_cap = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
-        self.detected = tf.function(self._detected, input_signature=[image, *floor_and_cap])
+        # No autograph: nothing here branches on tensors, and converting the model's code on the way
+        # doubled the tracing (50 s instead of 25 s on a busy 2-core CPU) for the same graph.
+        self.detected = tf.function(self._detected, input_signature=[image, *floor_and_cap], autograph=False)
         ints = tf.TensorSpec([None], tf.int32)
-        self.at = tf.function(self._at, input_signature=[image, ints, ints])
+        self.at = tf.function(self._at, input_signature=[image, ints, ints], autograph=False)
 
     def _detected(self, image, min_score, max_targets):  # noqa: ANN001, ANN202 - tensors
         import tensorflow as tf
