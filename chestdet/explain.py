@@ -496,37 +496,38 @@ def render_explanation(pixels: np.ndarray, explanation: Explanation, class_names
     In a panel each pixel takes the colour of the box whose heatmap is strongest there (the box's
     class colour, as in drawn/), as opaque as that heat; the boxes and their labels are drawn on top.
     """
-    panels = [_panel(pixels, explanation, members, class_names)
+    height, width = pixels.shape[:2]
+    size = heatmap_size(height, width, PANEL_MAX_SIDE)
+    film = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+    heat = np.stack([cv2.resize(heatmap, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                     for heatmap in explanation.heatmaps])
+    scale_y, scale_x = size[0] / height, size[1] / width
+    boxes = [_scaled(d, scale_x, scale_y) for d in explanation.detections]
+    panels = [_panel(film, heat[members], [boxes[i] for i in members], class_names)
               for members in group_panels(explanation.detections)]
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     gap = 8
-    height, width = panels[0].shape[:2]
-    canvas = np.full((rows * height + (rows - 1) * gap, columns * width + (columns - 1) * gap, 3), 255, np.uint8)
+    canvas = np.full((rows * size[0] + (rows - 1) * gap, columns * size[1] + (columns - 1) * gap, 3), 255, np.uint8)
     for index, panel in enumerate(panels):
-        top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
-        canvas[top:top + height, left:left + width] = panel
+        top, left = (index // columns) * (size[0] + gap), (index % columns) * (size[1] + gap)
+        canvas[top:top + size[0], left:left + size[1]] = panel
     return encode_bgr(canvas, "png")
 
 
 def _panel(
-    pixels: np.ndarray, explanation: Explanation, members: Sequence[int], class_names: Mapping[int, str]
+    film: np.ndarray, heat: np.ndarray, boxes: Sequence[Detection], class_names: Mapping[int, str]
 ) -> np.ndarray:
-    """BGR panel: the image at most PANEL_MAX_SIDE on its longer side, tinted by the members' heatmaps."""
-    height, width = pixels.shape[:2]
-    size = heatmap_size(height, width, PANEL_MAX_SIDE)
-    film = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
-    if film.ndim == 2:
-        film = np.repeat(film[:, :, np.newaxis], 3, axis=2)
-    heat = np.stack([cv2.resize(explanation.heatmaps[i], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                     for i in members])
-    colours = np.array([class_colour(explanation.detections[i].class_id) for i in members], dtype=np.float32)
-    strongest = heat.argmax(axis=0)
-    opacity = HEAT_OPACITY * np.clip(heat.max(axis=0), 0.0, 1.0)[:, :, np.newaxis]
-    tinted = film * (1.0 - opacity) + colours[strongest] * opacity
-    scale_y, scale_x = size[0] / height, size[1] / width
-    boxes = [_scaled(explanation.detections[i], scale_x, scale_y) for i in members]
-    return draw_detections_bgr(np.clip(np.round(tinted), 0, 255).astype(np.uint8), boxes, class_names)
+    """BGR panel: `film` (float32 gray or RGB, panel-sized) tinted by the boxes' heatmaps `heat` [n, h, w]."""
+    colours = np.array([class_colour(box.class_id) for box in boxes], dtype=np.float32)  # [n, 3] RGB
+    strongest = heat.argmax(axis=0) if len(boxes) > 1 else None
+    opacity = HEAT_OPACITY * (heat.max(axis=0) if strongest is not None else heat[0])
+    tinted = np.empty((*film.shape[:2], 3), np.uint8)
+    for channel in range(3):
+        base = film if film.ndim == 2 else film[:, :, channel]
+        colour = colours[strongest, channel] if strongest is not None else colours[0, channel]
+        tinted[:, :, channel] = base + opacity * (colour - base) + 0.5  # in [0, 255]; + 0.5 rounds
+    return draw_detections_bgr(tinted, boxes, class_names)
 
 
 def _scaled(detection: Detection, scale_x: float, scale_y: float) -> Detection:
