@@ -22,9 +22,10 @@ top-down path, whose output is that same feature map, so their evidence is alrea
 levels do not reach it at all. Adding the coarser levels' maps would count the same context twice
 at a coarser grid (two to sixteen times coarser), blurring the map of a small finding.
 
-All the detections of an image are explained by one forward pass and one backward pass per box
-(a `GradientTape.jacobian` of the stacked logits); only boxes without a match among the explained
-detections cost a second forward pass.
+All the detections of an image are explained by one forward pass and, per pyramid level, one
+`GradientTape.jacobian` of the stacked logits of its boxes with respect to that level's map (one
+backward pass per box, through that level's head only); only boxes without a match among the
+detections explained in that pass cost a second forward pass.
 """
 
 from __future__ import annotations
