@@ -366,9 +366,15 @@ class Explainer:
             resized = np.repeat(resized[:, :, np.newaxis], 3, axis=2)
         return resized[np.newaxis]
 
-    def explain(self, pixels: np.ndarray, detections: Sequence[Detection]) -> Explanation:
-        """Heatmaps of `detections` (pixels of this image, from any backend) on (H, W) gray or RGB uint8."""
+    def explain(self, pixels: np.ndarray, detections: Sequence[Detection], name: str = "") -> Explanation:
+        """Heatmaps of `detections` (pixels of this image, from any backend) on (H, W) gray or RGB uint8;
+        `name` names the image in the warning about a box no anchor fits."""
         height, width = pixels.shape[:2]
+        size = heatmap_size(height, width)
+        if not detections:
+            empty = np.zeros(0, np.int32)
+            return Explanation((), np.zeros((0, *size), np.float32), empty, empty, np.zeros(0, np.float32),
+                               (height, width))
         image = self.model_input(pixels)
         floor = min((d.score for d in detections), default=1.0) - SCORE_MARGIN
         found = self.grad_cam.detected(image, np.float32(floor), np.int32(len(detections) + SPARE_TARGETS))
@@ -380,7 +386,6 @@ class Explainer:
         kept = [i for i, m in enumerate(matches) if m is not None]
         again = [i for i in kept if matches[i].detection is None or matches[i].detection >= explained]
         extra = self._cams_at(image, [matches[i].anchor for i in again], [detections[i].class_id for i in again])
-        size = heatmap_size(height, width)
         heatmaps = []
         for i in kept:
             if i in again:
@@ -389,7 +394,7 @@ class Explainer:
                 cam = level_cam(found["cams"], levels[model.anchors[:explained]], matches[i].detection)
             heatmaps.append(finish_heatmap(cam, size))
         unexplained = tuple(d for d, m in zip(detections, matches, strict=True) if m is None)
-        self._report(unexplained)
+        self._report(name, unexplained)
         anchors = np.array([matches[i].anchor for i in kept], dtype=np.int32)
         return Explanation(
             detections=tuple(detections[i] for i in kept),
@@ -402,11 +407,11 @@ class Explainer:
             unexplained=unexplained,
         )
 
-    def _report(self, unexplained: Sequence[Detection]) -> None:
+    def _report(self, name: str, unexplained: Sequence[Detection]) -> None:
         for d in unexplained:
-            log.warning("no anchor of the checkpoint model fits the %s box %.0f,%.0f,%.0f,%.0f (IoU < %.2f); "
-                        "not explained", self.class_names.get(d.class_id, d.class_id), d.xmin, d.ymin, d.xmax,
-                        d.ymax, MATCH_MIN_IOU)
+            log.warning("%s: no anchor of the checkpoint model fits the %s box %.0f,%.0f,%.0f,%.0f (IoU < %.2f); "
+                        "not explained", name or "image", self.class_names.get(d.class_id, d.class_id), d.xmin,
+                        d.ymin, d.xmax, d.ymax, MATCH_MIN_IOU)
 
     def _cams_at(self, image: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> tuple:
         if not len(anchors):
@@ -436,7 +441,7 @@ class Explainer:
         without its suffix. Writes nothing, and returns None, for an image without a detection."""
         if not detections:
             return None
-        explanation = self.explain(pixels, detections)
+        explanation = self.explain(pixels, detections, name)
         if explanation.detections:
             write_explanation(Path(output_dir), stem or image_stem(name), pixels, explanation, self.class_names)
         return explanation

@@ -145,7 +145,7 @@ def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained
 
 
 def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reported(
-    explainer: Explainer, tflite_detections: dict
+    explainer: Explainer, tflite_detections: dict, caplog: pytest.LogCaptureFixture
 ):
     """A found box relabelled to a class drawn nowhere near it, and a box too small for any anchor."""
     name, (pixels, detections) = next((n, v) for n, v in sorted(tflite_detections.items()) if v[1])
@@ -153,8 +153,11 @@ def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reporte
     other = next(c for c in range(1, 9) if all(d.class_id != c for d in detections))
     relabelled = Detection(other, 0.9, box.xmin, box.ymin, box.xmax, box.ymax)
     speck = Detection(box.class_id, 0.9, box.xmin, box.ymin, box.xmin + 2, box.ymin + 2)
-    explanation = explainer.explain(pixels, [relabelled, speck])
+    explanation = explainer.explain(pixels, [relabelled, speck], name)
     assert explanation.detections == (relabelled,) and explanation.unexplained == (speck,)
+    reported = [r.getMessage() for r in caplog.records if r.name == "chestdet.explain"]
+    assert len(reported) == 1 and reported[0].startswith(f"{name}: no anchor of the checkpoint model fits the ")
+    assert reported[0].endswith("(IoU < 0.50); not explained")
     size = heatmap_size(*explanation.image_size)
     expected = reference_maps(explainer, pixels, explanation.anchor_indices, [other], size)
     np.testing.assert_allclose(explanation.heatmaps[0], expected[0], atol=1e-4)
