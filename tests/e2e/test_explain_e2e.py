@@ -95,7 +95,8 @@ def test_model_randomisation_changes_the_maps(trained_export: Path, explained: d
         classes = [d.class_id for d in explanation.detections]
         random_maps = untrained.explain_anchors(tflite_detections[name][0], explanation.anchor_indices, classes)
         for trained, random in zip(explanation.heatmaps, random_maps, strict=True):
-            assert trained.max() > trained.min()
+            if trained.max() == trained.min():
+                continue  # the ReLU left the trained map empty: no ranking to compare
             correlations.append(spearman(trained, random))
             if random.max() > random.min():
                 of_nonconstant.append(correlations[-1])
@@ -141,7 +142,7 @@ def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained
                               heatmap_size(*explanation.image_size))
     for heatmap, reference in zip(explanation.heatmaps, expected, strict=True):
         np.testing.assert_allclose(heatmap, reference, atol=1e-4)
-        assert heatmap.max() == pytest.approx(1.0)
+        assert heatmap.max() == pytest.approx(1.0) or not heatmap.any()  # all zero when the ReLU left nothing
 
 
 def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reported(
