@@ -48,3 +48,7 @@ JOURNAL = ".journal.jsonl"
 
 # ---------------------------------------------------------------- evaluation folder (evaluate -> the user)
 METRICS_JSON = "metrics.json"
+
+# ---------------------------------------------------------------- explanations (detect --explain -> the user)
+EXPLAIN_DIR = "explain"
+EXPLAIN_ARRAYS = ("heatmaps", "boxes", "scores", "classes", "image_size", "anchor_indices", "levels", "match_iou")

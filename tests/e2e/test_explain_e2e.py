@@ -1,0 +1,203 @@
+"""Grad-CAM maps of a real trained export: they must point at the findings and depend on the weights.
+
+The model is the overfit one the training tests make (`trained_export`): confident boxes on the
+16 overfit sample images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chestdet.backends import Detection, open_backend, to_pixels
+from chestdet.explain import Explainer, finish_heatmap, heatmap_size
+from chestdet.imaging import read_image
+from tests.conftest import SAMPLE_IMAGES
+from tests.model_fixtures import overfit_images
+
+pytestmark = pytest.mark.slow
+
+DRAW_SCORE = 0.3  # detect.py's default --min-score: the boxes that get explained
+POINTING_SCORE = 0.5
+
+
+@pytest.fixture(scope="module")
+def explainer(trained_export: Path) -> Explainer:
+    return Explainer.open(trained_export)
+
+
+def detect(export: Path, backend: str, names: list[str]) -> dict[str, tuple[np.ndarray, list[Detection]]]:
+    """{image: (pixels, detections scoring >= DRAW_SCORE)} from one of the export's backends."""
+    runner = open_backend(backend, export)
+    runner.load()
+    found = {}
+    for name in names:
+        pixels = read_image(SAMPLE_IMAGES / name)
+        output = runner.infer([runner.prepare(pixels)])[0]
+        found[name] = (pixels, to_pixels(output, pixels.shape[1], pixels.shape[0], DRAW_SCORE))
+    return found
+
+
+@pytest.fixture(scope="module")
+def tflite_detections(trained_export: Path) -> dict[str, tuple[np.ndarray, list[Detection]]]:
+    return detect(trained_export, "tflite", sorted(overfit_images()))
+
+
+@pytest.fixture(scope="module")
+def explained(explainer: Explainer, tflite_detections: dict) -> dict:
+    return {name: explainer.explain(pixels, dets) for name, (pixels, dets) in tflite_detections.items()}
+
+
+def peak_in_box(heatmap: np.ndarray, detection: Detection, height: int, width: int) -> bool:
+    y, x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    px, py = (x + 0.5) * width / heatmap.shape[1], (y + 0.5) * height / heatmap.shape[0]
+    return detection.xmin <= px <= detection.xmax and detection.ymin <= py <= detection.ymax
+
+
+def test_pointing_game_the_maps_peak_inside_their_own_boxes(explained: dict):
+    hits, chance = [], []
+    for explanation in explained.values():
+        height, width = explanation.image_size
+        for detection, heatmap in zip(explanation.detections, explanation.heatmaps, strict=True):
+            if detection.score >= POINTING_SCORE:
+                hits.append(peak_in_box(heatmap, detection, height, width))
+                chance.append((detection.xmax - detection.xmin) * (detection.ymax - detection.ymin) / (height * width))
+    rate, chance_rate = float(np.mean(hits)), float(np.mean(chance))
+    summary = f"{sum(hits)}/{len(hits)} = {rate:.2f} against chance {chance_rate:.2f}"
+    assert len(hits) >= 10, summary
+    assert rate >= 0.8, summary
+    assert rate >= chance_rate + 0.25, summary
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (ties share their mean rank); 0 when either map is constant."""
+    ranks_a, ranks_b = pd.Series(a.ravel()).rank(), pd.Series(b.ravel()).rank()
+    if ranks_a.nunique() == 1 or ranks_b.nunique() == 1:
+        return 0.0
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def test_model_randomisation_changes_the_maps(trained_export: Path, explained: dict, tflite_detections: dict):
+    """Adebayo et al. 2018: the same boxes (anchor and class) explained with re-initialised weights must
+    give other maps. Most re-initialised maps are all zero (the ReLU drops a negative weighted sum),
+    a map that changed completely; those that are not must not resemble the trained ones either."""
+    import tensorflow as tf
+
+    tf.random.set_seed(7)
+    untrained = Explainer.open(trained_export, restore=False)
+    correlations, of_nonconstant = [], []
+    for name, explanation in explained.items():
+        if not explanation.detections:
+            continue
+        classes = [d.class_id for d in explanation.detections]
+        random_maps = untrained.explain_anchors(tflite_detections[name][0], explanation.anchor_indices, classes)
+        for trained, random in zip(explanation.heatmaps, random_maps, strict=True):
+            if trained.max() == trained.min():
+                continue  # the ReLU left the trained map empty: no ranking to compare
+            correlations.append(spearman(trained, random))
+            if random.max() > random.min():
+                of_nonconstant.append(correlations[-1])
+    summary = (f"median {np.median(correlations):.2f}, largest {max(correlations):.2f} over {len(correlations)} "
+               f"maps; {len(of_nonconstant)} not constant, median {np.median(of_nonconstant or [0]):.2f}")
+    assert len(correlations) >= 10, summary
+    assert np.median(correlations) < 0.5, summary
+    assert np.mean(np.array(correlations) < 0.5) >= 0.8, summary
+    assert len(of_nonconstant) >= 5 and np.median(of_nonconstant) < 0.5, summary
+
+
+def reference_maps(explainer: Explainer, pixels: np.ndarray, anchors, class_ids, size) -> list:  # noqa: ANN001
+    """Grad-CAM one box at a time, eagerly, on each anchor's own level; also checks that no finer
+    level reaches the logit. Returns the finished heatmaps."""
+    import tensorflow as tf
+
+    model = explainer.grad_cam.model
+    images, shapes = model.preprocess(tf.constant(explainer.model_input(pixels)))
+    with tf.GradientTape(persistent=True) as tape:
+        prediction = model.predict(images, shapes)
+        logits = prediction["class_predictions_with_background"][0]
+        targets = [logits[int(anchor), int(class_id)] for anchor, class_id in zip(anchors, class_ids, strict=True)]
+    levels = prediction["raw_detection_feature_map_indices"][0].numpy()
+    maps = []
+    for target, anchor in zip(targets, anchors, strict=True):
+        activations = prediction["feature_maps"][levels[anchor]]
+        gradient = tape.gradient(target, activations)[0]
+        cam = tf.nn.relu(tf.einsum("c,hwc->hw", tf.reduce_mean(gradient, axis=[0, 1]), activations[0]))
+        maps.append(finish_heatmap(cam.numpy(), size))
+        for finer in prediction["feature_maps"][: levels[anchor]]:
+            gradient = tape.gradient(target, finer)
+            assert gradient is None or not np.any(gradient.numpy())
+    return maps
+
+
+def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained: dict, tflite_detections: dict):
+    """The batched per-level jacobians give what one tape.gradient per box gives."""
+    name = max(explained, key=lambda n: len({int(level) for level in explained[n].levels}))
+    explanation, pixels = explained[name], tflite_detections[name][0]
+    assert len(set(explanation.levels.tolist())) >= 2  # boxes on several levels, batched together
+    classes = [d.class_id for d in explanation.detections]
+    expected = reference_maps(explainer, pixels, explanation.anchor_indices, classes,
+                              heatmap_size(*explanation.image_size))
+    for heatmap, reference in zip(explanation.heatmaps, expected, strict=True):
+        np.testing.assert_allclose(heatmap, reference, atol=1e-4)
+        assert heatmap.max() == pytest.approx(1.0) or not heatmap.any()  # all zero when the ReLU left nothing
+
+
+def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reported(
+    explainer: Explainer, tflite_detections: dict, caplog: pytest.LogCaptureFixture
+):
+    """A found box relabelled to a class drawn nowhere near it, and a box too small for any anchor."""
+    name, (pixels, detections) = next((n, v) for n, v in sorted(tflite_detections.items()) if v[1])
+    box = detections[0]
+    other = next(c for c in range(1, 9) if all(d.class_id != c for d in detections))
+    relabelled = Detection(other, 0.9, box.xmin, box.ymin, box.xmax, box.ymax)
+    speck = Detection(box.class_id, 0.9, box.xmin, box.ymin, box.xmin + 2, box.ymin + 2)
+    explanation = explainer.explain(pixels, [relabelled, speck], name)
+    assert explanation.detections == (relabelled,) and explanation.unexplained == (speck,)
+    reported = [r.getMessage() for r in caplog.records if r.name == "chestdet.explain"]
+    assert len(reported) == 1 and reported[0].startswith(f"{name}: no anchor of the checkpoint model fits the ")
+    assert reported[0].endswith("(IoU < 0.50); not explained")
+    size = heatmap_size(*explanation.image_size)
+    expected = reference_maps(explainer, pixels, explanation.anchor_indices, [other], size)
+    np.testing.assert_allclose(explanation.heatmaps[0], expected[0], atol=1e-4)
+
+
+def test_savedmodel_and_tflite_boxes_get_the_same_maps(trained_export: Path, explainer: Explainer,
+                                                       explained: dict):
+    names = sorted(explained)[:4]
+    for name, (pixels, detections) in detect(trained_export, "savedmodel", names).items():
+        ours = explainer.explain(pixels, detections)
+        assert not ours.unexplained and len(ours.detections) == len(detections)
+        assert (ours.match_iou >= 0.95).all(), ours.match_iou
+        theirs = explained[name]
+        for i, anchor in enumerate(ours.anchor_indices):
+            same = np.flatnonzero(theirs.anchor_indices == anchor)
+            same = [j for j in same if theirs.detections[j].class_id == ours.detections[i].class_id]
+            if same:
+                np.testing.assert_allclose(ours.heatmaps[i], theirs.heatmaps[same[0]], atol=1e-5)
+
+
+def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
+    tmp_path: Path, explainer: Explainer, tflite_detections: dict
+):
+    name = next(n for n, (_, dets) in tflite_detections.items() if dets)
+    pixels, detections = tflite_detections[name]
+    explanation = explainer.write(tmp_path, f"sub/{name}", pixels, detections)
+    folder = tmp_path / "explain" / "sub"
+    stem = Path(name).stem
+    assert sorted(p.name for p in folder.iterdir()) == [f"{stem}.npz", f"{stem}.png"]
+    with np.load(folder / f"{stem}.npz") as arrays:
+        n = len(detections)
+        assert arrays["heatmaps"].shape == (n, *heatmap_size(*pixels.shape[:2])) and n == len(explanation.detections)
+        assert arrays["heatmaps"].dtype == np.float32
+        assert arrays["heatmaps"].min() >= 0.0 and arrays["heatmaps"].max() <= 1.0
+        boxes = [[d.xmin, d.ymin, d.xmax, d.ymax] for d in detections]
+        np.testing.assert_allclose(arrays["boxes"], boxes, rtol=1e-6)
+        np.testing.assert_allclose(arrays["scores"], [d.score for d in detections], rtol=1e-6)
+        assert arrays["classes"].tolist() == [d.class_id for d in detections]
+        assert arrays["image_size"].tolist() == list(pixels.shape[:2])
+
+    assert explainer.write(tmp_path / "empty", name, pixels, []) is None
+    assert not (tmp_path / "empty").exists()

@@ -1,0 +1,167 @@
+"""Explanations without a model: matching boxes to anchors, finishing maps, panels, the files written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from chestdet.backends import Detection
+from chestdet.contracts import EXPLAIN_ARRAYS
+from chestdet.drawing import class_colour
+from chestdet.explain import (
+    HEAT_OPACITY,
+    MATCH_MIN_IOU,
+    Explanation,
+    ModelDetections,
+    explain_paths,
+    finish_heatmap,
+    group_panels,
+    heatmap_size,
+    image_stem,
+    level_cam,
+    match_detections,
+    normalised_boxes,
+    render_explanation,
+    write_explanation,
+)
+
+CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 5: "Mass"}
+
+
+def model_view(boxes, classes, anchors, raw_boxes, raw_scores) -> ModelDetections:  # noqa: ANN001
+    return ModelDetections(np.array(boxes, float).reshape(-1, 4), np.array(classes), np.array(anchors),
+                           np.array(raw_boxes, float).reshape(-1, 4), np.array(raw_scores, float))
+
+
+# Anchors 0-3: 0 and 1 decode near the left box, 2 near the right box, 3 far from both.
+RAW_BOXES = [[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.1, 0.6, 0.5, 0.9], [0.8, 0.8, 0.95, 0.95]]
+RAW_SCORES = [[0.9, 0.2, 0.1, 0.0], [0.9, 0.1, 0.6, 0.0], [0.9, 0.3, 0.1, 0.0], [0.9, 0.9, 0.9, 0.0]]
+
+
+def test_a_box_takes_the_anchor_of_the_same_class_detection_it_overlaps_most():
+    model = model_view([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.52], [0.1, 0.6, 0.5, 0.9]], [1, 2, 1], [0, 1, 2],
+                       RAW_BOXES, RAW_SCORES)
+    boxes = np.array([[0.1, 0.1, 0.5, 0.51], [0.1, 0.1, 0.5, 0.5], [0.11, 0.6, 0.5, 0.9]])
+    matches = match_detections(boxes, [2, 1, 1], model)
+    assert [(m.anchor, m.detection) for m in matches] == [(1, 1), (0, 0), (2, 2)]
+    assert matches[0].iou == pytest.approx(0.41 / 0.42)  # the Cardiomegaly box ignores the closer class-1 one
+    assert all(m.iou >= MATCH_MIN_IOU for m in matches)
+
+
+def test_without_a_matching_detection_the_best_scoring_overlapping_anchor_serves_else_none():
+    model = model_view([[0.1, 0.6, 0.5, 0.9]], [1], [2], RAW_BOXES, RAW_SCORES)
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.35, 0.35]])
+    first, second, third = match_detections(boxes, [2, 1, 2], model)
+    # Anchors 0 and 1 both overlap the box; for class 2 anchor 1 scores 0.6 against 0.1, for class 1 anchor 0.
+    assert (first.anchor, first.detection) == (1, None) and first.iou == pytest.approx(0.152 / (0.16 + 0.1596 - 0.152))
+    assert (second.anchor, second.detection) == (0, None)
+    assert third is None  # a box no anchor's decoded box overlaps by MATCH_MIN_IOU
+    assert match_detections(np.zeros((0, 4)), [], model) == []
+
+
+def test_decoded_boxes_are_clipped_to_the_image_before_matching():
+    raw = [[-0.2, -0.2, 0.5, 0.5]]  # unclipped, IoU with the clipped box [0, 0, 0.5, 0.5] is only 0.51
+    matches = match_detections(np.array([[0.0, 0.0, 0.5, 0.5]]), [1], model_view([], [], [], raw, [[0.1, 0.5]]))
+    assert matches[0].anchor == 0 and matches[0].iou == pytest.approx(1.0)
+
+
+def test_boxes_are_normalised_as_ymin_xmin_ymax_xmax():
+    boxes = normalised_boxes([Detection(1, 0.9, 10, 20, 30, 60)], height=100, width=50)
+    np.testing.assert_allclose(boxes, [[0.2, 0.2, 0.6, 0.6]])
+    assert normalised_boxes([], 10, 10).shape == (0, 4)
+
+
+def test_a_finished_heatmap_is_upsampled_in_place_and_scaled_to_0_1():
+    cam = np.zeros((4, 4), np.float32)
+    cam[0, 3] = 5.0  # top right cell
+    heat = finish_heatmap(cam, (64, 32))
+    assert heat.shape == (64, 32) and heat.dtype == np.float32
+    assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+    y, x = np.unravel_index(heat.argmax(), heat.shape)
+    assert y < 16 and x >= 24  # still the top right quarter
+    assert not finish_heatmap(np.zeros((4, 4)), (8, 8)).any()  # nothing left by the ReLU stays nothing
+
+
+def test_heatmaps_keep_the_aspect_ratio_and_are_never_enlarged():
+    assert heatmap_size(1024, 1024) == (256, 256)
+    assert heatmap_size(2000, 1000) == (256, 128)
+    assert heatmap_size(100, 60) == (100, 60)
+
+
+def test_level_cam_finds_a_targets_row_among_those_of_its_level():
+    cams = [np.arange(2)[:, None, None] * np.ones((2, 2, 2)), np.full((1, 1, 1), 7.0)]
+    levels = np.array([0, 1, 0])
+    assert level_cam(cams, levels, 0).max() == 0 and level_cam(cams, levels, 2).max() == 1
+    assert level_cam(cams, levels, 1).max() == 7
+
+
+def test_overlapping_boxes_get_their_own_panels_and_the_others_share_the_best_ones():
+    detections = [
+        Detection(1, 0.5, 0, 0, 10, 10),
+        Detection(2, 0.9, 5, 5, 15, 15),  # overlaps the first
+        Detection(5, 0.7, 20, 20, 30, 30),  # overlaps nothing
+        Detection(5, 0.6, 10, 0, 20, 4),  # touches the first's edge only: no overlap
+    ]
+    assert group_panels(detections) == [[1, 2, 3], [0]]
+    assert group_panels([]) == []
+
+
+def test_paths_mirror_the_input_folders_without_the_suffix(tmp_path: Path):
+    assert image_stem("sub dir/00001.png") == "sub dir/00001"
+    assert image_stem("/abs/x.dcm") == "abs/x"
+    png, npz = explain_paths(tmp_path, "sub dir/00001")
+    assert png == tmp_path / "explain" / "sub dir" / "00001.png"
+    assert npz == tmp_path / "explain" / "sub dir" / "00001.npz"
+    png, _ = explain_paths(tmp_path, "a.b")  # a stem with a dot keeps it
+    assert png.name == "a.b.png"
+
+
+def explanation_of(detections: list[Detection], size: tuple[int, int]) -> Explanation:
+    """Heatmaps hot at each box's centre, as a model that looked at the box would give."""
+    height, width = heatmap_size(*size)
+    heatmaps = np.zeros((len(detections), height, width), np.float32)
+    for i, d in enumerate(detections):
+        cx, cy = (d.xmin + d.xmax) / 2 * width / size[1], (d.ymin + d.ymax) / 2 * height / size[0]
+        yy, xx = np.mgrid[:height, :width]
+        heatmaps[i] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 50.0)
+    n = len(detections)
+    return Explanation(tuple(detections), heatmaps, np.arange(n, dtype=np.int32), np.zeros(n, np.int32),
+                       np.ones(n, np.float32), size)
+
+
+def test_the_files_hold_the_arrays_and_a_picture_in_the_boxes_colours(tmp_path: Path):
+    pixels = np.full((300, 400), 100, np.uint8)
+    detections = [Detection(2, 0.9, 20, 30, 120, 130), Detection(5, 0.6, 60, 60, 200, 200),
+                  Detection(1, 0.4, 250, 150, 380, 280)]
+    explanation = explanation_of(detections, (300, 400))
+    png, npz = write_explanation(tmp_path, "sub/image one", pixels, explanation, CLASS_NAMES)
+    assert png == tmp_path / "explain" / "sub" / "image one.png" and npz.with_suffix(".png") == png
+    assert sorted(p.name for p in png.parent.iterdir()) == ["image one.npz", "image one.png"]  # no temporaries
+
+    with np.load(npz) as arrays:
+        assert sorted(arrays.files) == sorted(EXPLAIN_ARRAYS)
+        assert arrays["heatmaps"].shape == (3, 192, 256) and arrays["heatmaps"].dtype == np.float32
+        assert 0.0 <= arrays["heatmaps"].min() and arrays["heatmaps"].max() <= 1.0
+        np.testing.assert_allclose(arrays["boxes"], [[20, 30, 120, 130], [60, 60, 200, 200], [250, 150, 380, 280]])
+        np.testing.assert_allclose(arrays["scores"], [0.9, 0.6, 0.4])
+        assert arrays["classes"].tolist() == [2, 5, 1] and arrays["image_size"].tolist() == [300, 400]
+
+    picture = cv2.imread(str(png), cv2.IMREAD_COLOR)
+    # Two panels (the first two boxes overlap), side by side, each the image's size (under 512).
+    assert picture.shape == (300, 2 * 400 + 8, 3)
+    for panel_left, detection in ((0, detections[0]), (408, detections[1]), (0, detections[2])):
+        cx, cy = int((detection.xmin + detection.xmax) / 2), int((detection.ymin + detection.ymax) / 2)
+        expected = (1 - HEAT_OPACITY) * 100 + HEAT_OPACITY * np.array(class_colour(detection.class_id))
+        np.testing.assert_allclose(picture[cy, panel_left + cx][::-1], expected, atol=3)
+    assert (picture[5, 5] == 100).all()  # no heat far from every box: the film as it was
+
+
+def test_a_large_image_is_drawn_in_smaller_panels_in_rows_of_three(tmp_path: Path):
+    pixels = np.zeros((1024, 2048, 3), np.uint8)
+    detections = [Detection(1, 0.9 - i / 10, 100, 100, 600, 600) for i in range(4)]  # all overlap
+    png = render_explanation(pixels, explanation_of(detections, (1024, 2048)), CLASS_NAMES)
+    picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (2 * 256 + 8, 3 * 512 + 2 * 8, 3)
