@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +256,9 @@ class WrittenShards:
     bytes: Counter = field(default_factory=Counter)
 
 
+# Writes the given shards (each with write_shard) and yields each with what happened to its images.
+RunTasks = Callable[[Sequence[ShardTask], RecordOptions], Iterable[tuple[ShardTask, list[PreparedImage]]]]
+
 _progress = None  # a worker's queue for "N more images done"
 PROGRESS_EVERY = 16
 
@@ -308,13 +311,14 @@ def _opencv_without_threads() -> Iterator[None]:
 
 def write_records(
     jobs: Sequence[ImageJob], output_dir: Path, shards: int | None, options: RecordOptions, workers: int = 1,
-    on_progress: Callable[[int], None] = lambda _: None,
+    on_progress: Callable[[int], None] = lambda _: None, run_tasks: RunTasks | None = None,
 ) -> tuple[WrittenShards, list[PreparedImage]]:
     """Write every job's example to `<split>-NNNNN-of-MMMMM.tfrecord` shards in `output_dir`.
 
     Image i of a split goes to shard i mod M, so the content does not depend on `workers`. Shards are
     written under temporary names and renamed only when all of them are complete; shards of an
-    earlier run that this run did not write are then removed.
+    earlier run that this run did not write are then removed. `run_tasks` writes the shards (each
+    with `write_shard`) and yields each with its results; by default, `workers` local processes.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[ImageJob]] = {}
@@ -328,7 +332,8 @@ def write_records(
             ShardTask(path, stack.enter_context(atomic_path(path)), tuple(by_split[split][index::counts[split]]))
             for split, paths in written.paths.items() for index, path in enumerate(paths)
         ]
-        for task, prepared in _run_tasks(tasks, options, workers, on_progress):
+        run = run_tasks or functools.partial(_run_tasks, workers=workers, on_progress=on_progress)
+        for task, prepared in run(tasks, options):
             results[task.path] = prepared
     remove_stale_shards(output_dir, [task.path for task in tasks])
     ordered = [image for task in tasks for image in results[task.path]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -23,6 +24,8 @@ EXAMPLES = """examples:
   python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
   python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
   python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
+  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --beam \
+      --beam-options="--direct_num_workers=2"
 """
 
 
@@ -63,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int,
                         help="TFLite: images inferred at once, by one single-threaded interpreter each "
                         "(default: CPU count)")
+    parser.add_argument("--beam", action="store_true",
+                        help="run as an Apache Beam pipeline (default runner: in-process, one worker per CPU)")
+    parser.add_argument("--beam-options", metavar="OPTIONS",
+                        help="with --beam: Beam pipeline options as one quoted string after an =, e.g. "
+                        "--beam-options=\"--runner=FlinkRunner --flink_master=host:8081\"")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any image could not be read")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         raise UserError(f"--input {args.input}: no images found")
     # Importing TensorFlow (label map, backend) takes seconds: decode the first images meanwhile.
-    ahead = None if args.resume else detect.DecodeAhead(images)
+    ahead = None if args.resume or args.beam else detect.DecodeAhead(images)
     try:
         return _detect(args, images, ahead, started)
     finally:
@@ -111,9 +119,12 @@ def _detect(
         format=args.format, voc_xml=args.voc_xml,
     )
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
-    backend = open_backend(kind, args.model, args.batch_size, args.threads)
     log.info("%d images, %s backend, writing to %s", len(images), kind, args.output_dir)
-    summary = _run(images, backend, class_names, args, options, started, ahead)
+    if args.beam:
+        summary = _run_beam(images, kind, class_names, args, options, started)
+    else:
+        backend = open_backend(kind, args.model, args.batch_size, args.threads)
+        summary = _run(images, backend, class_names, args, options, started, ahead)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
 
@@ -126,6 +137,15 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
         return detect.detect_images(
             images, backend, class_names, args.output_dir, options, started=started, progress=bar, ahead=ahead,
         )
+
+
+def _run_beam(images, kind, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
+    """Each Beam worker opens its own backend: TFLite with --threads interpreters (default 1)."""
+    from chestdet.beam_pipelines import detect_with_beam
+
+    open_model = functools.partial(open_backend, kind, args.model.resolve(), args.batch_size, args.threads or 1)
+    return detect_with_beam(images, open_model, class_names, args.output_dir, options, args.beam_options,
+                            args.batch_size, started)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -142,6 +162,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--threads {args.threads}: must be at least 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if args.beam and args.resume:
+        raise UserError("--resume is not available with --beam (Beam retries failed work itself); use --overwrite")
+    if args.beam_options is not None and not args.beam:
+        raise UserError("--beam-options needs --beam")
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:
