@@ -70,6 +70,7 @@ log = logging.getLogger("chestdet.beam")
 NAMESPACE = "chestdet"
 IN_PROCESS_RUNNER = "FnApiRunner"
 IN_PROCESS_MODE = "multi_processing"
+IN_PROCESS_WORKER_LOG_LEVEL = "WARNING"  # the in-process workers log on the user's console
 # Runners that first try Prism, which downloads a binary at run time.
 PRISM_FIRST = {"directrunner", "switchingdirectrunner", "prismrunner"}
 
@@ -98,6 +99,8 @@ def pipeline_options(text: str | None = None) -> PipelineOptions:
             argv.append(f"--direct_running_mode={IN_PROCESS_MODE}")
         if not _has_flag(argv, "--direct_num_workers"):
             argv.append(f"--direct_num_workers={available_cpus()}")
+        if not _has_flag(argv, "--default_sdk_harness_log_level"):
+            argv.append(f"--default_sdk_harness_log_level={IN_PROCESS_WORKER_LOG_LEVEL}")
     options = PipelineOptions(argv)
     runner = options.view_as(StandardOptions).runner
     if str(runner).lower() in PRISM_FIRST:
@@ -137,6 +140,20 @@ def log_stage_counts(counts: Mapping[str, int], stages: Sequence[tuple[str, Sequ
 
 def _counter(name: str):  # noqa: ANN202 - a Beam counter
     return Metrics.counter(NAMESPACE, name)
+
+
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline on the options' runner. The in-process FnApiRunner is made here, handed the options for
+    its workers as Beam's DirectRunner does (by name it gives them none, so they log at INFO)."""
+    if str(options.view_as(StandardOptions).runner).lower() != IN_PROCESS_RUNNER.lower():
+        return beam.Pipeline(options=options)
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
 
 def _run(pipeline: beam.Pipeline) -> dict[str, int]:
@@ -258,7 +275,7 @@ def detect_with_beam(
     started = time.perf_counter() if started is None else started
     pipeline_opts = pipeline_options(beam_options)
     log.info("Beam pipeline on %s", describe(pipeline_opts))
-    pipeline = beam.Pipeline(options=pipeline_opts)
+    pipeline = make_pipeline(pipeline_opts)
     build_detect_pipeline(pipeline, images, open_model, max(1, max_batch), class_names, output_dir, options)
     counts = _run(pipeline)
     log_stage_counts(counts, DETECT_STAGES)
@@ -299,7 +316,7 @@ def _run_shard_pipeline(
     log.info("Beam pipeline on %s: %d shard(s)", describe(pipeline_opts), len(tasks))
     results_dir = Path(tempfile.mkdtemp(prefix=".beam-results-", dir=results_root))
     try:
-        pipeline = beam.Pipeline(options=pipeline_opts)
+        pipeline = make_pipeline(pipeline_opts)
         _ = (
             pipeline
             | "Shards" >> beam.Create(list(tasks))

@@ -49,22 +49,25 @@ def detect_both_ways(inputs: Path, tmp_path: Path, backend=FakeBackend, max_batc
 def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatch):
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
     from apache_beam.runners.portability import prism_runner
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.runners.runner import create_runner
 
     options = beam_pipelines.pipeline_options(None)
     assert options.view_as(StandardOptions).runner == "FnApiRunner"
     direct = options.view_as(DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", available_cpus())
-    assert type(create_runner("FnApiRunner")).__name__ == "FnApiRunner"
+    assert type(beam_pipelines.make_pipeline(options).runner) is FnApiRunner
+    assert type(create_runner("FnApiRunner")) is FnApiRunner
 
     def no_prism(*_args, **_kwargs):
         raise AssertionError("the default options reached the Prism runner")
 
     monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
     import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
 
-    with beam.Pipeline(options=beam_pipelines.pipeline_options(IN_MEMORY)) as pipeline:
-        _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1)
+    with beam_pipelines.make_pipeline(beam_pipelines.pipeline_options(IN_MEMORY)) as pipeline:
+        assert_that(pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x + 1), equal_to([2, 3]))
 
 
 def test_given_options_override_the_defaults_and_other_runners_are_kept(caplog):
