@@ -12,10 +12,14 @@ Writing whole shards keeps each worker's memory to one image and needs no shuffl
 images; the shards are byte for byte the local path's. Their parallelism is the number of shards
 (`--shards`).
 
-With no `--runner`, the options select Beam's FnApiRunner in `multi_processing` mode with one worker
-process per CPU: in-process and offline. (Beam's `DirectRunner` first tries the Prism runner, which
-downloads a binary.) Workers read inputs and write outputs by path, so on a cluster every path must
-be on a filesystem every worker mounts.
+With no `--runner`, the options select Beam's FnApiRunner in `multi_threading` mode with one worker
+thread per CPU: in-process and offline. (Beam's `DirectRunner` first tries the Prism runner, which
+downloads a binary.) Threads, because decoding, inference and encoding release the GIL, as the
+local runner's threads rely on, while each worker process of `multi_processing` must import
+TensorFlow and open the model itself first, which is seconds per worker.
+
+Workers read inputs and write outputs by path, so on a cluster every path must be on a filesystem
+every worker mounts.
 
 Importing this module imports apache_beam; nothing else in the package does.
 """
@@ -69,8 +73,8 @@ log = logging.getLogger("chestdet.beam")
 
 NAMESPACE = "chestdet"
 IN_PROCESS_RUNNER = "FnApiRunner"
-IN_PROCESS_MODE = "multi_processing"
-IN_PROCESS_WORKER_LOG_LEVEL = "WARNING"  # the in-process workers log on the user's console
+IN_PROCESS_MODE = "multi_threading"
+IN_PROCESS_WORKER_LOG_LEVEL = "ERROR"  # multi_processing workers log on the user's console
 # Runners that first try Prism, which downloads a binary at run time.
 PRISM_FIRST = {"directrunner", "switchingdirectrunner", "prismrunner"}
 
@@ -86,7 +90,7 @@ RECORD_STAGES = (("records", ("images", "examples", "rejected", "shards")),)
 def pipeline_options(text: str | None = None) -> PipelineOptions:
     """Beam's pipeline options from one shell-quoted string (`--beam-options`).
 
-    With no `--runner`, the in-process FnApiRunner in multi_processing mode with one worker per CPU;
+    With no `--runner`, the in-process FnApiRunner in multi_threading mode with one worker per CPU;
     `--direct_running_mode` and `--direct_num_workers` given in `text` override those two.
     """
     try:
@@ -144,14 +148,14 @@ def _counter(name: str):  # noqa: ANN202 - a Beam counter
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the options' runner. The in-process FnApiRunner is made here, handed the options for
-    its workers as Beam's DirectRunner does (by name it gives them none, so they log at INFO)."""
+    its workers as Beam's DirectRunner does (by name it gives them none, so they log everything at INFO)."""
     if str(options.view_as(StandardOptions).runner).lower() != IN_PROCESS_RUNNER.lower():
         return beam.Pipeline(options=options)
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
@@ -169,9 +173,10 @@ class BackendModelHandler(ModelHandler):
     """RunInference over one of the project's backends (`open_model()`, e.g. a partial of open_backend).
 
     Each worker process opens the backend once (RunInference shares the loaded model between the
-    process's threads; the decode step takes the same instance through `shared` for its `prepare`).
-    The model is not shared across processes: each worker runs its own interpreters or graph, which
-    is what spreads inference over the cores. A batch is split into runs of one image shape.
+    process's threads, which call it at once as the local runner's threads do; the decode step takes
+    the same instance through `shared` for its `prepare`). The model is not shared across processes:
+    each worker process runs its own interpreters or graph. A batch is split into runs of one image
+    shape.
     """
 
     def __init__(self, open_model: Callable[[], Backend], max_batch: int, shared: Shared) -> None:

@@ -140,10 +140,10 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
 
 
 def _run_beam(images, kind, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
-    """Each Beam worker opens its own backend: TFLite with --threads interpreters (default 1)."""
+    """Each Beam worker process opens the backend as a local run does (TFLite: --threads interpreters)."""
     from chestdet.beam_pipelines import detect_with_beam
 
-    open_model = functools.partial(open_backend, kind, args.model.resolve(), args.batch_size, args.threads or 1)
+    open_model = functools.partial(open_backend, kind, args.model.resolve(), args.batch_size, args.threads)
     return detect_with_beam(images, open_model, class_names, args.output_dir, options, args.beam_options,
                             args.batch_size, started)
 

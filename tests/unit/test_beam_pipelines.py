@@ -21,6 +21,7 @@ from tests.unit.test_generate_tfrecords_cli import dataset  # noqa: E402, F401
 from tests.unit.test_generate_tfrecords_cli import run as run_records  # noqa: E402
 
 IN_MEMORY = "--direct_running_mode=in_memory --direct_num_workers=1"
+TWO_THREADS = "--direct_running_mode=multi_threading --direct_num_workers=2"
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -55,7 +56,7 @@ def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatc
     options = beam_pipelines.pipeline_options(None)
     assert options.view_as(StandardOptions).runner == "FnApiRunner"
     direct = options.view_as(DirectOptions)
-    assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", available_cpus())
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_threading", available_cpus())
     assert type(beam_pipelines.make_pipeline(options).runner) is FnApiRunner
     assert type(create_runner("FnApiRunner")) is FnApiRunner
 
@@ -107,7 +108,7 @@ def test_batches_of_mixed_sizes_reach_the_backend_one_shape_at_a_time(mixed_inpu
     cv2.imwrite(str(mixed_inputs / "gray.5 small.png"), small)
     with caplog.at_level(logging.INFO, logger="chestdet.beam"):
         local, beam, _, _ = detect_both_ways(mixed_inputs, tmp_path, functools.partial(FakeBackend, max_batch=4),
-                                             max_batch=4)
+                                             max_batch=4, beam_options=TWO_THREADS)
     assert tree(beam) == tree(local)
     rows = (beam / "images.csv").read_text().splitlines()
     assert "gray.5 small.png,{},300,200,2".format(mixed_inputs / "gray.5 small.png") in rows
