@@ -12,11 +12,12 @@ Writing whole shards keeps each worker's memory to one image and needs no shuffl
 images; the shards are byte for byte the local path's. Their parallelism is the number of shards
 (`--shards`).
 
-With no `--runner`, the options select Beam's FnApiRunner in `multi_threading` mode with one worker
-thread per CPU: in-process and offline. (Beam's `DirectRunner` first tries the Prism runner, which
-downloads a binary.) Threads, because decoding, inference and encoding release the GIL, as the
-local runner's threads rely on, while each worker process of `multi_processing` must import
-TensorFlow and open the model itself first, which is seconds per worker.
+With no `--runner`, the options select Beam's FnApiRunner, in-process and offline, with one worker
+per CPU. (Beam's `DirectRunner` first tries the Prism runner, which downloads a binary.) Detection
+runs it in `multi_threading` mode: decoding, inference and encoding release the GIL, as the local
+runner's threads rely on, while each `multi_processing` worker must import TensorFlow and open the
+model itself first, seconds per worker. Records run it in `multi_processing` mode: serialising
+with the pure-Python protobuf holds the GIL.
 
 Workers read inputs and write outputs by path, so on a cluster every path must be on a filesystem
 every worker mounts.
@@ -73,7 +74,8 @@ log = logging.getLogger("chestdet.beam")
 
 NAMESPACE = "chestdet"
 IN_PROCESS_RUNNER = "FnApiRunner"
-IN_PROCESS_MODE = "multi_threading"
+DETECT_MODE = "multi_threading"
+RECORDS_MODE = "multi_processing"
 IN_PROCESS_WORKER_LOG_LEVEL = "ERROR"  # multi_processing workers log on the user's console
 # Runners that first try Prism, which downloads a binary at run time.
 PRISM_FIRST = {"directrunner", "switchingdirectrunner", "prismrunner"}
@@ -87,10 +89,10 @@ RECORD_STAGES = (("records", ("images", "examples", "rejected", "shards")),)
 # ---------------------------------------------------------------- options
 
 
-def pipeline_options(text: str | None = None) -> PipelineOptions:
+def pipeline_options(text: str | None = None, mode: str = DETECT_MODE) -> PipelineOptions:
     """Beam's pipeline options from one shell-quoted string (`--beam-options`).
 
-    With no `--runner`, the in-process FnApiRunner in multi_threading mode with one worker per CPU;
+    With no `--runner`, the in-process FnApiRunner in `mode` with one worker per CPU;
     `--direct_running_mode` and `--direct_num_workers` given in `text` override those two.
     """
     try:
@@ -100,7 +102,7 @@ def pipeline_options(text: str | None = None) -> PipelineOptions:
     if not _has_flag(argv, "--runner"):
         argv = [f"--runner={IN_PROCESS_RUNNER}", *argv]
         if not _has_flag(argv, "--direct_running_mode"):
-            argv.append(f"--direct_running_mode={IN_PROCESS_MODE}")
+            argv.append(f"--direct_running_mode={mode}")
         if not _has_flag(argv, "--direct_num_workers"):
             argv.append(f"--direct_num_workers={available_cpus()}")
         if not _has_flag(argv, "--default_sdk_harness_log_level"):
@@ -317,7 +319,7 @@ def _results_path(results_dir: Path, task: ShardTask) -> Path:
 def _run_shard_pipeline(
     tasks: Sequence[ShardTask], options: RecordOptions, beam_options: str | None, results_root: Path,
 ) -> Iterable[tuple[ShardTask, list[PreparedImage]]]:
-    pipeline_opts = pipeline_options(beam_options)
+    pipeline_opts = pipeline_options(beam_options, RECORDS_MODE)
     log.info("Beam pipeline on %s: %d shard(s)", describe(pipeline_opts), len(tasks))
     results_dir = Path(tempfile.mkdtemp(prefix=".beam-results-", dir=results_root))
     try:

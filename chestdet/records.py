@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -132,8 +133,8 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
     size the boxes were made on, not the stored size. Protobuf reads concatenated messages as their
     merge (TF's example parser too), so the features that repeat from image to image (format, size,
     classes) are serialised once and cached: with the pure-Python protobuf that the OD API's pins
-    impose, serialising is the costliest step of a pass-through image. Not thread-safe (the
-    per-image message is reused); the records are written by processes.
+    impose, serialising is the costliest step of a pass-through image. Thread-safe: each thread
+    refills its own per-image message (a Beam worker may run several threads).
     """
     width, height = stored.original_width, stored.original_height
     name = image.encode("utf-8")
@@ -184,16 +185,22 @@ PER_IMAGE_FEATURES = (
 )
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def _per_image_example() -> tuple:
-    """One Example holding the features that differ from image to image, and their value lists.
+    """This thread's Example holding the features that differ from image to image, and their value lists.
 
     It is refilled for every image rather than built anew: creating its 26 messages was a third of the
-    serialisation time. Not thread-safe; records are written by processes, one image at a time each.
+    serialisation time.
     """
-    example = _example_without_map()()
-    add_entry = example.features.feature.add
-    return example, {key: getattr(add_entry(key=key).value, kind).value for key, kind in PER_IMAGE_FEATURES}
+    cached = getattr(_per_thread, "example", None)
+    if cached is None:
+        example = _example_without_map()()
+        add_entry = example.features.feature.add
+        values = {key: getattr(add_entry(key=key).value, kind).value for key, kind in PER_IMAGE_FEATURES}
+        cached = _per_thread.example = (example, values)
+    return cached
 
 
 @functools.cache

@@ -59,6 +59,8 @@ def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatc
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_threading", available_cpus())
     assert type(beam_pipelines.make_pipeline(options).runner) is FnApiRunner
     assert type(create_runner("FnApiRunner")) is FnApiRunner
+    records = beam_pipelines.pipeline_options(None, beam_pipelines.RECORDS_MODE).view_as(DirectOptions)
+    assert records.direct_running_mode == "multi_processing"
 
     def no_prism(*_args, **_kwargs):
         raise AssertionError("the default options reached the Prism runner")
