@@ -197,8 +197,9 @@ class BackendModelHandler(ModelHandler):
         pairs = []
         for run in batches(batch, model.max_batch):
             pairs.extend(zip(run, infer(model, run), strict=True))
-            runs.inc()
-            images.inc(len(run))
+            if run[0].error is None:  # an unreadable image passes alone, uninferred
+                runs.inc()
+                images.inc(len(run))
         return pairs
 
     def batch_elements_kwargs(self) -> Mapping[str, int]:
