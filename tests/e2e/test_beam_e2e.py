@@ -44,7 +44,8 @@ def assert_same_detections(beam: Path, local: Path) -> None:
 
 
 # Two worker processes load the SavedModel twice more than the local run: TFLite there, threads for the SavedModel.
-@pytest.mark.parametrize(("backend", "workers"), [("tflite", TWO_WORKERS), ("savedmodel", TWO_THREADS)])
+@pytest.mark.parametrize(("backend", "workers"), [("tflite", TWO_WORKERS), ("savedmodel", TWO_THREADS)],
+                         ids=["tflite-2-processes", "savedmodel-2-threads"])
 def test_detect_with_two_beam_workers_equals_the_local_run(tiny_export: Path, listed_inputs: Path,  # noqa: F811
                                                            tmp_path: Path, backend: str, workers: str, capsys):
     outputs = {}
