@@ -32,6 +32,7 @@ import pickle
 import shlex
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -73,6 +74,7 @@ except ImportError as error:  # pragma: no cover - exercised only where apache-b
 log = logging.getLogger("chestdet.beam")
 
 NAMESPACE = "chestdet"
+PROGRESS_EVERY = 100  # images drawn between two progress lines of a worker process
 IN_PROCESS_RUNNER = "FnApiRunner"
 DETECT_MODE = "multi_threading"
 RECORDS_MODE = "multi_processing"
@@ -226,18 +228,36 @@ class _Decode(beam.DoFn):
         yield loaded
 
 
+class _Progress:
+    """The images one process has drawn, logged every PROGRESS_EVERY; its worker threads share one."""
+
+    def __init__(self, total: int) -> None:
+        self._total, self._done, self._lock = total, 0, threading.Lock()
+
+    def one_more(self) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        if done % PROGRESS_EVERY == 0 or done == self._total:
+            log.info("drawn %d of %d images", done, self._total)
+
+
 class _Draw(beam.DoFn):
-    def __init__(self, layout: OutputLayout, class_names: Mapping[int, str], options: DetectOptions) -> None:
-        self._layout, self._class_names, self._options = layout, dict(class_names), options
+    def __init__(self, layout: OutputLayout, class_names: Mapping[int, str], options: DetectOptions,
+                 total: int) -> None:
+        self._layout, self._class_names, self._options, self._total = layout, dict(class_names), options, total
+        self._shared = Shared()
 
     def setup(self) -> None:
         self._images, self._errors = _counter("draw.images"), _counter("draw.errors")
+        self._progress = self._shared.acquire(lambda: _Progress(self._total))
 
     def process(self, pair: tuple[Loaded, ModelOutput | None]) -> Iterator[ImageResult]:
         result = draw(*pair, self._layout, self._class_names, self._options)
         self._images.inc()
         if result.error is not None:
             self._errors.inc()
+        self._progress.one_more()
         yield result
 
 
@@ -261,7 +281,7 @@ def build_detect_pipeline(
         | "Spread" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(_Decode(open_model, shared))
         | "Infer" >> RunInference(BackendModelHandler(open_model, max_batch, shared))
-        | "Draw" >> beam.ParDo(_Draw(layout, class_names, options))
+        | "Draw" >> beam.ParDo(_Draw(layout, class_names, options, len(images)))
     )
     _ = (
         results

@@ -102,6 +102,7 @@ def test_detect_pipeline_writes_what_the_local_runner_writes(mixed_inputs: Path,
     assert "infer: 6 images, 6 batches" in caplog.text
     assert "draw: 8 images, 2 errors" in caplog.text
     assert "tables: 8 images" in caplog.text
+    assert "drawn 8 of 8 images" in caplog.text
 
 
 def test_batches_of_mixed_sizes_reach_the_backend_one_shape_at_a_time(mixed_inputs: Path, tmp_path: Path,  # noqa: F811
