@@ -293,12 +293,11 @@ def detect_images(
         progress.reset(total=len(todo))
     write = partial(_draw_and_finish, layout=layout, class_names=class_names, options=options, finisher=finisher)
     try:
-        shown = partial(options.thresholds.shown, max_boxes=options.max_boxes)
-        writers = ResultWriters([TableWriter(output_dir, class_names),
-                                 ReviewWriter(output_dir, class_names, shown, options.review)])
-        with writers, _stages(todo, backend, options, ahead, write) as fresh:
-            for item in images:
-                writers.add(item, done[item.name] if item.name in done else next(fresh))
+        with result_writers(output_dir, class_names, options) as writers, _stages(
+            todo, backend, options, ahead, write
+        ) as fresh:
+            for item, result in in_listing_order(images, done, fresh):
+                writers.add(item, result)
     finally:
         journal.close()
         done.close()
@@ -306,6 +305,29 @@ def detect_images(
             ahead.stop()
     finisher.summary.seconds = time.perf_counter() - finisher.started
     return finisher.summary
+
+
+def result_writers(output_dir: Path, class_names: Mapping[int, str], options: DetectOptions) -> ResultWriters:
+    """Every file written from the results in listing order: the tables and the review files."""
+    shown = partial(options.thresholds.shown, max_boxes=options.max_boxes)
+    return ResultWriters([TableWriter(output_dir, class_names),
+                          ReviewWriter(output_dir, class_names, shown, options.review)])
+
+
+def in_listing_order(
+    images: Sequence[InputImage], done: Mapping[str, ImageResult], fresh: Iterator[ImageResult]
+) -> Iterator[tuple[InputImage, ImageResult]]:
+    """Each image with its result, finished earlier (`done`) or now; `fresh` may run a batch ahead of the
+    listing (an unreadable image is not held back by the batch being filled), so results are paired by name."""
+    early: dict[str, ImageResult] = {}
+    for item in images:
+        if item.name in done:
+            yield item, done[item.name]
+            continue
+        while item.name not in early:
+            result = next(fresh)
+            early[result.image] = result
+        yield item, early.pop(item.name)
 
 
 @contextlib.contextmanager

@@ -14,8 +14,9 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,8 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
     size the boxes were made on, not the stored size. Protobuf reads concatenated messages as their
     merge (TF's example parser too), so the features that repeat from image to image (format, size,
     classes) are serialised once and cached: with the pure-Python protobuf that the OD API's pins
-    impose, serialising is the costliest step of a pass-through image. Not thread-safe (the
-    per-image message is reused); the records are written by processes.
+    impose, serialising is the costliest step of a pass-through image. Thread-safe: each thread
+    refills its own per-image message (a Beam worker may run several threads).
     """
     width, height = stored.original_width, stored.original_height
     name = image.encode("utf-8")
@@ -184,16 +185,22 @@ PER_IMAGE_FEATURES = (
 )
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def _per_image_example() -> tuple:
-    """One Example holding the features that differ from image to image, and their value lists.
+    """This thread's Example holding the features that differ from image to image, and their value lists.
 
     It is refilled for every image rather than built anew: creating its 26 messages was a third of the
-    serialisation time. Not thread-safe; records are written by processes, one image at a time each.
+    serialisation time.
     """
-    example = _example_without_map()()
-    add_entry = example.features.feature.add
-    return example, {key: getattr(add_entry(key=key).value, kind).value for key, kind in PER_IMAGE_FEATURES}
+    cached = getattr(_per_thread, "example", None)
+    if cached is None:
+        example = _example_without_map()()
+        add_entry = example.features.feature.add
+        values = {key: getattr(add_entry(key=key).value, kind).value for key, kind in PER_IMAGE_FEATURES}
+        cached = _per_thread.example = (example, values)
+    return cached
 
 
 @functools.cache
@@ -256,6 +263,9 @@ class WrittenShards:
     bytes: Counter = field(default_factory=Counter)
 
 
+# Writes the given shards (each with write_shard) and yields each with what happened to its images.
+RunTasks = Callable[[Sequence[ShardTask], RecordOptions], Iterable[tuple[ShardTask, list[PreparedImage]]]]
+
 _progress = None  # a worker's queue for "N more images done"
 PROGRESS_EVERY = 16
 
@@ -308,13 +318,14 @@ def _opencv_without_threads() -> Iterator[None]:
 
 def write_records(
     jobs: Sequence[ImageJob], output_dir: Path, shards: int | None, options: RecordOptions, workers: int = 1,
-    on_progress: Callable[[int], None] = lambda _: None,
+    on_progress: Callable[[int], None] = lambda _: None, run_tasks: RunTasks | None = None,
 ) -> tuple[WrittenShards, list[PreparedImage]]:
     """Write every job's example to `<split>-NNNNN-of-MMMMM.tfrecord` shards in `output_dir`.
 
     Image i of a split goes to shard i mod M, so the content does not depend on `workers`. Shards are
     written under temporary names and renamed only when all of them are complete; shards of an
-    earlier run that this run did not write are then removed.
+    earlier run that this run did not write are then removed. `run_tasks` writes the shards (each
+    with `write_shard`) and yields each with its results; by default, `workers` local processes.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[ImageJob]] = {}
@@ -328,7 +339,8 @@ def write_records(
             ShardTask(path, stack.enter_context(atomic_path(path)), tuple(by_split[split][index::counts[split]]))
             for split, paths in written.paths.items() for index, path in enumerate(paths)
         ]
-        for task, prepared in _run_tasks(tasks, options, workers, on_progress):
+        run = run_tasks or functools.partial(_run_tasks, workers=workers, on_progress=on_progress)
+        for task, prepared in run(tasks, options):
             results[task.path] = prepared
     remove_stale_shards(output_dir, [task.path for task in tasks])
     ordered = [image for task in tasks for image in results[task.path]]

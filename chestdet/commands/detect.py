@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -27,6 +28,8 @@ EXAMPLES = """examples:
   python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --label-studio
   python scripts/detect.py --model workspace/export --split-file workspace/records/split.csv --split test \
       --image-dir workspace/sample/nih/images --output-dir out/
+  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --beam \
+      --beam-options="--direct_num_workers=2"
 """
 
 
@@ -82,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int,
                         help="TFLite: images inferred at once, by one single-threaded interpreter each "
                         "(default: CPU count)")
+    parser.add_argument("--beam", action="store_true",
+                        help="run as an Apache Beam pipeline (default runner: in-process, one worker per CPU)")
+    parser.add_argument("--beam-options", metavar="OPTIONS",
+                        help="with --beam: Beam pipeline options as one quoted string after an =, e.g. "
+                        "--beam-options=\"--runner=FlinkRunner --flink_master=host:8081\"")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any image could not be read")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_arguments(args)
     listing = _list_images(args)
     # Importing TensorFlow (label map, backend) takes seconds: decode the first images meanwhile.
-    ahead = None if args.resume else detect.DecodeAhead(listing.images)
+    ahead = None if args.resume or args.beam else detect.DecodeAhead(listing.images)
     try:
         return _detect(args, listing, ahead, started)
     finally:
@@ -145,9 +153,12 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
         label_studio=review.image_url_prefix if args.label_studio else None,
     )
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
-    backend = open_backend(kind, args.model, args.batch_size, args.threads)
     log.info("%d images, %s backend, writing to %s", len(listing.images), kind, args.output_dir)
-    summary = _run(listing.images, backend, class_names, args, options, started, ahead)
+    if args.beam:
+        summary = _run_beam(listing.images, kind, class_names, args, options, started)
+    else:
+        backend = open_backend(kind, args.model, args.batch_size, args.threads)
+        summary = _run(listing.images, backend, class_names, args, options, started, ahead)
     summary.ignored = len(listing.ignored)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
@@ -161,6 +172,15 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
         return detect.detect_images(
             images, backend, class_names, args.output_dir, options, started=started, progress=bar, ahead=ahead,
         )
+
+
+def _run_beam(images, kind, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
+    """Each Beam worker process opens the backend as a local run does (TFLite: --threads interpreters)."""
+    from chestdet.beam_pipelines import detect_with_beam
+
+    open_model = functools.partial(open_backend, kind, args.model.resolve(), args.batch_size, args.threads)
+    return detect_with_beam(images, open_model, class_names, args.output_dir, options, args.beam_options,
+                            args.batch_size, started)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -187,6 +207,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--split-file needs --image-dir: the folders holding the split's images")
     if args.split_file is None and (args.image_dir or args.split):
         raise UserError("--split and --image-dir go with --split-file (a folder as --input is listed by itself)")
+    if args.beam and args.resume:
+        raise UserError("--resume is not available with --beam (Beam retries failed work itself); use --overwrite")
+    if args.beam_options is not None and not args.beam:
+        raise UserError("--beam-options needs --beam")
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:

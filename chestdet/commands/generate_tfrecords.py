@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label map giving class ids (default: the repository's label_map.pbtxt)")
     parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="processes writing shards, this one included (default: the CPUs available, %(default)s)")
+    parser.add_argument("--beam", action="store_true",
+                        help="write the shards with an Apache Beam pipeline (default runner: in-process, one "
+                        "worker per CPU; a shard is one worker's task, so --shards bounds the parallelism)")
+    parser.add_argument("--beam-options", metavar="OPTIONS",
+                        help="with --beam: Beam pipeline options as one quoted string after an =, "
+                        "e.g. --beam-options=\"--direct_num_workers=2\"")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when anything was rejected")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -95,10 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     # The OD API import leaves about a million objects that every full garbage collection would scan
     # again (and, in forked workers, copy): freeze them, they live as long as the process anyway.
     gc.freeze()
-    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="img", desc="records", disable=None) as bar:
-        written, results = write_records(jobs, args.output_dir, args.shards,
-                                         RecordOptions(class_ids=class_ids, max_size=args.max_size),
-                                         args.workers, bar.update)
+    record_options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
+    if args.beam:
+        from chestdet.beam_pipelines import write_records_with_beam
+
+        written, results = write_records_with_beam(jobs, args.output_dir, args.shards, record_options,
+                                                   args.beam_options)
+    else:
+        with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="img", desc="records", disable=None) as bar:
+            written, results = write_records(jobs, args.output_dir, args.shards, record_options, args.workers,
+                                             bar.update)
     results.sort(key=lambda result: (SPLITS.index(result.job.split), result.job.image))
     rejects = dataset.all_rejects(inputs, results)
     summary = dataset.summarise(spec, inputs, results, written, args.output_dir, options,
@@ -163,6 +175,8 @@ def _check_args(args: argparse.Namespace) -> dict[str, float]:
         raise UserError(f"--folds must be at least 2, got {args.folds}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.beam_options is not None and not args.beam:
+        raise UserError("--beam-options needs --beam")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"--output-dir: not a folder: {args.output_dir}")
     try:

@@ -543,3 +543,15 @@ def test_kill_9_half_way_then_resume_equals_an_uninterrupted_run(tmp_path: Path)
         for name in files:
             assert (out / sub / name).read_bytes() == (full / sub / name).read_bytes(), name
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_results_that_come_a_batch_ahead_are_paired_with_their_own_images():
+    from chestdet.detect import in_listing_order
+    from chestdet.detections import ImageResult
+    from chestdet.inputs import InputImage
+
+    images = [InputImage(name, Path(name), number) for number, name in enumerate("abcd", start=1)]
+    done = {"b": ImageResult("b", "b", 1, 1)}
+    fresh = iter([ImageResult("d", "d", error="unreadable"), ImageResult("a", "a", 2, 2), ImageResult("c", "c", 3, 3)])
+    pairs = [(item.name, item.image_id, result.image) for item, result in in_listing_order(images, done, fresh)]
+    assert pairs == [("a", 1, "a"), ("b", 2, "b"), ("c", 3, "c"), ("d", 4, "d")]

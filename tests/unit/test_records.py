@@ -209,6 +209,26 @@ def test_serialized_example_is_the_example_tf_train_example_builds(tmp_path):
     assert serialize_example(stored, image.name, boxes, ids) == first
 
 
+def test_examples_serialised_in_threads_at_once_are_those_serialised_one_by_one():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chestdet.annotations import Box
+    from chestdet.imaging import stored_image
+    from chestdet.records import serialize_example
+
+    images = sorted(SAMPLE_IMAGES.glob("*.png"))[:8]
+    stored = {image.name: stored_image(image) for image in images}
+    boxes = {image.name: [Box(image.name, "Mass", 10 + i, 20, 300, 400 + i)] * (i % 3)
+             for i, image in enumerate(images)}
+
+    def one(name: str) -> bytes:
+        return serialize_example(stored[name], name, boxes[name], {"Mass": 5})
+
+    expected = [one(name) for name in stored] * 25
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, list(stored) * 25)) == expected
+
+
 def test_the_parent_takes_a_fair_share_of_the_shards():
     from chestdet.records import ShardTask, _parent_share
 
