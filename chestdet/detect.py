@@ -43,6 +43,7 @@ from chestdet.contracts import (
     DETECTIONS_JSON,
     DRAWN_DIR,
     ERRORS_CSV,
+    EXPLAIN_DIR,
     IMAGES_CSV,
     JOURNAL,
     LABEL_STUDIO_CONFIG_XML,
@@ -131,6 +132,13 @@ class Progress(Protocol):
     def update(self, n: int = 1) -> bool | None: ...
 
 
+class Explains(Protocol):
+    """What `draw` needs of `chestdet.explain.Explainer`: maps of the drawn boxes, written beside drawn/."""
+
+    def write(self, output_dir: Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
+              stem: str | None = None) -> object: ...
+
+
 @dataclass(frozen=True)
 class DetectOptions:
     thresholds: Thresholds = Thresholds()
@@ -141,6 +149,7 @@ class DetectOptions:
     workers: int = 2
     prefetch: int = 8
     review: ReviewOptions = ReviewOptions()
+    explainer: Explains | None = None
 
 
 @dataclass
@@ -176,6 +185,10 @@ class OutputLayout:
     def _relative(self, image: str) -> str:
         stem = self._stems[image]
         return stem.lstrip("/") if PurePosixPath(stem).is_absolute() else stem
+
+    def stem(self, image: str) -> str:
+        """The image's path relative to the output's folders, without suffix (drawn/, voc/, explain/)."""
+        return self._relative(image)
 
     def drawn(self, image: str) -> Path:
         return self.root / DRAWN_DIR / f"{self._relative(image)}.{self.image_format}"
@@ -228,7 +241,7 @@ def draw(
     class_names: Mapping[int, str],
     options: DetectOptions,
 ) -> ImageResult:
-    """Write one image's drawn copy (and VOC XML) and return its result, detections as the tables print them."""
+    """Write one image's drawn copy (VOC XML, explanations) and return its result, detections as printed."""
     item = loaded.item
     if loaded.error is not None or output is None:
         return ImageResult(item.name, str(item.path), error=loaded.error)
@@ -241,6 +254,9 @@ def draw(
         depth = 1 if loaded.pixels.ndim == 2 else 3
         xml = voc_xml(item.path, width, height, depth, shown, class_names)
         atomic.write_bytes(layout.voc(item.name), xml)
+    if options.explainer is not None and shown:
+        printed = [d.as_printed() for d in shown]  # the boxes exactly as detections.csv has them
+        options.explainer.write(layout.root, item.name, loaded.pixels, printed, stem=layout.stem(item.name))
     return ImageResult(item.name, str(item.path), width, height, kept)
 
 
@@ -443,7 +459,7 @@ def prepare_output_dir(output_dir: Path, settings: Mapping, resume: bool, overwr
         for name in (JOURNAL, RUN_JSON, DETECTIONS_CSV, IMAGES_CSV, DETECTIONS_JSON, COCO_IMAGES_JSON, ERRORS_CSV,
                      DETECTIONS_COCO_JSON, LABEL_STUDIO_TASKS_JSON, LABEL_STUDIO_CONFIG_XML):
             (output_dir / name).unlink(missing_ok=True)
-        for name in (DRAWN_DIR, VOC_DIR):
+        for name in (DRAWN_DIR, VOC_DIR, EXPLAIN_DIR):
             shutil.rmtree(output_dir / name, ignore_errors=True)
     elif earlier and not resume:
         raise DetectError(
@@ -463,7 +479,7 @@ def prepare_output_dir(output_dir: Path, settings: Mapping, resume: bool, overwr
 
 def _remove_stale_temporaries(output_dir: Path) -> None:
     """A killed run can leave chestdet.atomic's hidden `.NAME.*.tmp` files; never under a final name."""
-    for pattern in (".*.tmp", f"{DRAWN_DIR}/**/.*.tmp", f"{VOC_DIR}/**/.*.tmp"):
+    for pattern in (".*.tmp", f"{DRAWN_DIR}/**/.*.tmp", f"{VOC_DIR}/**/.*.tmp", f"{EXPLAIN_DIR}/**/.*.tmp"):
         for stale in output_dir.glob(pattern):
             stale.unlink(missing_ok=True)
 

@@ -31,6 +31,7 @@ detections explained in that pass cost a second forward pass.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,8 +40,9 @@ import cv2
 import numpy as np
 
 from chestdet import atomic
-from chestdet.backends import Detection, legacy_bilinear_resize
+from chestdet.backends import legacy_bilinear_resize
 from chestdet.contracts import CHECKPOINT_DIR, EXPLAIN_ARRAYS, EXPLAIN_DIR, LABEL_MAP_FILE, PIPELINE_FILE
+from chestdet.detections import Detection
 from chestdet.drawing import class_colour, draw_detections_bgr, encode_bgr
 from chestdet.errors import ChestdetError
 from chestdet.metrics import pairwise_iou
@@ -539,3 +541,36 @@ def _panel(
 def _scaled(detection: Detection, scale_x: float, scale_y: float) -> Detection:
     return Detection(detection.class_id, detection.score, detection.xmin * scale_x, detection.ymin * scale_y,
                      detection.xmax * scale_x, detection.ymax * scale_y)
+
+
+class BackgroundExplainer:
+    """An `Explainer` opened and warmed up in a thread, so that its tens of seconds of building and
+    tracing overlap the detection backend's start; `write` waits for it, then explains one image at a
+    time (TensorFlow spreads each image over the cores itself)."""
+
+    def __init__(self, export_dir: str | Path) -> None:
+        self._explainer: Explainer | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._open, args=(Path(export_dir),), name="explainer", daemon=True)
+        self._thread.start()
+
+    def _open(self, export_dir: Path) -> None:
+        try:
+            explainer = Explainer.open(export_dir)
+            explainer.warm_up()
+            self._explainer = explainer
+        except BaseException as error:  # noqa: BLE001 - re-raised in the thread that asks for the explainer
+            self._error = error
+
+    def ready(self) -> Explainer:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._explainer
+
+    def write(self, output_dir: str | Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
+              stem: str | None = None) -> Explanation | None:
+        explainer = self.ready()
+        with self._lock:
+            return explainer.write(output_dir, name, pixels, detections, stem)

@@ -67,17 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1,
                         help="images per SavedModel call (same-size images only; TFLite runs one at a time)")
     parser.add_argument("--max-boxes", type=int, default=100, help="most boxes drawn or written to VOC XML per image")
-    parser.add_argument("--format", choices=FORMATS, default="jpg",
-                        help="drawn image format (default: jpg, 10x faster to write than png)")
-    parser.add_argument("--voc-xml", action="store_true",
-                        help="also write a labelImg Pascal VOC XML per image under voc/")
-    parser.add_argument("--label-studio", action="store_true",
-                        help="also write label_studio_tasks.json (the drawn boxes as pre-annotations) and "
-                        "label_studio_config.xml")
-    parser.add_argument("--image-url-prefix",
-                        help="with --label-studio: the tasks' image URL is this followed by the path relative to "
-                        f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}, Label Studio's "
-                        "local-files storage)")
+    _add_output_options(parser)
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run in --output-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in --output-dir")
     parser.add_argument("--workers", type=int, default=detect.default_workers(),
@@ -94,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="jpg",
+                        help="drawn image format (default: jpg, 10x faster to write than png)")
+    parser.add_argument("--voc-xml", action="store_true",
+                        help="also write a labelImg Pascal VOC XML per image under voc/")
+    parser.add_argument("--label-studio", action="store_true",
+                        help="also write label_studio_tasks.json (the drawn boxes as pre-annotations) and "
+                        "label_studio_config.xml")
+    parser.add_argument("--image-url-prefix",
+                        help="with --label-studio: the tasks' image URL is this followed by the path relative to "
+                        f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}, Label Studio's "
+                        "local-files storage)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also write a Grad-CAM heatmap of each drawn box under explain/ (a .png to look at, "
+                        "a .npz of the maps), computed from the export's checkpoint whichever backend detects")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,12 +152,13 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
         image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
         prefetch=max(4, 2 * args.workers, 2 * args.batch_size), review=review,
+        explainer=_explainer(args),
     )
     settings = detect.run_settings(
         model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=_input_setting(args),
         keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
         format=args.format, voc_xml=args.voc_xml,
-        label_studio=review.image_url_prefix if args.label_studio else None,
+        label_studio=review.image_url_prefix if args.label_studio else None, explain=args.explain,
     )
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
     log.info("%d images, %s backend, writing to %s", len(listing.images), kind, args.output_dir)
@@ -162,6 +170,15 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     summary.ignored = len(listing.ignored)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
+
+
+def _explainer(args: argparse.Namespace) -> detect.Explains | None:
+    """With --explain: the checkpoint model, opened in a thread while the backend loads."""
+    if not args.explain:
+        return None
+    from chestdet.explain import BackgroundExplainer
+
+    return BackgroundExplainer(args.model)
 
 
 def _run(images, backend, class_names, args, options, started, ahead) -> detect.RunSummary:  # noqa: ANN001
@@ -209,6 +226,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--split and --image-dir go with --split-file (a folder as --input is listed by itself)")
     if args.beam and args.resume:
         raise UserError("--resume is not available with --beam (Beam retries failed work itself); use --overwrite")
+    if args.beam and args.explain:
+        raise UserError("--explain is not available with --beam; run it on the detections folder's images locally")
     if args.beam_options is not None and not args.beam:
         raise UserError("--beam-options needs --beam")
 

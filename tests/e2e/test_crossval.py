@@ -39,6 +39,7 @@ def test_two_folds_train_export_detect_resume_and_evaluate(tmp_path: Path, caplo
     runs = tmp_path / "cv runs"
     argv = ["--folds", str(folds), "--runs-dir", str(runs), "--fine-tune-checkpoint", str(start), "--steps", "10",
             "--checkpoint-every", "10", "--batch-size", "2", "--set", "image_size=128", "--eval-interval", "1",
+            "--allow-unverified",
             "--detect-option=--no-progress"]
     caplog.set_level("INFO", logger="chestdet")
     assert run_main(crossval.main, argv) == ExitStatus.SUCCESS
