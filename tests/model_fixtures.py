@@ -112,12 +112,13 @@ def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int =
         batch_norm_decay=0.9, augment=False,
     )
     compat.apply()
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)  # the same start and data order each build: its boxes' scores vary less
     model_lib_v2.train_loop(
         pipeline_config_path=str(config_path), model_dir=str(model_dir), train_steps=steps,
         checkpoint_every_n=steps, record_summaries=False,
     )
-    import tensorflow as tf
-
     return Path(tf.train.latest_checkpoint(str(model_dir)))
 
 

@@ -201,3 +201,34 @@ def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
 
     assert explainer.write(tmp_path / "empty", name, pixels, []) is None
     assert not (tmp_path / "empty").exists()
+
+
+def test_detect_explain_writes_the_maps_of_the_drawn_boxes_beside_drawn(tmp_path: Path, trained_export: Path):
+    from chestdet.cli import ExitStatus, run_main
+    from chestdet.commands.detect import main
+
+    folder = tmp_path / "films"
+    (folder / "sub").mkdir(parents=True)
+    names = sorted(overfit_images())[:3]
+    for name in names:
+        (folder / "sub" / name).symlink_to(SAMPLE_IMAGES / name)
+    blank = folder / "blank.png"
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(blank), np.zeros((256, 256), np.uint8))
+    out = tmp_path / "out"
+    argv = ["--model", str(trained_export), "--input", str(folder), "--output-dir", str(out), "--explain",
+            "--backend", "tflite", "--no-progress"]
+    assert run_main(main, argv) == ExitStatus.SUCCESS
+    table = pd.read_csv(out / "detections.csv")
+    drawn = table[table.score >= DRAW_SCORE]
+    assert set(drawn.image) <= {f"sub/{name}" for name in names} and len(drawn)
+    for image, rows in drawn.groupby("image"):
+        stem = Path(image).with_suffix("")
+        assert (out / "drawn" / f"{stem}.jpg").is_file() and (out / "explain" / f"{stem}.png").is_file()
+        with np.load(out / "explain" / f"{stem}.npz") as arrays:
+            shown = rows.sort_values("score", ascending=False)
+            assert len(arrays["scores"]) == len(shown)
+            np.testing.assert_allclose(sorted(arrays["scores"]), sorted(shown.score), atol=1e-6)
+    explained = {p.relative_to(out / "explain").with_suffix("").as_posix() for p in (out / "explain").rglob("*.png")}
+    assert explained == {Path(image).with_suffix("").as_posix() for image in drawn.image}
+    assert "blank" not in explained
