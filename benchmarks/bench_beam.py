@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from _common import NIH_DIR, REPO
 from _common import SAMPLE_NIH_DIR as SAMPLE
-from bench_detect import LAST_LINE, link_images, make_export, timed
+from bench_detect import LAST_LINE, add_model_flags, prepare_inputs, timed
 
 DEFAULT_IMAGES = [NIH_DIR, SAMPLE]
 GOAL = 0.8
@@ -66,23 +64,13 @@ def largest_difference(a: Path, b: Path) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
-    parser.add_argument("--model", type=Path,
-                        help="export directory (default: train and export a 320x320 model, cached in the work dir)")
-    parser.add_argument("--train-steps", type=int, default=200,
-                        help="training steps of the default model (default %(default)s)")
+    add_model_flags(parser)
     parser.add_argument("--backend", choices=("tflite", "savedmodel"), default="tflite",
                         help="the backend of every contender (default %(default)s)")
     parser.add_argument("--images", type=Path, help="NIH folder with images/ and unlabeled/")
     parser.add_argument("--work-dir", type=Path, help="where to put inputs and outputs (default: a temp dir)")
     args = parser.parse_args(argv)
-    source = args.images or next((p for p in DEFAULT_IMAGES if (p / "images").is_dir()), DEFAULT_IMAGES[-1])
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-beam-"))
-    export = args.model or make_export(work, SAMPLE, args.train_steps)
-    inputs = work / "inputs"
-    if inputs.exists():
-        shutil.rmtree(inputs)
-    link_images(source, args.count, inputs)
+    source, work, export, inputs = prepare_inputs(args, "bench-beam-")
     print(f"{args.count} images from {source}, export {export}, {args.backend} backend, work dir {work}", flush=True)
 
     seconds = {}

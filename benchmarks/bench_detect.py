@@ -97,6 +97,27 @@ def link_images(source: Path, count: int, folder: Path) -> list[Path]:
     return links
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--count, --model and --train-steps, as the detection benchmarks share them."""
+    parser.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
+    parser.add_argument("--model", type=Path,
+                        help="export directory (default: train and export a 320x320 model, cached in the work dir)")
+    parser.add_argument("--train-steps", type=int, default=200,
+                        help="training steps of the default model (default %(default)s)")
+
+
+def prepare_inputs(args: argparse.Namespace, prefix: str) -> tuple[Path, Path, Path, Path]:
+    """(image source, work dir, export, folder of --count linked images) from the shared flags."""
+    source = args.images or next((p for p in DEFAULT_IMAGES if (p / "images").is_dir()), DEFAULT_IMAGES[-1])
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix=prefix))
+    export = args.model or make_export(work, SAMPLE, args.train_steps)
+    inputs = work / "inputs"
+    if inputs.exists():
+        shutil.rmtree(inputs)
+    link_images(source, args.count, inputs)
+    return source, work, export, inputs
+
+
 def timed(command: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -189,11 +210,7 @@ def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float, same_c
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
-    parser.add_argument("--model", type=Path,
-                        help="export directory (default: train and export a 320x320 model, cached in the work dir)")
-    parser.add_argument("--train-steps", type=int, default=200,
-                        help="training steps of the default model (default %(default)s)")
+    add_model_flags(parser)
     parser.add_argument("--parity-count", type=int, default=100, help="images of the parity runs (default 100)")
     parser.add_argument("--images", type=Path, help="NIH folder with images/ and unlabeled/")
     parser.add_argument("--work-dir", type=Path, help="where to put inputs and outputs (default: a temp dir)")
@@ -211,13 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--compare-only needs --work-dir")
         print_comparisons(args.work_dir, json.loads((args.work_dir / "loop.json").read_text())["detections"])
         return 0
-    source = args.images or next((p for p in DEFAULT_IMAGES if (p / "images").is_dir()), DEFAULT_IMAGES[-1])
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-detect-"))
-    export = args.model or make_export(work, SAMPLE, args.train_steps)
-    inputs = work / "inputs"
-    if inputs.exists():
-        shutil.rmtree(inputs)
-    link_images(source, args.count, inputs)
+    source, work, export, inputs = prepare_inputs(args, "bench-detect-")
     print(f"{args.count} images from {source}, export {export}, work dir {work}", flush=True)
 
     figures = {}

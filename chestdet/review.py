@@ -22,7 +22,7 @@ from chestdet import atomic, labelstudio
 from chestdet.contracts import DETECTIONS_COCO_JSON, LABEL_STUDIO_CONFIG_XML, LABEL_STUDIO_TASKS_JSON
 from chestdet.detections import Detection, ImageResult
 from chestdet.inputs import InputImage
-from chestdet.tables import JsonArray
+from chestdet.tables import JsonArray, PublishedWhole
 
 # The boxes of one image that a person sees (the drawing thresholds, at most max_boxes).
 Shown = Callable[[Sequence[Detection]], list[Detection]]
@@ -45,7 +45,7 @@ def coco_annotation(annotation_id: int, image_id: int, d: Detection) -> dict:
     }
 
 
-class ReviewWriter:
+class ReviewWriter(PublishedWhole):
     """detections_coco.json, and with Label Studio on its tasks and labeling config, an image at a time.
 
     Image ids are those of detections.json and coco_images.json (the position in the input listing);

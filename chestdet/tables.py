@@ -74,7 +74,27 @@ class ResultWriter(Protocol):
     def abort(self) -> None: ...
 
 
-class ResultWriters:
+class PublishedWhole:
+    """A writer used as a context manager: `close()` (publish) on success, `abort()` (discard) on error."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - the writer itself
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ResultWriters(PublishedWhole):
     """Several `ResultWriter`s fed the same results; all published on success, all discarded on error."""
 
     def __init__(self, writers: Sequence[ResultWriter]) -> None:
@@ -92,15 +112,6 @@ class ResultWriters:
         for writer in self.writers:
             writer.abort()
 
-    def __enter__(self) -> ResultWriters:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class JsonArray:
@@ -125,7 +136,7 @@ class JsonArray:
         self._handle.write(closing + "]")
 
 
-class TableWriter:
+class TableWriter(PublishedWhole):
     """detections.csv, images.csv, errors.csv, detections.json and coco_images.json, a row at a time.
 
     Use as a context manager (an error discards every table) or call `close()` / `abort()`.
@@ -173,15 +184,6 @@ class TableWriter:
         for pending in self._files.values():
             pending.discard()
 
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_tables(
