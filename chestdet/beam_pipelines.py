@@ -4,7 +4,7 @@ Both pipelines call the per-item functions the local runners call, so no step is
 
     detect:   list the inputs (driver) -> Create -> Reshuffle -> detect.decode -> RunInference over the
               project's backends (detect.infer, per same-shape batch) -> detect.draw -> ToList ->
-              detect.result_writers: the tables and review files (one worker)
+              detect.write_results: the tables and review files (one worker)
     records:  plan the split (driver, as today) -> one task per shard file -> Create -> Reshuffle ->
               records.write_shard (each shard on one worker, tf.io.TFRecordWriter) -> results -> reports
 
@@ -49,7 +49,7 @@ from chestdet.detect import (
     decode,
     draw,
     infer,
-    result_writers,
+    write_results,
 )
 from chestdet.detections import ImageResult
 from chestdet.errors import ChestdetError
@@ -272,11 +272,7 @@ class _Draw(beam.DoFn):
 
 def _write_tables(results: list[ImageResult], output_dir: Path, images: Sequence[InputImage],
                   class_names: Mapping[int, str], options: DetectOptions) -> int:
-    by_name = {result.image: result for result in results}
-    with result_writers(output_dir, class_names, options) as writers:
-        for item in images:
-            if item.name in by_name:
-                writers.add(item, by_name[item.name])
+    write_results(output_dir, images, {result.image: result for result in results}, class_names, options)
     _counter("tables.images").inc(len(results))
     return len(results)
 

@@ -330,6 +330,15 @@ def result_writers(output_dir: Path, class_names: Mapping[int, str], options: De
                           ReviewWriter(output_dir, class_names, shown, options.review)])
 
 
+def write_results(output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
+                  class_names: Mapping[int, str], options: DetectOptions) -> None:
+    """The tables and review files of results collected whole (a Beam run), in listing order."""
+    with result_writers(output_dir, class_names, options) as writers:
+        for item in images:
+            if item.name in results:
+                writers.add(item, results[item.name])
+
+
 def in_listing_order(
     images: Sequence[InputImage], done: Mapping[str, ImageResult], fresh: Iterator[ImageResult]
 ) -> Iterator[tuple[InputImage, ImageResult]]:

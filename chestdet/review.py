@@ -104,19 +104,3 @@ class ReviewWriter(PublishedWhole):
         for pending in (self._coco, self._annotations_part, self._tasks_file):
             if pending is not None:
                 pending.discard()
-
-
-def write_review_files(
-    output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
-    class_names: Mapping[int, str], shown: Shown, options: ReviewOptions = ReviewOptions(),
-) -> None:
-    """The review files of a finished run's results, in listing order (for runners that collect them)."""
-    writer = ReviewWriter(output_dir, class_names, shown, options)
-    try:
-        for item in images:
-            if item.name in results:
-                writer.add(item, results[item.name])
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()

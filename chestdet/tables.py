@@ -183,15 +183,3 @@ class TableWriter(PublishedWhole):
         """Remove the unfinished tables; earlier published ones stay as they were."""
         for pending in self._files.values():
             pending.discard()
-
-
-
-def write_tables(
-    output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
-    class_names: Mapping[int, str],
-) -> None:
-    """Every table of the images that have a result, in listing order."""
-    with TableWriter(output_dir, class_names) as tables:
-        for item in images:
-            if item.name in results:
-                tables.add(item, results[item.name])
