@@ -11,6 +11,11 @@ tf_slim's TfExampleDecoder (used by the OD API to parse records) calls
 Upstream: https://github.com/google-research/tf-slim/issues (tf_slim/data/tfexample_decoder.py),
 tensorflow/models#11165. Remove once tf-slim calls tf.case / tf.cond itself;
 tests/unit/test_compat.py fails when that day comes.
+
+The two halves of an SSD's `predict` (`ssd_feature_maps`, `ssd_box_predictions`): Grad-CAM of N
+boxes runs the box predictor on N copies of one image's feature maps, and `predict` runs only both
+halves together. They are SSDMetaArch's private `_feature_extractor` and `_box_predictor`;
+tests/unit/test_compat.py checks that the two composed still give what `predict` gives.
 """
 
 from __future__ import annotations
@@ -65,3 +70,14 @@ def apply() -> None:
     if not hasattr(control_flow_ops, "cond"):
         control_flow_ops.cond = tf.cond
     _applied = True
+
+
+def ssd_feature_maps(model, images):  # noqa: ANN001, ANN201 - an OD API SSDMetaArch (Keras), tensors
+    """The feature maps an SSD's `predict` hands its box predictor, for preprocessed `images`."""
+    return model._feature_extractor(images)
+
+
+def ssd_box_predictions(model, feature_maps):  # noqa: ANN001, ANN201 - an OD API SSDMetaArch (Keras), tensors
+    """The SSD's box predictor on `feature_maps`: per output, one tensor per level, which `predict`
+    concatenates along the anchors (class_predictions_with_background, box_encodings)."""
+    return model._box_predictor(feature_maps)

@@ -3,18 +3,19 @@
 The maps come from the export's checkpoint, built with the OD API's model builder from the export's
 pipeline.config, whichever backend found the boxes. For one image:
 
-1. the image is resized as the SavedModel graph resizes it and run through `preprocess`, then
-   through `predict` under a `tf.GradientTape`; `postprocess` gives the model's own detections and
-   their `detection_anchor_indices`;
-2. each box to explain is matched to one of those detections (same class, highest IoU, at least
-   `MATCH_MIN_IOU`), which names its anchor; a box without such a match takes the anchor, among all
-   anchors whose decoded box overlaps it by `MATCH_MIN_IOU`, that scores its class highest; a box
-   with neither is reported and left out;
-3. the target is the class logit of `class_predictions_with_background` at that anchor; its gradient
-   with respect to the feature map of the anchor's own pyramid level (one of predict's
-   `feature_maps`, the tensors the box predictor reads) is averaged over space to weigh that map's
-   channels; the weighted sum, through a ReLU, upsampled bilinearly and divided by its maximum, is
-   the heatmap.
+1. the image is resized as the SavedModel graph resizes it and run through `preprocess` and the
+   model's feature extractor: the feature maps `predict` hands its box predictor;
+2. the box predictor runs on N copies of those maps, one per box, under a `tf.GradientTape`: the
+   class logits and box encodings `predict` would give, N times over;
+3. each box takes, among the anchors whose decoded box (the config's box coder, clipped to the
+   image) is the same box (IoU >= `SAME_BOX_IOU`), the one that scores its class highest (the
+   config's score converter): the checkpoint model's own detection of that box, the one its NMS
+   keeps. A box without one (another model's box, or an edited one) takes the best-scoring anchor
+   overlapping it by `MATCH_MIN_IOU`; a box no anchor fits is reported and left out;
+4. the target of box i is the class logit at its anchor in copy i, so one backward pass of their
+   sum gives each box's gradient on its own copy of the maps. Averaged over space it weighs the
+   channels of the map of the anchor's own pyramid level; the weighted sum, through a ReLU,
+   upsampled bilinearly and divided by its maximum, is the heatmap.
 
 Why the anchor's own level and not all levels combined: the box predictor computes an anchor's logit
 from its own level's feature map only. Coarser levels reach that logit solely through the FPN's
@@ -22,10 +23,10 @@ top-down path, whose output is that same feature map, so their evidence is alrea
 levels do not reach it at all. Adding the coarser levels' maps would count the same context twice
 at a coarser grid (two to sixteen times coarser), blurring the map of a small finding.
 
-All the detections of an image are explained by one forward pass and, per pyramid level, one
-`GradientTape.jacobian` of the stacked logits of its boxes with respect to that level's map (one
-backward pass per box, through that level's head only); only boxes without a match among the
-detections explained in that pass cost a second forward pass.
+All the boxes of an image (up to `MAX_TARGETS`) cost one pass of the feature extractor, then N of the
+box predictor, forward and back. The box predictor is a small part of the model, so eight boxes cost
+about what one does; `predict` would have run the whole model once per box. Running the two halves
+apart needs two private attributes of the SSD, kept in `chestdet.compat`.
 """
 
 from __future__ import annotations
@@ -39,24 +40,22 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from chestdet import atomic
+from chestdet import atomic, compat
 from chestdet.backends import legacy_bilinear_resize
 from chestdet.contracts import CHECKPOINT_DIR, EXPLAIN_ARRAYS, EXPLAIN_DIR, LABEL_MAP_FILE, PIPELINE_FILE
 from chestdet.detections import Detection
 from chestdet.drawing import class_colour, draw_detections_bgr, encode_bgr
 from chestdet.errors import ChestdetError
-from chestdet.metrics import pairwise_iou
 
 log = logging.getLogger(__name__)
 
-# A box from detections.csv is the checkpoint model's detection of the same class overlapping it
-# this much; the backends' boxes agree far closer than that (IoU >= 0.95, BENCHMARKS.md).
+# A box from detections.csv is explained by an anchor whose decoded box overlaps it this much; the
+# backends' boxes agree far closer than that (IoU >= 0.95, BENCHMARKS.md).
 MATCH_MIN_IOU = 0.5
-# The model's detections explained in the first pass: those scoring at least the lowest score asked
-# for, less this margin, so that a TFLite score a little above the checkpoint's still finds its box,
-# and at most this many more than were asked for (an untrained model scores everything alike).
-SCORE_MARGIN = 0.05
-SPARE_TARGETS = 4
+# An anchor whose decoded box overlaps a box this much decodes to the same box: the backends' boxes
+# agree with the checkpoint's at IoU >= 0.95, and the NMS of the project's configs suppresses at 0.6.
+SAME_BOX_IOU = 0.9
+MAX_TARGETS = 16  # boxes explained per pass: their copies of the feature maps are held together
 HEATMAP_MAX_SIDE = 256  # heatmaps in the .npz: the image's aspect ratio, longest side at most this
 PANEL_MAX_SIDE = 512  # each panel of the .png
 HEAT_OPACITY = 0.6  # a pixel of heat 1 is this much its box's colour, the rest film
@@ -170,115 +169,69 @@ def input_size(configs: dict) -> tuple[int, int]:
 
 
 class GradCam:
-    """Two traced functions over one model: the model's detections with the Grad-CAM maps of those
-    scoring at least a floor, and the maps of given (anchor, class) targets.
+    """The traced Grad-CAM function over one model (see the module docstring), `maps(image, boxes,
+    classes, anchors)`.
 
-    Maps are returned per pyramid level, [N, h_l, w_l] each, before upsampling; a target's own level
-    is `levels[anchor]`.
+    For target i, the class logit `classes[i]` (a label-map id) at anchor `anchors[i]`, or, where
+    that is -1, at the anchor `best_anchors` picks for `boxes[i]` (normalised ymin, xmin, ymax,
+    xmax). Returns the anchors used (-1 where no anchor fits the box), the IoU of each one's decoded
+    box with the box, and per pyramid level the maps [N, h_l, w_l] before upsampling; a target's map
+    is on the level `levels[anchor]` (the other levels' maps are zero: they do not reach its logit).
     """
 
-    def __init__(self, model) -> None:  # noqa: ANN001 - an OD API SSDMetaArch
+    def __init__(self, model, configs: dict) -> None:  # noqa: ANN001 - an OD API SSDMetaArch
         import tensorflow as tf
+        from object_detection.builders import box_coder_builder, post_processing_builder
+        from object_detection.core.standard_fields import PredictionFields
 
         self.model = model
-        image = tf.TensorSpec([1, None, None, 3], tf.float32)
-        floor_and_cap = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
+        height, width = input_size(configs)
+        images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
+        blank = model.predict(images, shapes)  # the anchors are the same for every image of this size
+        self.anchor_boxes = blank["anchors"]
+        self.levels = blank[PredictionFields.raw_detection_feature_map_indices][0].numpy()
+        self.box_coder = box_coder_builder.build(configs["model"].ssd.box_coder)
+        self.score_converter = post_processing_builder.build(configs["model"].ssd.post_processing)[1]
+        targets = tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)
         # No autograph: nothing here branches on tensors, and converting the model's code on the way
-        # doubled the tracing (50 s instead of 25 s on a busy 2-core CPU) for the same graph.
-        self.detected = tf.function(self._detected, input_signature=[image, *floor_and_cap], autograph=False)
-        ints = tf.TensorSpec([None], tf.int32)
-        self.at = tf.function(self._at, input_signature=[image, ints, ints], autograph=False)
+        # doubles the tracing for the same graph.
+        self.maps = tf.function(self._maps, input_signature=[tf.TensorSpec([1, height, width, 3]), *targets],
+                                autograph=False)
 
-    def _detected(self, image, min_score, max_targets):  # noqa: ANN001, ANN202 - tensors
+    def _maps(self, image, boxes, classes, anchors):  # noqa: ANN001, ANN202 - tensors
         import tensorflow as tf
-        from object_detection.core.standard_fields import DetectionResultFields as fields
 
-        images, shapes = self.model.preprocess(image)
-        with tf.GradientTape(persistent=True) as tape:
-            prediction = self.model.predict(images, shapes)
+        images, _ = self.model.preprocess(image)
+        count = tf.shape(classes)[0]
+        copies = [tf.tile(level, [count, 1, 1, 1]) for level in compat.ssd_feature_maps(self.model, images)]
+        with tf.GradientTape() as tape:
+            tape.watch(copies)
+            predictions = compat.ssd_box_predictions(self.model, copies)
+            logits = tf.concat(predictions["class_predictions_with_background"], axis=1)  # [N, anchors, 1 + classes]
             with tape.stop_recording():
-                found = self.model.postprocess(prediction, shapes)
-            count = tf.reduce_sum(tf.cast(found[fields.detection_scores][0] >= min_score, tf.int32))
-            count = tf.minimum(count, max_targets)
-            anchors = found[fields.detection_anchor_indices][0, :count]
-            classes = tf.cast(found[fields.detection_classes][0, :count], tf.int32) + 1
-            logits = self._logits(prediction, anchors, classes)
-        return {
-            "boxes": found[fields.detection_boxes][0],
-            "classes": tf.cast(found[fields.detection_classes][0], tf.int32) + 1,
-            "scores": found[fields.detection_scores][0],
-            "count": tf.cast(found[fields.num_detections][0], tf.int32),
-            "anchors": found[fields.detection_anchor_indices][0],
-            "raw_boxes": found[fields.raw_detection_boxes][0],
-            "raw_scores": found[fields.raw_detection_scores][0],
-            "levels": prediction["raw_detection_feature_map_indices"][0],
-            "cams": self._cams(tape, logits, tf.gather(prediction["raw_detection_feature_map_indices"][0], anchors),
-                               prediction["feature_maps"]),
-        }
+                encodings = tf.reshape(tf.concat(predictions["box_encodings"], axis=1)[0], [-1, 4])
+                decoded = self._decoded_boxes(encodings)
+                scores = self.score_converter(logits[:1])[0]
+                chosen, overlaps = best_anchors(boxes, classes, decoded, scores)
+                anchors = tf.where(anchors >= 0, anchors, chosen)
+            picked = tf.stack([tf.range(count), tf.maximum(anchors, 0), classes], axis=1)
+            total = tf.reduce_sum(tf.gather_nd(logits, picked))  # copy i's logit depends on copy i only
+        gradients = tape.gradient(total, copies)
+        cams = tuple(tf.nn.relu(tf.einsum("nc,nhwc->nhw", tf.reduce_mean(gradient, axis=[1, 2]), activations))
+                     for gradient, activations in zip(gradients, copies, strict=True))
+        fit = tf.gather(overlaps, tf.maximum(anchors, 0), batch_dims=1)
+        return {"anchors": anchors, "iou": tf.where(anchors >= 0, fit, 0.0), "cams": cams}
 
-    def _at(self, image, anchors, classes):  # noqa: ANN001, ANN202 - tensors
+    def _decoded_boxes(self, encodings):  # noqa: ANN001, ANN202 - tensors
+        """[anchors, 4] normalised boxes of one image's box encodings, clipped to the image."""
         import tensorflow as tf
+        from object_detection.core import box_list
 
-        images, shapes = self.model.preprocess(image)
-        with tf.GradientTape(persistent=True) as tape:
-            prediction = self.model.predict(images, shapes)
-            logits = self._logits(prediction, anchors, classes)
-        levels = tf.gather(prediction["raw_detection_feature_map_indices"][0], anchors)
-        return self._cams(tape, logits, levels, prediction["feature_maps"])
-
-    @staticmethod
-    def _logits(prediction: dict, anchors, classes):  # noqa: ANN001, ANN205 - tensors
-        """Class logits at (anchor, class) pairs; classes are label-map ids (0 is the background column)."""
-        import tensorflow as tf
-
-        return tf.gather_nd(prediction["class_predictions_with_background"][0], tf.stack([anchors, classes], 1))
-
-    @staticmethod
-    def _cams(tape, logits, levels, feature_maps) -> tuple:  # noqa: ANN001 - tensors
-        """Per level, for the targets on it (in target order): ReLU(sum over channels of the
-        space-averaged gradient times the activations).
-
-        One jacobian per level, of that level's logits with respect to that level's map only, so the
-        backward pass runs through that level's head alone (a jacobian with respect to every level
-        also runs, once per target, through every other head and the top-down path: 3x slower at 3
-        boxes). It loops over targets rather than vectorising with pfor: pfor has no rule for the
-        depthwise convolutions' backward pass, so it loops anyway, slower, and fails on a level
-        without targets.
-        """
-        import tensorflow as tf
-
-        cams = []
-        for level, activations in enumerate(feature_maps):
-            with tape:  # the selection must be recorded, or the targets have no gradient
-                targets = tf.boolean_mask(logits, tf.equal(levels, level))
-            gradient = tape.jacobian(targets, activations, experimental_use_pfor=False)
-            weights = tf.reduce_mean(gradient[:, 0], axis=[1, 2])  # [targets, channels]
-            cams.append(tf.nn.relu(tf.einsum("nc,hwc->nhw", weights, activations[0])))
-        return tuple(cams)
+        decoded = self.box_coder.decode(encodings, box_list.BoxList(self.anchor_boxes)).get()
+        return tf.clip_by_value(decoded, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------- matching boxes to anchors
-
-
-@dataclass(frozen=True)
-class Match:
-    """The anchor that explains one box: `detection` is the index of the model's own detection it
-    matched, or None when the fallback anchor served (then `iou` is that anchor's decoded box's)."""
-
-    anchor: int
-    detection: int | None
-    iou: float
-
-
-@dataclass(frozen=True)
-class ModelDetections:
-    """The checkpoint model's view of one image, normalised (ymin, xmin, ymax, xmax) boxes."""
-
-    boxes: np.ndarray  # [M, 4], after NMS, best first
-    classes: np.ndarray  # [M], label-map ids
-    anchors: np.ndarray  # [M]
-    raw_boxes: np.ndarray  # [A, 4], every anchor's decoded box
-    raw_scores: np.ndarray  # [A, classes + 1], with the background column first
 
 
 def normalised_boxes(detections: Sequence[Detection], height: int, width: int) -> np.ndarray:
@@ -287,34 +240,30 @@ def normalised_boxes(detections: Sequence[Detection], height: int, width: int) -
     return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def match_detections(
-    boxes: np.ndarray, classes: Sequence[int], model: ModelDetections, min_iou: float = MATCH_MIN_IOU
-) -> list[Match | None]:
-    """For each box (normalised, with its label-map class), the anchor to explain it by.
+def best_anchors(boxes, classes, decoded, scores, min_iou: float = MATCH_MIN_IOU):  # noqa: ANN001, ANN201
+    """For each box (normalised) of a label-map class, the anchor that explains it, or -1; and the IoU
+    [N, anchors] of every box with every decoded box. `scores` [anchors, 1 + classes] has the
+    background first.
 
-    First the model's detection of the same class with the highest IoU, if at least `min_iou`
-    (several boxes may match one detection); else, among the anchors whose decoded box (clipped to
-    the image) overlaps the box by `min_iou`, the one scoring the class highest; else None.
+    The anchor is the one scoring the box's class highest among those whose decoded box is the same
+    box (IoU >= SAME_BOX_IOU), else among those overlapping it by `min_iou`. The first is the model's
+    own detection of that box: an anchor scoring higher and overlapping it that much would have
+    suppressed it in NMS. The second serves a box the model did not find (another model's, or edited).
     """
-    classes = np.asarray(classes, dtype=np.int64)
-    if not len(classes):
-        return []
-    same_class = classes[:, np.newaxis] == model.classes[np.newaxis, :]
-    ious = np.where(same_class, pairwise_iou(boxes, model.boxes), -1.0) if len(model.boxes) else None
-    raw_ious = pairwise_iou(boxes, np.clip(model.raw_boxes, 0.0, 1.0))
-    matches: list[Match | None] = []
-    for index, class_id in enumerate(classes):
-        best = int(np.argmax(ious[index])) if ious is not None else 0
-        if ious is not None and ious[index, best] >= min_iou:
-            matches.append(Match(int(model.anchors[best]), best, float(ious[index, best])))
-            continue
-        candidates = np.flatnonzero(raw_ious[index] >= min_iou)
-        if not len(candidates):
-            matches.append(None)
-            continue
-        anchor = int(candidates[np.argmax(model.raw_scores[candidates, class_id])])
-        matches.append(Match(anchor, None, float(raw_ious[index, anchor])))
-    return matches
+    import tensorflow as tf
+    from object_detection.core import box_list, box_list_ops
+
+    boxes, decoded = tf.convert_to_tensor(boxes, tf.float32), tf.convert_to_tensor(decoded, tf.float32)
+    overlaps = box_list_ops.iou(box_list.BoxList(boxes), box_list.BoxList(decoded))
+    class_scores = tf.transpose(tf.gather(scores, classes, axis=1))  # [N, anchors]
+
+    def best_over(threshold: float):  # noqa: ANN202 - tensors
+        fits = overlaps >= threshold
+        best = tf.cast(tf.argmax(tf.where(fits, class_scores, -np.inf), axis=1), tf.int32)
+        return tf.where(tf.reduce_any(fits, axis=1), best, -1)
+
+    same, near = best_over(SAME_BOX_IOU), best_over(min_iou)
+    return tf.where(same >= 0, same, near), overlaps
 
 
 def finish_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -333,11 +282,11 @@ def finish_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class Explainer:
     """Grad-CAM maps of an export's detections: `Explainer.open(export_dir)`, then `write` per image."""
 
-    def __init__(self, model, class_names: Mapping[int, str], size: tuple[int, int]) -> None:  # noqa: ANN001
-        """`model`: an OD API SSD built by `build_model`; `size`: its input (height, width)."""
-        self.grad_cam = GradCam(model)
+    def __init__(self, model, configs: dict, class_names: Mapping[int, str]) -> None:  # noqa: ANN001
+        """`model`: an OD API SSD built by `build_model` from `configs`."""
+        self.grad_cam = GradCam(model, configs)
         self.class_names = dict(class_names)
-        self.size = size
+        self.size = input_size(configs)
 
     @classmethod
     def open(cls, export_dir: str | Path, restore: bool = True) -> Explainer:
@@ -353,86 +302,72 @@ class Explainer:
         label_map = export_dir / LABEL_MAP_FILE
         if not label_map.is_file():
             raise ExplainError(f"{label_map}: label map not found")
-        return cls(build_model(configs, prefix), load_label_map(label_map), input_size(configs))
+        return cls(build_model(configs, prefix), configs, load_label_map(label_map))
 
     def warm_up(self) -> None:
-        """Trace the detections' function on a blank image (a first call otherwise spends tens of seconds
-        tracing); a caller can run it in a thread while the detection backend loads. The function for
-        boxes without a match is traced at its first use."""
-        self.grad_cam.detected(np.zeros((1, *self.size, 3), np.float32), np.float32(0.0), np.int32(1))
+        """Trace the maps' function with one box on a blank image (a first call otherwise spends seconds
+        tracing); a caller can run it in a thread while the detection backend loads."""
+        self.grad_cam.maps(np.zeros((1, *self.size, 3), np.float32), np.zeros((1, 4), np.float32),
+                           np.ones(1, np.int32), np.zeros(1, np.int32))
 
     def model_input(self, pixels: np.ndarray) -> np.ndarray:
         """[1, h, w, 3] float32 of 0..255: resized as the SavedModel graph resizes (gray first)."""
         resized = legacy_bilinear_resize(pixels, *self.size)
         if resized.ndim == 2:
             resized = np.repeat(resized[:, :, np.newaxis], 3, axis=2)
-        return resized[np.newaxis]
+        return resized[np.newaxis].astype(np.float32)
 
     def explain(self, pixels: np.ndarray, detections: Sequence[Detection], name: str = "") -> Explanation:
         """Heatmaps of `detections` (pixels of this image, from any backend) on (H, W) gray or RGB uint8;
         `name` names the image in the warning about a box no anchor fits."""
         height, width = pixels.shape[:2]
-        size = heatmap_size(height, width)
-        if not detections:
-            empty = np.zeros(0, np.int32)
-            return Explanation((), np.zeros((0, *size), np.float32), empty, empty, np.zeros(0, np.float32),
-                               (height, width))
-        image = self.model_input(pixels)
-        floor = min((d.score for d in detections), default=1.0) - SCORE_MARGIN
-        found = self.grad_cam.detected(image, np.float32(floor), np.int32(len(detections) + SPARE_TARGETS))
-        model = _model_detections(found)
-        levels = found["levels"].numpy()
-        matches = match_detections(normalised_boxes(detections, height, width), [d.class_id for d in detections],
-                                   model)
-        explained = sum(int(cams.shape[0]) for cams in found["cams"])  # the model's first detections
-        kept = [i for i, m in enumerate(matches) if m is not None]
-        again = [i for i in kept if matches[i].detection is None or matches[i].detection >= explained]
-        extra = self._cams_at(image, [matches[i].anchor for i in again], [detections[i].class_id for i in again])
-        heatmaps = []
-        for i in kept:
-            if i in again:
-                cam = level_cam(extra, levels[[matches[j].anchor for j in again]], again.index(i))
-            else:
-                cam = level_cam(found["cams"], levels[model.anchors[:explained]], matches[i].detection)
-            heatmaps.append(finish_heatmap(cam, size))
-        unexplained = tuple(d for d, m in zip(detections, matches, strict=True) if m is None)
+        boxes = normalised_boxes(detections, height, width)
+        anchors = np.full(len(detections), -1, np.int32)
+        heatmaps, anchors, fit = self._heatmaps(pixels, boxes, [d.class_id for d in detections], anchors)
+        kept = np.flatnonzero(anchors >= 0)
+        unexplained = tuple(detections[i] for i in np.flatnonzero(anchors < 0))
         self._report(name, unexplained)
-        anchors = np.array([matches[i].anchor for i in kept], dtype=np.int32)
         return Explanation(
             detections=tuple(detections[i] for i in kept),
-            heatmaps=np.stack(heatmaps) if heatmaps else np.zeros((0, *size), np.float32),
-            anchor_indices=anchors,
-            levels=levels[anchors].astype(np.int32),
-            match_iou=np.array([0.0 if matches[i].detection is None else matches[i].iou for i in kept],
-                               dtype=np.float32),
+            heatmaps=heatmaps[kept],
+            anchor_indices=anchors[kept],
+            levels=self.grad_cam.levels[anchors[kept]].astype(np.int32),
+            match_iou=fit[kept],
             image_size=(height, width),
             unexplained=unexplained,
         )
+
+    def explain_anchors(self, pixels: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> np.ndarray:
+        """Heatmaps [N, h, w] of given targets, the class logit `class_ids[i]` at anchor `anchors[i]` (the
+        same boxes explained by another model's weights: the anchors are the same for the same config)."""
+        boxes = np.zeros((len(anchors), 4))
+        return self._heatmaps(pixels, boxes, class_ids, np.asarray(anchors, np.int32))[0]
+
+    def _heatmaps(
+        self, pixels: np.ndarray, boxes: np.ndarray, class_ids: Sequence[int], anchors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Finished heatmaps [N, h, w] (zero where no anchor fits), the anchors used and their IoU with
+        the boxes, MAX_TARGETS boxes per pass."""
+        size = heatmap_size(*pixels.shape[:2])
+        image = self.model_input(pixels)
+        classes = np.asarray(class_ids, np.int32)
+        heatmaps, used, fit = [np.zeros((0, *size), np.float32)], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
+        for start in range(0, len(classes), MAX_TARGETS):
+            part = slice(start, start + MAX_TARGETS)
+            found = self.grad_cam.maps(image, boxes[part].astype(np.float32), classes[part], anchors[part])
+            chosen = found["anchors"].numpy()
+            cams = [cams.numpy() for cams in found["cams"]]
+            heatmaps.append(np.stack([finish_heatmap(cams[self.grad_cam.levels[a]][i], size) if a >= 0
+                                      else np.zeros(size, np.float32) for i, a in enumerate(chosen)]))
+            used.append(chosen.astype(np.int32))
+            fit.append(found["iou"].numpy().astype(np.float32))
+        return np.concatenate(heatmaps), np.concatenate(used), np.concatenate(fit)
 
     def _report(self, name: str, unexplained: Sequence[Detection]) -> None:
         for d in unexplained:
             log.warning("%s: no anchor of the checkpoint model fits the %s box %.0f,%.0f,%.0f,%.0f (IoU < %.2f); "
                         "not explained", name or "image", self.class_names.get(d.class_id, d.class_id), d.xmin,
                         d.ymin, d.xmax, d.ymax, MATCH_MIN_IOU)
-
-    def _cams_at(self, image: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> tuple:
-        if not len(anchors):
-            return ()
-        return self.grad_cam.at(image, np.asarray(anchors, np.int32), np.asarray(class_ids, np.int32))
-
-    def explain_anchors(self, pixels: np.ndarray, anchors: Sequence[int], class_ids: Sequence[int]) -> np.ndarray:
-        """Heatmaps [N, h, w] of given targets, the class logit `class_ids[i]` at anchor `anchors[i]` (the
-        same boxes explained by another model's weights: the anchors are the same for the same config)."""
-        height, width = pixels.shape[:2]
-        image = self.model_input(pixels)
-        cams = self._cams_at(image, anchors, class_ids)
-        levels = self.anchor_levels(image)[np.asarray(anchors)]
-        size = heatmap_size(height, width)
-        return np.stack([finish_heatmap(level_cam(cams, levels, i), size) for i in range(len(anchors))])
-
-    def anchor_levels(self, image: np.ndarray) -> np.ndarray:
-        """[anchors] pyramid level of every anchor of the model's input."""
-        return self.grad_cam.detected(image, np.float32(2.0), np.int32(0))["levels"].numpy()
 
     def write(
         self, output_dir: str | Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
@@ -458,23 +393,6 @@ def write_explanation(
     with atomic.atomic_open(npz_path, "wb") as handle:
         np.savez_compressed(handle, **explanation.arrays())
     return png_path, npz_path
-
-
-def level_cam(cams: Sequence, target_levels: np.ndarray, target: int) -> np.ndarray:
-    """The map of target `target` from per-level maps that hold, in target order, the targets on them."""
-    level = int(target_levels[target])
-    return np.asarray(cams[level][int(np.sum(target_levels[:target] == level))])
-
-
-def _model_detections(found: Mapping) -> ModelDetections:
-    count = int(found["count"])
-    return ModelDetections(
-        boxes=found["boxes"].numpy()[:count],
-        classes=found["classes"].numpy()[:count],
-        anchors=found["anchors"].numpy()[:count],
-        raw_boxes=found["raw_boxes"].numpy(),
-        raw_scores=found["raw_scores"].numpy(),
-    )
 
 
 # ---------------------------------------------------------------- the picture

@@ -45,3 +45,16 @@ def trained_export(tmp_path_factory) -> Path:
     from tests.model_fixtures import make_trained_export
 
     return make_trained_export(tmp_path_factory.mktemp("trained export"), image_size=256, steps=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its configs)
+    """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.explain builds it
+    (a few seconds), and its configs."""
+    from chestdet.explain import build_model, load_configs
+    from tests.model_fixtures import write_tiny_config
+
+    folder = tmp_path_factory.mktemp("tiny ssd")
+    write_tiny_config(folder)
+    configs = load_configs(folder)
+    return build_model(configs), configs

@@ -1,6 +1,7 @@
-"""The tf_slim shim in chestdet.compat: fails when it stops being needed or stops working.
+"""chestdet.compat: fails when a workaround stops being needed or stops working, or when the OD API
+internals it names change.
 
-Run in a fresh interpreter, because applying the shim changes TensorFlow's module for the process.
+The shim runs in a fresh interpreter, because applying it changes TensorFlow's module for the process.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import numpy as np
 
 from tests.conftest import REPO, SAMPLE_IMAGES
 
@@ -100,3 +103,21 @@ def test_commands_are_quiet_on_a_cpu_and_verbose_shows_everything():
     loud = run_probe("-v")
     assert "Unable to register cuDNN factory" in loud, loud
     assert "FutureWarning: You are using a Python version" in loud, loud
+
+
+def test_the_ssds_two_halves_composed_give_what_predict_gives(tiny_ssd):  # noqa: ANN001
+    import tensorflow as tf
+
+    from chestdet import compat
+
+    model, _ = tiny_ssd
+    images, shapes = model.preprocess(tf.random.stateless_uniform([2, 128, 128, 3], [1, 2], maxval=255.0))
+    whole = model.predict(images, shapes)
+    feature_maps = compat.ssd_feature_maps(model, images)
+    halves = compat.ssd_box_predictions(model, feature_maps)
+    assert len(feature_maps) == len(whole["feature_maps"]) == 5
+    for ours, theirs in zip(feature_maps, whole["feature_maps"], strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+    for key in ("class_predictions_with_background", "box_encodings"):
+        joined = tf.reshape(tf.concat(halves[key], axis=1), whole[key].shape)
+        np.testing.assert_allclose(joined.numpy(), whole[key].numpy(), atol=1e-5)

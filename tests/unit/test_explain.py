@@ -1,4 +1,4 @@
-"""Explanations without a model: matching boxes to anchors, finishing maps, panels, the files written."""
+"""Explanations without a trained model: matching boxes to anchors, finishing maps, panels, the files written."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from chestdet.drawing import class_colour
 from chestdet.explain import (
     HEAT_OPACITY,
     MATCH_MIN_IOU,
+    SAME_BOX_IOU,
     Explanation,
-    ModelDetections,
+    best_anchors,
     explain_paths,
     finish_heatmap,
     group_panels,
     heatmap_size,
     image_stem,
-    level_cam,
-    match_detections,
     normalised_boxes,
     render_explanation,
     write_explanation,
@@ -31,41 +30,67 @@ from chestdet.explain import (
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 5: "Mass"}
 
 
-def model_view(boxes, classes, anchors, raw_boxes, raw_scores) -> ModelDetections:  # noqa: ANN001
-    return ModelDetections(np.array(boxes, float).reshape(-1, 4), np.array(classes), np.array(anchors),
-                           np.array(raw_boxes, float).reshape(-1, 4), np.array(raw_scores, float))
+def best_of(boxes, classes, decoded, scores) -> tuple[list[int], np.ndarray]:  # noqa: ANN001
+    chosen, overlaps = best_anchors(np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int32),
+                                    np.array(decoded, np.float32), np.array(scores, np.float32))
+    return chosen.numpy().tolist(), overlaps.numpy()
 
 
 # Anchors 0-3: 0 and 1 decode near the left box, 2 near the right box, 3 far from both.
-RAW_BOXES = [[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.1, 0.6, 0.5, 0.9], [0.8, 0.8, 0.95, 0.95]]
-RAW_SCORES = [[0.9, 0.2, 0.1, 0.0], [0.9, 0.1, 0.6, 0.0], [0.9, 0.3, 0.1, 0.0], [0.9, 0.9, 0.9, 0.0]]
+DECODED = [[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.1, 0.6, 0.5, 0.9], [0.8, 0.8, 0.95, 0.95]]
+SCORES = [[0.9, 0.2, 0.1, 0.0], [0.9, 0.1, 0.6, 0.0], [0.9, 0.3, 0.1, 0.0], [0.9, 0.9, 0.9, 0.0]]
 
 
-def test_a_box_takes_the_anchor_of_the_same_class_detection_it_overlaps_most():
-    model = model_view([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.52], [0.1, 0.6, 0.5, 0.9]], [1, 2, 1], [0, 1, 2],
-                       RAW_BOXES, RAW_SCORES)
-    boxes = np.array([[0.1, 0.1, 0.5, 0.51], [0.1, 0.1, 0.5, 0.5], [0.11, 0.6, 0.5, 0.9]])
-    matches = match_detections(boxes, [2, 1, 1], model)
-    assert [(m.anchor, m.detection) for m in matches] == [(1, 1), (0, 0), (2, 2)]
-    assert matches[0].iou == pytest.approx(0.41 / 0.42)  # the Cardiomegaly box ignores the closer class-1 one
-    assert all(m.iou >= MATCH_MIN_IOU for m in matches)
+def test_a_box_takes_the_overlapping_anchor_that_scores_its_class_highest_else_none():
+    boxes = [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.11, 0.6, 0.5, 0.9], [0.3, 0.3, 0.35, 0.35]]
+    chosen, overlaps = best_of(boxes, [2, 1, 1, 2], DECODED, SCORES)
+    # Anchors 0 and 1 both overlap the left box; for class 2 anchor 1 scores 0.6 against 0.1, for class 1
+    # anchor 0 scores 0.2 against 0.1. Anchor 3 scores class 2 highest of all but overlaps nothing.
+    assert chosen == [1, 0, 2, -1]
+    assert overlaps.shape == (4, 4)
+    assert overlaps[0, 1] == pytest.approx(0.152 / (0.16 + 0.1596 - 0.152), rel=1e-5)
+    assert overlaps[3].max() < MATCH_MIN_IOU  # a box no decoded box overlaps by MATCH_MIN_IOU
+    assert best_of([], [], DECODED, SCORES)[0] == []
 
 
-def test_without_a_matching_detection_the_best_scoring_overlapping_anchor_serves_else_none():
-    model = model_view([[0.1, 0.6, 0.5, 0.9]], [1], [2], RAW_BOXES, RAW_SCORES)
-    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.35, 0.35]])
-    first, second, third = match_detections(boxes, [2, 1, 2], model)
-    # Anchors 0 and 1 both overlap the box; for class 2 anchor 1 scores 0.6 against 0.1, for class 1 anchor 0.
-    assert (first.anchor, first.detection) == (1, None) and first.iou == pytest.approx(0.152 / (0.16 + 0.1596 - 0.152))
-    assert (second.anchor, second.detection) == (0, None)
-    assert third is None  # a box no anchor's decoded box overlaps by MATCH_MIN_IOU
-    assert match_detections(np.zeros((0, 4)), [], model) == []
+def test_the_anchor_decoding_to_the_same_box_wins_over_a_better_scoring_neighbour():
+    """Two detections of one class overlapping by 0.6 both survive NMS (its threshold is 0.6): each box
+    takes its own anchor, not the neighbour that scores higher."""
+    decoded = [[0.1, 0.1, 0.5, 0.5], [0.1, 0.2, 0.5, 0.6], [0.1, 0.1, 0.5, 0.6]]
+    scores = [[0.0, 0.5], [0.0, 0.9], [0.0, 0.95]]
+    chosen, overlaps = best_of([[0.1, 0.1, 0.5, 0.5]], [1], decoded, scores)
+    assert overlaps[0, 1] == pytest.approx(0.6) and overlaps[0, 2] < SAME_BOX_IOU
+    assert chosen == [0]
+    assert best_of([[0.1, 0.15, 0.5, 0.55]], [1], decoded, scores)[0] == [2]  # no same box: the best near one
 
 
-def test_decoded_boxes_are_clipped_to_the_image_before_matching():
-    raw = [[-0.2, -0.2, 0.5, 0.5]]  # unclipped, IoU with the clipped box [0, 0, 0.5, 0.5] is only 0.51
-    matches = match_detections(np.array([[0.0, 0.0, 0.5, 0.5]]), [1], model_view([], [], [], raw, [[0.1, 0.5]]))
-    assert matches[0].anchor == 0 and matches[0].iou == pytest.approx(1.0)
+def test_the_background_column_comes_first_so_a_class_is_its_label_map_id():
+    scores = [[0.0, 0.9, 0.1], [0.0, 0.1, 0.9]]
+    decoded = [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5]]
+    assert best_of([[0.1, 0.1, 0.5, 0.5]] * 2, [1, 2], decoded, scores)[0] == [0, 1]
+
+
+def test_the_model_decodes_and_scores_the_anchors_as_its_postprocess_does(tiny_ssd):  # noqa: ANN001
+    """GradCam decodes with the config's box coder and scores with its score converter, outside
+    `predict`: the same raw boxes (clipped) and raw scores as the model's own postprocess."""
+    import tensorflow as tf
+
+    from chestdet import compat
+    from chestdet.explain import GradCam
+
+    model, configs = tiny_ssd
+    grad_cam = GradCam(model, configs)
+    images, shapes = model.preprocess(tf.random.stateless_uniform([1, 128, 128, 3], [3, 4], maxval=255.0))
+    found = model.postprocess(model.predict(images, shapes), shapes)
+    predictions = compat.ssd_box_predictions(model, compat.ssd_feature_maps(model, images))
+    encodings = tf.reshape(tf.concat(predictions["box_encodings"], axis=1)[0], [-1, 4])
+    np.testing.assert_allclose(grad_cam._decoded_boxes(encodings).numpy(),
+                               np.clip(found["raw_detection_boxes"][0].numpy(), 0.0, 1.0), atol=1e-5)
+    logits = tf.concat(predictions["class_predictions_with_background"], axis=1)
+    np.testing.assert_allclose(grad_cam.score_converter(logits)[0].numpy(), found["raw_detection_scores"][0].numpy(),
+                               atol=1e-5)
+    assert grad_cam.levels.shape == (int(grad_cam.anchor_boxes.shape[0]),)
+    assert sorted(set(grad_cam.levels.tolist())) == [0, 1, 2, 3, 4]
 
 
 def test_boxes_are_normalised_as_ymin_xmin_ymax_xmax():
@@ -89,13 +114,6 @@ def test_heatmaps_keep_the_aspect_ratio_and_are_never_enlarged():
     assert heatmap_size(1024, 1024) == (256, 256)
     assert heatmap_size(2000, 1000) == (256, 128)
     assert heatmap_size(100, 60) == (100, 60)
-
-
-def test_level_cam_finds_a_targets_row_among_those_of_its_level():
-    cams = [np.arange(2)[:, None, None] * np.ones((2, 2, 2)), np.full((1, 1, 1), 7.0)]
-    levels = np.array([0, 1, 0])
-    assert level_cam(cams, levels, 0).max() == 0 and level_cam(cams, levels, 2).max() == 1
-    assert level_cam(cams, levels, 1).max() == 7
 
 
 def test_overlapping_boxes_get_their_own_panels_and_the_others_share_the_best_ones():
