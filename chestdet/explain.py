@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -56,7 +57,11 @@ MATCH_MIN_IOU = 0.5
 # agree with the checkpoint's at IoU >= 0.95, and the NMS of the project's configs suppresses at 0.6.
 SAME_BOX_IOU = 0.9
 MAX_TARGETS = 16  # boxes explained per pass: their copies of the feature maps are held together
-HEATMAP_MAX_SIDE = 256  # heatmaps in the .npz: the image's aspect ratio, longest side at most this
+# Heatmaps in the .npz keep the image's aspect ratio, their longest side at most HEATMAP_MAX_SIDE and
+# at most PIXELS_PER_CELL times the finest pyramid level's: a map has no detail finer than that level's
+# cells, so more pixels would only store the bilinear upsampling (128 for a 256x256 model, 4x smaller).
+HEATMAP_MAX_SIDE = 256
+PIXELS_PER_CELL = 4
 PANEL_MAX_SIDE = 512  # each panel of the .png
 HEAT_OPACITY = 0.6  # a pixel of heat 1 is this much its box's colour, the rest film
 
@@ -190,6 +195,7 @@ class GradCam:
         blank = model.predict(images, shapes)  # the anchors are the same for every image of this size
         self.anchor_boxes = blank["anchors"]
         self.levels = blank[PredictionFields.raw_detection_feature_map_indices][0].numpy()
+        self.finest_side = max(blank["feature_maps"][0].shape[1:3])
         self.box_coder = box_coder_builder.build(configs["model"].ssd.box_coder)
         self.score_converter = post_processing_builder.build(configs["model"].ssd.post_processing)[1]
         targets = tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)
@@ -287,6 +293,10 @@ class Explainer:
         self.grad_cam = GradCam(model, configs)
         self.class_names = dict(class_names)
         self.size = input_size(configs)
+        self.heatmap_max_side = min(HEATMAP_MAX_SIDE, PIXELS_PER_CELL * self.grad_cam.finest_side)
+        # One image's pass at a time: TensorFlow spreads it over the cores itself. Drawing and
+        # compressing the files of one image need no lock, so they overlap the next image's pass.
+        self._pass = threading.Lock()
 
     @classmethod
     def open(cls, export_dir: str | Path, restore: bool = True) -> Explainer:
@@ -348,13 +358,14 @@ class Explainer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Finished heatmaps [N, h, w] (zero where no anchor fits), the anchors used and their IoU with
         the boxes, MAX_TARGETS boxes per pass."""
-        size = heatmap_size(*pixels.shape[:2])
+        size = self.heatmap_size(*pixels.shape[:2])
         image = self.model_input(pixels)
         classes = np.asarray(class_ids, np.int32)
         heatmaps, used, fit = [np.zeros((0, *size), np.float32)], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
         for start in range(0, len(classes), MAX_TARGETS):
             part = slice(start, start + MAX_TARGETS)
-            found = self.grad_cam.maps(image, boxes[part].astype(np.float32), classes[part], anchors[part])
+            with self._pass:
+                found = self.grad_cam.maps(image, boxes[part].astype(np.float32), classes[part], anchors[part])
             chosen = found["anchors"].numpy()
             cams = [cams.numpy() for cams in found["cams"]]
             heatmaps.append(np.stack([finish_heatmap(cams[self.grad_cam.levels[a]][i], size) if a >= 0
@@ -362,6 +373,10 @@ class Explainer:
             used.append(chosen.astype(np.int32))
             fit.append(found["iou"].numpy().astype(np.float32))
         return np.concatenate(heatmaps), np.concatenate(used), np.concatenate(fit)
+
+    def heatmap_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the heatmaps of an image of this size."""
+        return heatmap_size(height, width, self.heatmap_max_side)
 
     def _report(self, name: str, unexplained: Sequence[Detection]) -> None:
         for d in unexplained:
@@ -462,21 +477,23 @@ def _scaled(detection: Detection, scale_x: float, scale_y: float) -> Detection:
 
 
 class BackgroundExplainer:
-    """An `Explainer` opened and warmed up in a thread, so that its tens of seconds of building and
-    tracing overlap the detection backend's start; `write` waits for it, then explains one image at a
-    time (TensorFlow spreads each image over the cores itself)."""
+    """An `Explainer` opened and warmed up in a thread, so that its seconds of building and tracing
+    overlap the detection backend's start; `write` waits for it (from any thread)."""
 
     def __init__(self, export_dir: str | Path) -> None:
         self._explainer: Explainer | None = None
         self._error: BaseException | None = None
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._open, args=(Path(export_dir),), name="explainer", daemon=True)
         self._thread.start()
 
     def _open(self, export_dir: Path) -> None:
         try:
+            started = time.perf_counter()
             explainer = Explainer.open(export_dir)
+            built = time.perf_counter()
             explainer.warm_up()
+            log.info("explanations: model built in %.1f s, traced in %.1f s", built - started,
+                     time.perf_counter() - built)
             self._explainer = explainer
         except BaseException as error:  # noqa: BLE001 - re-raised in the thread that asks for the explainer
             self._error = error
@@ -489,6 +506,4 @@ class BackgroundExplainer:
 
     def write(self, output_dir: str | Path, name: str, pixels: np.ndarray, detections: Sequence[Detection],
               stem: str | None = None) -> Explanation | None:
-        explainer = self.ready()
-        with self._lock:
-            return explainer.write(output_dir, name, pixels, detections, stem)
+        return self.ready().write(output_dir, name, pixels, detections, stem)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from chestdet.backends import Detection, open_backend, to_pixels
-from chestdet.explain import Explainer, finish_heatmap, heatmap_size
+from chestdet.explain import Explainer, finish_heatmap
 from chestdet.imaging import read_image
 from tests.conftest import SAMPLE_IMAGES
 from tests.model_fixtures import overfit_images
@@ -140,7 +140,7 @@ def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained
     assert len(set(explanation.levels.tolist())) >= 2  # boxes on several levels, batched together
     classes = [d.class_id for d in explanation.detections]
     expected = reference_maps(explainer, pixels, explanation.anchor_indices, classes,
-                              heatmap_size(*explanation.image_size))
+                              explainer.heatmap_size(*explanation.image_size))
     for heatmap, reference in zip(explanation.heatmaps, expected, strict=True):
         np.testing.assert_allclose(heatmap, reference, atol=1e-4)
         assert heatmap.max() == pytest.approx(1.0) or not heatmap.any()  # all zero when the ReLU left nothing
@@ -160,7 +160,7 @@ def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reporte
     reported = [r.getMessage() for r in caplog.records if r.name == "chestdet.explain"]
     assert len(reported) == 1 and reported[0].startswith(f"{name}: no anchor of the checkpoint model fits the ")
     assert reported[0].endswith("(IoU < 0.50); not explained")
-    size = heatmap_size(*explanation.image_size)
+    size = explainer.heatmap_size(*explanation.image_size)
     expected = reference_maps(explainer, pixels, explanation.anchor_indices, [other], size)
     np.testing.assert_allclose(explanation.heatmaps[0], expected[0], atol=1e-4)
 
@@ -191,7 +191,7 @@ def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
     assert sorted(p.name for p in folder.iterdir()) == [f"{stem}.npz", f"{stem}.png"]
     with np.load(folder / f"{stem}.npz") as arrays:
         n = len(detections)
-        assert arrays["heatmaps"].shape == (n, *heatmap_size(*pixels.shape[:2])) and n == len(explanation.detections)
+        assert arrays["heatmaps"].shape == (n, *explainer.heatmap_size(*pixels.shape[:2])) and n == len(explanation.detections)
         assert arrays["heatmaps"].dtype == np.float32
         assert arrays["heatmaps"].min() >= 0.0 and arrays["heatmaps"].max() <= 1.0
         boxes = [[d.xmin, d.ymin, d.xmax, d.ymax] for d in detections]
