@@ -191,7 +191,9 @@ def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
     assert sorted(p.name for p in folder.iterdir()) == [f"{stem}.npz", f"{stem}.png"]
     with np.load(folder / f"{stem}.npz") as arrays:
         n = len(detections)
-        assert arrays["heatmaps"].shape == (n, *explainer.heatmap_size(*pixels.shape[:2])) and n == len(explanation.detections)
+        assert n == len(explanation.detections)
+        assert arrays["heatmaps"].shape == (n, *explainer.heatmap_size(*pixels.shape[:2]))
+        assert explainer.heatmap_max_side == 4 * 32  # 4 pixels per cell of the 256x256 model's 32x32 level
         assert arrays["heatmaps"].dtype == np.float32
         assert arrays["heatmaps"].min() >= 0.0 and arrays["heatmaps"].max() <= 1.0
         boxes = [[d.xmin, d.ymin, d.xmax, d.ymax] for d in detections]
