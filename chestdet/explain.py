@@ -31,6 +31,7 @@ apart needs two private attributes of the SSD, kept in `chestdet.compat`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -285,6 +286,28 @@ def finish_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # ---------------------------------------------------------------- explaining an image
 
 
+def one_thread_per_pass() -> bool:
+    """Make TensorFlow run each op on one thread, so that the explainer's passes run side by side, one
+    per calling thread, as the TFLite backend's interpreters do; for a run where TensorFlow does
+    nothing else. Small passes keep one core busier than two (BENCHMARKS.md). Call it before
+    TensorFlow runs anything: False, and nothing changed, if it already has."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _pass_guard() -> contextlib.AbstractContextManager:
+    """A lock for passes TensorFlow spreads over every core (one at a time: each has them all); none
+    for single-threaded ones. Drawing and compressing an image's files never hold it."""
+    import tensorflow as tf
+
+    return contextlib.nullcontext() if tf.config.threading.get_intra_op_parallelism_threads() == 1 else threading.Lock()
+
+
 class Explainer:
     """Grad-CAM maps of an export's detections: `Explainer.open(export_dir)`, then `write` per image."""
 
@@ -294,9 +317,7 @@ class Explainer:
         self.class_names = dict(class_names)
         self.size = input_size(configs)
         self.heatmap_max_side = min(HEATMAP_MAX_SIDE, PIXELS_PER_CELL * self.grad_cam.finest_side)
-        # One image's pass at a time: TensorFlow spreads it over the cores itself. Drawing and
-        # compressing the files of one image need no lock, so they overlap the next image's pass.
-        self._pass = threading.Lock()
+        self._pass = _pass_guard()
 
     @classmethod
     def open(cls, export_dir: str | Path, restore: bool = True) -> Explainer:

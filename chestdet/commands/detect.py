@@ -152,7 +152,7 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
         image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
         prefetch=max(4, 2 * args.workers, 2 * args.batch_size), review=review,
-        explainer=_explainer(args),
+        explainer=_explainer(args, kind),
     )
     settings = detect.run_settings(
         model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=_input_setting(args),
@@ -172,12 +172,15 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
 
 
-def _explainer(args: argparse.Namespace) -> detect.Explains | None:
-    """With --explain: the checkpoint model, opened in a thread while the backend loads."""
+def _explainer(args: argparse.Namespace, backend: str) -> detect.Explains | None:
+    """With --explain: the checkpoint model, opened in a thread while the backend loads. Beside the
+    TFLite backend TensorFlow runs only the explainer: its passes then run one thread each."""
     if not args.explain:
         return None
-    from chestdet.explain import BackgroundExplainer
+    from chestdet.explain import BackgroundExplainer, one_thread_per_pass
 
+    if backend == "tflite" and not one_thread_per_pass():
+        log.debug("TensorFlow had started: explanations use its default threads")
     return BackgroundExplainer(args.model)
 
 
