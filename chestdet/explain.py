@@ -141,9 +141,10 @@ def checkpoint_prefix(export_dir: Path) -> Path:
     return Path(latest)
 
 
-def build_model(configs: dict, checkpoint: Path | None = None):  # noqa: ANN201 - an OD API SSDMetaArch
+def build_model(configs: dict, checkpoint: Path | None = None) -> tuple:
     """The SSD of `configs` through model_builder, restored from `checkpoint` (tf.train.Checkpoint, as the
-    exporter saved it); without one, its weights are the builder's fresh initial values.
+    exporter saved it); without one, its weights are the builder's fresh initial values. Returns the
+    model and its `predict` outputs on a blank image, the pass that made its variables.
 
     The model is built to return each anchor's pyramid level from `predict`
     (`return_raw_detections_during_predict`), which changes nothing else.
@@ -159,14 +160,14 @@ def build_model(configs: dict, checkpoint: Path | None = None):  # noqa: ANN201 
         from chestdet.export import ExportError, build_restored_model
 
         try:
-            return build_restored_model(configs, checkpoint)[0]
+            model, _, blank = build_restored_model(configs, checkpoint)
         except ExportError as error:
             raise ExplainError(str(error)) from error
+        return model, blank
     model = model_builder.build(model_config, is_training=False)
     height, width = input_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
-    model.predict(images, shapes)
-    return model
+    return model, model.predict(images, shapes)
 
 
 def input_size(configs: dict) -> tuple[int, int]:
@@ -185,15 +186,17 @@ class GradCam:
     is on the level `levels[anchor]` (the other levels' maps are zero: they do not reach its logit).
     """
 
-    def __init__(self, model, configs: dict) -> None:  # noqa: ANN001 - an OD API SSDMetaArch
+    def __init__(self, model, configs: dict, blank: dict | None = None) -> None:  # noqa: ANN001 - an SSDMetaArch
+        """`blank`: the model's `predict` outputs on a blank image, if made already (`build_model`);
+        the anchors and their levels are the same for every image of the model's input size."""
         import tensorflow as tf
         from object_detection.builders import box_coder_builder, post_processing_builder
         from object_detection.core.standard_fields import PredictionFields
 
         self.model = model
         height, width = input_size(configs)
-        images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
-        blank = model.predict(images, shapes)  # the anchors are the same for every image of this size
+        if blank is None:
+            blank = model.predict(*model.preprocess(tf.zeros([1, height, width, 3])))
         self.anchor_boxes = blank["anchors"]
         self.levels = blank[PredictionFields.raw_detection_feature_map_indices][0].numpy()
         self.finest_side = max(blank["feature_maps"][0].shape[1:3])
@@ -311,9 +314,9 @@ def _pass_guard() -> contextlib.AbstractContextManager:
 class Explainer:
     """Grad-CAM maps of an export's detections: `Explainer.open(export_dir)`, then `write` per image."""
 
-    def __init__(self, model, configs: dict, class_names: Mapping[int, str]) -> None:  # noqa: ANN001
-        """`model`: an OD API SSD built by `build_model` from `configs`."""
-        self.grad_cam = GradCam(model, configs)
+    def __init__(self, model, configs: dict, class_names: Mapping[int, str], blank: dict | None = None) -> None:  # noqa: ANN001
+        """`model` and `blank`: an OD API SSD built by `build_model` from `configs`, and its blank pass."""
+        self.grad_cam = GradCam(model, configs, blank)
         self.class_names = dict(class_names)
         self.size = input_size(configs)
         self.heatmap_max_side = min(HEATMAP_MAX_SIDE, PIXELS_PER_CELL * self.grad_cam.finest_side)
@@ -333,7 +336,8 @@ class Explainer:
         label_map = export_dir / LABEL_MAP_FILE
         if not label_map.is_file():
             raise ExplainError(f"{label_map}: label map not found")
-        return cls(build_model(configs, prefix), configs, load_label_map(label_map))
+        model, blank = build_model(configs, prefix)
+        return cls(model, configs, load_label_map(label_map), blank)
 
     def warm_up(self) -> None:
         """Trace the maps' function with one box on a blank image (a first call otherwise spends seconds

@@ -239,7 +239,8 @@ def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD A
     The variables are made first, by one eager pass over a blank image, because a restore deferred
     until tracing creates each variable with the checkpoint's value and shape: a checkpoint of
     another num_classes would then export without a word, with a class head of the wrong width.
-    Restoring into existing variables checks every shape. Returns (model, tf.train.Checkpoint).
+    Restoring into existing variables checks every shape. Returns (model, tf.train.Checkpoint, the
+    blank image's `predict` outputs).
     """
     import tensorflow as tf
     from object_detection.builders import model_builder
@@ -247,7 +248,7 @@ def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD A
     model = model_builder.build(configs["model"], is_training=False)
     height, width = image_size(configs)
     images, shapes = model.preprocess(tf.zeros([1, height, width, 3]))
-    model.predict(images, shapes)
+    blank = model.predict(images, shapes)
     checkpoint = tf.train.Checkpoint(model=model)
     try:
         checkpoint.restore(str(prefix)).expect_partial().assert_existing_objects_matched()
@@ -257,7 +258,7 @@ def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD A
             f"{prefix}: checkpoint does not fit the model of the pipeline config ({first_line}); another "
             "num_classes or architecture? Pass the run's own pipeline.config"
         ) from error
-    return model, checkpoint
+    return model, checkpoint, blank
 
 
 def _batch_module_class():  # noqa: ANN202 - built lazily so importing chestdet.export stays light
@@ -283,7 +284,7 @@ def write_saved_model(configs: dict, prefix: Path, staging: Path):  # noqa: ANN2
     """Restore `prefix`, save it as staging/saved_model and staging/checkpoint/ckpt-0; return the model."""
     import tensorflow as tf
 
-    model, checkpoint = build_restored_model(configs, prefix)
+    model, checkpoint, _ = build_restored_model(configs, prefix)
     module = _batch_module_class()(model)
     signature = module.__call__.get_concrete_function()
     tf.train.CheckpointManager(checkpoint, str(staging / CHECKPOINT_DIR), max_to_keep=1).save(checkpoint_number=0)

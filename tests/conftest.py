@@ -57,4 +57,4 @@ def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its co
     folder = tmp_path_factory.mktemp("tiny ssd")
     write_tiny_config(folder)
     configs = load_configs(folder)
-    return build_model(configs), configs
+    return build_model(configs)[0], configs
