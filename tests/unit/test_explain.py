@@ -183,3 +183,28 @@ def test_a_large_image_is_drawn_in_smaller_panels_in_rows_of_three(tmp_path: Pat
     png = render_explanation(pixels, explanation_of(detections, (1024, 2048)), CLASS_NAMES)
     picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape == (2 * 256 + 8, 3 * 512 + 2 * 8, 3)
+
+
+THREADS_PROBE = """
+import contextlib, sys
+import tensorflow as tf
+from chestdet import explain
+if sys.argv[1] == "late":
+    tf.constant(1.0) + 1.0  # TensorFlow has run an op: its thread pools exist
+print(explain.one_thread_per_pass(), tf.config.threading.get_intra_op_parallelism_threads(),
+      isinstance(explain._pass_guard(), contextlib.nullcontext))
+"""
+
+
+@pytest.mark.parametrize(("when", "expected"), [("early", "True 1 True"), ("late", "False 0 False")])
+def test_passes_run_one_thread_each_side_by_side_only_if_set_before_tensorflow_starts(when: str, expected: str):
+    """Single-threaded passes need no lock; passes over every core take turns."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run([sys.executable, "-c", THREADS_PROBE, when], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert result.stdout.split("\n")[-2] == expected, result.stdout + result.stderr
