@@ -134,7 +134,7 @@ def reference_maps(explainer: Explainer, pixels: np.ndarray, anchors, class_ids,
 
 
 def test_maps_equal_grad_cam_computed_box_by_box(explainer: Explainer, explained: dict, tflite_detections: dict):
-    """The batched per-level jacobians give what one tape.gradient per box gives."""
+    """One backward pass over a copy of the maps per box gives what one tape.gradient per box gives."""
     name = max(explained, key=lambda n: len({int(level) for level in explained[n].levels}))
     explanation, pixels = explained[name], tflite_detections[name][0]
     assert len(set(explanation.levels.tolist())) >= 2  # boxes on several levels, batched together
