@@ -187,17 +187,15 @@ class GradCam:
     is on the level `levels[anchor]` (the other levels' maps are zero: they do not reach its logit).
     """
 
-    def __init__(self, model, configs: dict, blank: dict | None = None) -> None:  # noqa: ANN001 - an SSDMetaArch
-        """`blank`: the model's `predict` outputs on a blank image, if made already (`build_model`);
-        the anchors and their levels are the same for every image of the model's input size."""
+    def __init__(self, model, configs: dict, blank: dict) -> None:  # noqa: ANN001 - an SSDMetaArch
+        """`model` and `blank`, as `build_model` returns them: the model's `predict` outputs on a blank
+        image hold the anchors and their levels, the same for every image of the model's input size."""
         import tensorflow as tf
         from object_detection.builders import box_coder_builder, post_processing_builder
         from object_detection.core.standard_fields import PredictionFields
 
         self.model = model
         height, width = input_size(configs)
-        if blank is None:
-            blank = model.predict(*model.preprocess(tf.zeros([1, height, width, 3])))
         self.anchor_boxes = blank["anchors"]
         self.levels = blank[PredictionFields.raw_detection_feature_map_indices][0].numpy()
         self.finest_side = max(blank["feature_maps"][0].shape[1:3])
@@ -315,7 +313,7 @@ def _pass_guard() -> contextlib.AbstractContextManager:
 class Explainer:
     """Grad-CAM maps of an export's detections: `Explainer.open(export_dir)`, then `write` per image."""
 
-    def __init__(self, model, configs: dict, class_names: Mapping[int, str], blank: dict | None = None) -> None:  # noqa: ANN001
+    def __init__(self, model, configs: dict, class_names: Mapping[int, str], blank: dict) -> None:  # noqa: ANN001
         """`model` and `blank`: an OD API SSD built by `build_model` from `configs`, and its blank pass."""
         self.grad_cam = GradCam(model, configs, blank)
         self.class_names = dict(class_names)

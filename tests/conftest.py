@@ -50,11 +50,12 @@ def trained_export(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its configs)
     """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.explain builds it
-    (a few seconds), and its configs."""
+    (a few seconds): (model, configs, its predict outputs on a blank image)."""
     from chestdet.explain import build_model, load_configs
     from tests.model_fixtures import write_tiny_config
 
     folder = tmp_path_factory.mktemp("tiny ssd")
     write_tiny_config(folder)
     configs = load_configs(folder)
-    return build_model(configs)[0], configs
+    model, blank = build_model(configs)
+    return model, configs, blank

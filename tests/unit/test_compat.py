@@ -110,7 +110,7 @@ def test_the_ssds_two_halves_composed_give_what_predict_gives(tiny_ssd):  # noqa
 
     from chestdet import compat
 
-    model, _ = tiny_ssd
+    model = tiny_ssd[0]
     images, shapes = model.preprocess(tf.random.stateless_uniform([2, 128, 128, 3], [1, 2], maxval=255.0))
     whole = model.predict(images, shapes)
     feature_maps = compat.ssd_feature_maps(model, images)

@@ -78,8 +78,8 @@ def test_the_model_decodes_and_scores_the_anchors_as_its_postprocess_does(tiny_s
     from chestdet import compat
     from chestdet.explain import GradCam
 
-    model, configs = tiny_ssd
-    grad_cam = GradCam(model, configs)
+    model, configs, blank = tiny_ssd
+    grad_cam = GradCam(model, configs, blank)
     images, shapes = model.preprocess(tf.random.stateless_uniform([1, 128, 128, 3], [3, 4], maxval=255.0))
     found = model.postprocess(model.predict(images, shapes), shapes)
     predictions = compat.ssd_box_predictions(model, compat.ssd_feature_maps(model, images))
