@@ -7,21 +7,21 @@ pipeline.config, whichever backend found the boxes. For one image:
    model's feature extractor: the feature maps `predict` hands its box predictor;
 2. the box predictor runs on N copies of those maps, one per box, under a `tf.GradientTape`: the
    class logits and box encodings `predict` would give, N times over;
-3. each box takes, among the anchors whose decoded box (the config's box coder, clipped to the
-   image) is the same box (IoU >= `SAME_BOX_IOU`), the one that scores its class highest (the
-   config's score converter): the checkpoint model's own detection of that box, the one its NMS
-   keeps. A box without one (another model's box, or an edited one) takes the best-scoring anchor
-   overlapping it by `MATCH_MIN_IOU`; a box no anchor fits is reported and left out;
+3. each box takes the anchor whose decoded box (the config's box coder, clipped to the image) is
+   closest to it, when that is the same box (IoU >= `SAME_BOX_IOU`): the checkpoint model's own
+   detection of that box. A box without one (another model's box, or an edited one) takes the anchor
+   scoring its class highest (the config's score converter) among those overlapping it by
+   `MATCH_MIN_IOU`; a box no anchor fits is reported and left out;
 4. the target of box i is the class logit at its anchor in copy i, so one backward pass of their
    sum gives each box's gradient on its own copy of the maps. Averaged over space it weighs the
    channels of the map of the anchor's own pyramid level; the weighted sum, through a ReLU,
    upsampled bilinearly and divided by its maximum, is the heatmap.
 
 Why the anchor's own level and not all levels combined: the box predictor computes an anchor's logit
-from its own level's feature map only. Coarser levels reach that logit solely through the FPN's
-top-down path, whose output is that same feature map, so their evidence is already in it, and finer
-levels do not reach it at all. Adding the coarser levels' maps would count the same context twice
-at a coarser grid (two to sixteen times coarser), blurring the map of a small finding.
+from its own level's feature map only, so whatever else reaches the logit reaches it through that
+map: the coarser levels through the FPN's top-down path, and, for the extra coarse levels the SSD
+builds by strided convolutions, the finer level each is built from. Their evidence is already in
+it; adding their maps would count it twice at other grids, blurring the map of a small finding.
 
 All the boxes of an image (up to `MAX_TARGETS`) cost one pass of the feature extractor, then N of the
 box predictor, forward and back. The box predictor is a small part of the model: a pass with four
@@ -254,10 +254,12 @@ def best_anchors(boxes, classes, decoded, scores, min_iou: float = MATCH_MIN_IOU
     [N, anchors] of every box with every decoded box. `scores` [anchors, 1 + classes] has the
     background first.
 
-    The anchor is the one scoring the box's class highest among those whose decoded box is the same
-    box (IoU >= SAME_BOX_IOU), else among those overlapping it by `min_iou`. The first is the model's
-    own detection of that box: an anchor scoring higher and overlapping it that much would have
-    suppressed it in NMS. The second serves a box the model did not find (another model's, or edited).
+    The anchor is the one whose decoded box is closest to the box, when that is the same box (IoU >=
+    SAME_BOX_IOU; of equally close ones, the best-scoring): the model's own detection of it. The score
+    does not decide otherwise: a near copy that scores higher may have been suppressed in NMS by a
+    third box that overlaps this one less. Without such an
+    anchor (another model's box, or an edited one), it is the anchor scoring the box's class highest
+    among those overlapping it by `min_iou`.
     """
     import tensorflow as tf
     from object_detection.core import box_list, box_list_ops
@@ -265,14 +267,14 @@ def best_anchors(boxes, classes, decoded, scores, min_iou: float = MATCH_MIN_IOU
     boxes, decoded = tf.convert_to_tensor(boxes, tf.float32), tf.convert_to_tensor(decoded, tf.float32)
     overlaps = box_list_ops.iou(box_list.BoxList(boxes), box_list.BoxList(decoded))
     class_scores = tf.transpose(tf.gather(scores, classes, axis=1))  # [N, anchors]
-
-    def best_over(threshold: float):  # noqa: ANN202 - tensors
-        fits = overlaps >= threshold
-        best = tf.cast(tf.argmax(tf.where(fits, class_scores, -np.inf), axis=1), tf.int32)
-        return tf.where(tf.reduce_any(fits, axis=1), best, -1)
-
-    same, near = best_over(SAME_BOX_IOU), best_over(min_iou)
-    return tf.where(same >= 0, same, near), overlaps
+    fits = overlaps >= min_iou
+    near = tf.cast(tf.argmax(tf.where(fits, class_scores, -np.inf), axis=1), tf.int32)
+    near = tf.where(tf.reduce_any(fits, axis=1), near, -1)
+    closest_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)
+    closest = tf.where(overlaps >= closest_iou, class_scores, -np.inf)  # anchors decoding to one box: by score
+    closest = tf.cast(tf.argmax(closest, axis=1), tf.int32)
+    same = closest_iou[:, 0] >= SAME_BOX_IOU
+    return tf.where(same, closest, near), overlaps
 
 
 def finish_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -42,13 +42,15 @@ SCORES = [[0.9, 0.2, 0.1, 0.0], [0.9, 0.1, 0.6, 0.0], [0.9, 0.3, 0.1, 0.0], [0.9
 
 
 def test_a_box_takes_the_overlapping_anchor_that_scores_its_class_highest_else_none():
-    boxes = [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.11, 0.6, 0.5, 0.9], [0.3, 0.3, 0.35, 0.35]]
+    boxes = [[0.1, 0.12, 0.5, 0.48], [0.1, 0.12, 0.5, 0.48], [0.11, 0.6, 0.5, 0.9], [0.3, 0.3, 0.35, 0.35]]
     chosen, overlaps = best_of(boxes, [2, 1, 1, 2], DECODED, SCORES)
-    # Anchors 0 and 1 both overlap the left box; for class 2 anchor 1 scores 0.6 against 0.1, for class 1
-    # anchor 0 scores 0.2 against 0.1. Anchor 3 scores class 2 highest of all but overlaps nothing.
+    # Anchors 0 and 1 both overlap the left box by 0.5-0.9; for class 2 anchor 1 scores 0.6 against
+    # 0.1, for class 1 anchor 0 scores 0.2 against 0.1. Anchor 3 scores class 2 highest of all but
+    # overlaps nothing.
     assert chosen == [1, 0, 2, -1]
+    assert MATCH_MIN_IOU <= overlaps[0, :2].min() and overlaps[0, :2].max() < SAME_BOX_IOU
     assert overlaps.shape == (4, 4)
-    assert overlaps[0, 1] == pytest.approx(0.152 / (0.16 + 0.1596 - 0.152), rel=1e-5)
+    assert overlaps[1, 0] == pytest.approx(0.144 / 0.16, rel=1e-5)
     assert overlaps[3].max() < MATCH_MIN_IOU  # a box no decoded box overlaps by MATCH_MIN_IOU
     assert best_of([], [], DECODED, SCORES)[0] == []
 
@@ -62,6 +64,17 @@ def test_the_anchor_decoding_to_the_same_box_wins_over_a_better_scoring_neighbou
     assert overlaps[0, 1] == pytest.approx(0.6) and overlaps[0, 2] < SAME_BOX_IOU
     assert chosen == [0]
     assert best_of([[0.1, 0.15, 0.5, 0.55]], [1], decoded, scores)[0] == [2]  # no same box: the best near one
+
+
+def test_the_closest_anchor_wins_over_a_near_copy_that_scores_higher():
+    """Seen on a trained model: anchor 1 decodes to nearly the detection's box (IoU 0.92) and scores its
+    class higher than the detection's own anchor 0, but NMS suppressed it through box 2, which scores
+    higher still and overlaps the detection by less than 0.6. The detection's anchor is 0."""
+    decoded = [[0.24, 0.15, 0.94, 0.83], [0.26, 0.16, 0.92, 0.83], [0.40, 0.17, 0.83, 0.83]]
+    scores = [[0.0, 0.427], [0.0, 0.442], [0.0, 0.453]]
+    chosen, overlaps = best_of([[0.24, 0.15, 0.94, 0.83]], [1], decoded, scores)
+    assert overlaps[0, 1] >= SAME_BOX_IOU and overlaps[0, 2] < 0.6
+    assert chosen == [0]
 
 
 def test_the_background_column_comes_first_so_a_class_is_its_label_map_id():
