@@ -137,7 +137,7 @@ def test_trained_exports_detections_equal_the_checkpoints_own(trained_export):
     image = sample_rgb(SAMPLE_NAMES.index(sorted(overfit_images())[0]))
     own, exported = checkpoint_outputs(trained_export, image), run_signature(load_signature(trained_export), [image])
     assert int(exported["num_detections"][0]) == int(own["num_detections"][0])
-    assert own["detection_scores"][0, 0] > 0.3
+    assert own["detection_scores"][0, 0] > 0.1  # trained: random weights score every box about 0.01
     count = int((own["detection_scores"][0] >= 0.01).sum())  # below, scores crowd and may swap places
     np.testing.assert_allclose(exported["detection_scores"][0, :count], own["detection_scores"][0, :count], atol=1e-5)
     np.testing.assert_allclose(exported["detection_boxes"][0, :count], own["detection_boxes"][0, :count], atol=1e-5)
