@@ -257,9 +257,8 @@ def best_anchors(boxes, classes, decoded, scores, min_iou: float = MATCH_MIN_IOU
     The anchor is the one whose decoded box is closest to the box, when that is the same box (IoU >=
     SAME_BOX_IOU; of equally close ones, the best-scoring): the model's own detection of it. The score
     does not decide otherwise: a near copy that scores higher may have been suppressed in NMS by a
-    third box that overlaps this one less. Without such an
-    anchor (another model's box, or an edited one), it is the anchor scoring the box's class highest
-    among those overlapping it by `min_iou`.
+    third box that overlaps this one less. Without such an anchor (another model's box, or an edited
+    one), it is the anchor scoring the box's class highest among those overlapping it by `min_iou`.
     """
     import tensorflow as tf
     from object_detection.core import box_list, box_list_ops
@@ -271,8 +270,8 @@ def best_anchors(boxes, classes, decoded, scores, min_iou: float = MATCH_MIN_IOU
     near = tf.cast(tf.argmax(tf.where(fits, class_scores, -np.inf), axis=1), tf.int32)
     near = tf.where(tf.reduce_any(fits, axis=1), near, -1)
     closest_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)
-    closest = tf.where(overlaps >= closest_iou, class_scores, -np.inf)  # anchors decoding to one box: by score
-    closest = tf.cast(tf.argmax(closest, axis=1), tf.int32)
+    tied_scores = tf.where(overlaps >= closest_iou, class_scores, -np.inf)  # anchors decoding to one box
+    closest = tf.cast(tf.argmax(tied_scores, axis=1), tf.int32)
     same = closest_iou[:, 0] >= SAME_BOX_IOU
     return tf.where(same, closest, near), overlaps
 
