@@ -22,11 +22,14 @@ COPY requirements.lock ./
 RUN python3 -m pip install --no-deps --require-hashes -r requirements.lock \
     && python3 -c "import tensorflow as tf, cv2; assert tf.__version__ == '2.15.1', tf.__version__"
 
-COPY setup.py pyproject.toml README.md label_map.pbtxt predefined_classes.txt ./
+# The label map, the files derived from it and the pipeline configs ship inside the package
+# (chestdet/resources/); the links give them the paths the docs use, as in a checkout.
+COPY setup.py pyproject.toml README.md ./
 COPY chestdet ./chestdet
 COPY scripts ./scripts
-COPY pipelines ./pipelines
-RUN python3 -m pip install --no-deps --no-build-isolation -e .
+RUN python3 -m pip install --no-deps --no-build-isolation -e . \
+    && ln -s chestdet/resources/pipelines pipelines \
+    && ln -s chestdet/resources/label_map.pbtxt label_map.pbtxt
 
 VOLUME ["/opt/chestdet/workspace"]
 EXPOSE 6006

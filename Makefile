@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m chestdet.demo
+	$(PY) -m chestdet.commands.demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_records.py --repeat 3

@@ -36,6 +36,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["chestdet", "chestdet.*"]),
+    package_data={"chestdet": ["resources/*.pbtxt", "resources/*.txt", "resources/*.xml",
+                               "resources/pipelines/*.config"]},
     install_requires=RUNTIME,
     extras_require={
         "gpu": ["tensorflow[and-cuda]==2.15.1"],

@@ -40,8 +40,8 @@ def build_parser():
 
 def check_parity(metrics, truth, detections, images) -> bool:
     """Every weight 1 must give the point estimates (COCO AP of pycocotools, FROC of metrics.froc)."""
-    from chestdet import bootstrap
-    from chestdet.labels import CLASS_NAMES
+    from chestdet.core.labels import CLASS_NAMES
+    from chestdet.evaluation import bootstrap
 
     ones = np.ones((1, len(images)))
     coco = bootstrap.coco_replicates(metrics.coco.matches, metrics.coco.iou_thresholds,
@@ -62,8 +62,8 @@ def check_parity(metrics, truth, detections, images) -> bool:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from chestdet import bootstrap, evaluate, metrics
-    from chestdet.split import patient_of
+    from chestdet.data.split import patient_of
+    from chestdet.evaluation import bootstrap, evaluate, metrics
 
     images, boxes, detections = make_case(args.data_dir, args.images, args.per_image, args.seed)
     truth = evaluate.ground_truth_frame(boxes)

@@ -139,7 +139,7 @@ def make_export(work: Path, sample: Path, steps: int) -> Path:
         print(f"reusing the trained export {export}", flush=True)
         return export
     from chestdet.commands import generate_tfrecords, train
-    from chestdet.export import export_model
+    from chestdet.export.exporter import export_model
 
     records, run = work / "model-records", work / f"model-run-{steps}"
     print(f"training a 320x320 model for {steps} steps from scratch, then exporting it (~10 min) ...", flush=True)
@@ -156,7 +156,7 @@ def make_export(work: Path, sample: Path, steps: int) -> Path:
 
 
 def run_stage(command, argv: list[str]) -> None:  # noqa: ANN001 - a chestdet.commands main
-    from chestdet.cli import ExitStatus
+    from chestdet.commands.cli import ExitStatus
 
     if command(argv) not in (ExitStatus.SUCCESS, ExitStatus.REJECTS):
         raise SystemExit(f"{command.__module__} {' '.join(argv)} failed")
@@ -191,8 +191,8 @@ def compare_with_loop(loop: dict, detections_dir: Path, keep_score: float) -> tu
 def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float, same_class: bool = True):
     import pandas as pd
 
-    from chestdet.detections import Detection
-    from chestdet.metrics import backend_agreement
+    from chestdet.core.detections import Detection
+    from chestdet.export.agreement import backend_agreement
 
     def grouped(path: Path) -> dict[str, list[Detection]]:
         table = pd.read_csv(path)

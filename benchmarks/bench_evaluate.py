@@ -40,8 +40,8 @@ def make_case(data_dir: Path, limit: int | None, per_image: int, seed: int):
     import numpy as np
     import pandas as pd
 
-    from chestdet.annotations import read_nih_csv
-    from chestdet.labels import CLASS_NAMES
+    from chestdet.core.labels import CLASS_NAMES
+    from chestdet.data.annotations import read_nih_csv
 
     images = sorted(p.name for p in (data_dir / "images").glob("*.png"))[:limit]
     if not images:
@@ -86,7 +86,7 @@ def od_api_coco(images, truth, detections):
     from object_detection.core.standard_fields import InputDataFields as G
     from object_detection.metrics.coco_evaluation import CocoDetectionEvaluator
 
-    from chestdet.labels import CLASS_NAMES, class_id
+    from chestdet.core.labels import CLASS_NAMES, class_id
 
     evaluator = CocoDetectionEvaluator([{"id": class_id(n), "name": n} for n in CLASS_NAMES])
     gt_by_image = dict(tuple(truth.groupby("image")))
@@ -108,7 +108,7 @@ def od_api_coco(images, truth, detections):
 
 
 def write_detections_folder(folder: Path, images, detections) -> Path:
-    from chestdet.labels import class_id
+    from chestdet.core.labels import class_id
 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "detections.csv", "w", newline="") as handle:
@@ -126,7 +126,7 @@ def write_detections_folder(folder: Path, images, detections) -> Path:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from chestdet import evaluate, metrics
+    from chestdet.evaluation import evaluate, metrics
 
     images, boxes, detections = make_case(args.data_dir, args.images, args.per_image, args.seed)
     truth = evaluate.ground_truth_frame(boxes)

@@ -7,7 +7,7 @@
 Without --checkpoint a randomly initialised checkpoint of the project's config is made (speed does
 not depend on the weights); the TFLite agreement needs a trained checkpoint (an untrained model
 scores every box about 0.01, so nothing passes the 0.3 threshold) and is reported only with one.
-Inference runs on the bundled NIH sample (1024x1024 PNGs) through chestdet.backends, as detect does:
+Inference runs on the bundled NIH sample (1024x1024 PNGs) through chestdet.export.backends, as detect does:
 the SavedModel resizes inside its graph; TFLite's time is shown with and without the resize and
 scaling done before it. The last lines are a Markdown table for BENCHMARKS.md.
 """
@@ -59,17 +59,18 @@ def time_per_image(function, inputs) -> float:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from chestdet import export
-    from chestdet.backends import SavedModelBackend, TFLiteBackend, tflite_normalisation
-    from chestdet.cli import setup_logging
+    from chestdet.commands.cli import setup_logging
     from chestdet.commands.export import default_config, run_folder
-    from chestdet.imaging import read_image, to_rgb
-    from chestdet.pipeline_config import image_size
+    from chestdet.core.imaging import read_image, to_rgb
+    from chestdet.export import agreement
+    from chestdet.export import exporter as export
+    from chestdet.export.backends import SavedModelBackend, TFLiteBackend, tflite_normalisation
+    from chestdet.training.pipeline_config import image_size
 
     setup_logging()
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     if args.checkpoint is None:
-        from tests.model_fixtures import make_tiny_checkpoint
+        from tests.support.model_fixtures import make_tiny_checkpoint
 
         prefix = make_tiny_checkpoint(work / "model", image_size=320)
     else:
@@ -106,10 +107,10 @@ def main(argv=None) -> int:
          f"{1000 * tflite_with_resize:.0f} ms/image (median)"),
     ]
     if args.checkpoint is not None:
-        agreement = export.measure_agreement(out, sample_images(args.images))
+        agreement = agreement.measure_agreement(out, sample_images(args.images))
         rows.append((
-            f"TFLite agreement with the SavedModel (boxes >= {export.AGREEMENT_MIN_SCORE}, IoU >= "
-            f"{export.AGREEMENT_MIN_IOU}, score within {export.AGREEMENT_MAX_SCORE_DIFFERENCE})",
+            f"TFLite agreement with the SavedModel (boxes >= {agreement.AGREEMENT_MIN_SCORE}, IoU >= "
+            f"{agreement.AGREEMENT_MIN_IOU}, score within {agreement.AGREEMENT_MAX_SCORE_DIFFERENCE})",
             f"{agreement.matched}/{agreement.reference_boxes} = {100 * agreement.share:.1f}%",
         ))
     shutil.rmtree(work, ignore_errors=True)

@@ -47,7 +47,7 @@ def tiny_export(work_dir: Path) -> Path:
     export = work_dir / "tiny-export-128" / "export"
     if not (export / "model.tflite").is_file():
         sys.path.insert(0, str(REPO))
-        from tests.model_fixtures import make_tiny_export
+        from tests.support.model_fixtures import make_tiny_export
 
         shutil.rmtree(export.parent, ignore_errors=True)
         make_tiny_export(export.parent, image_size=128)

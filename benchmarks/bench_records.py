@@ -46,7 +46,7 @@ def baseline(csv_path: Path, image_dir: Path, output: Path) -> int:
     from object_detection.utils import dataset_util
     from PIL import Image
 
-    from chestdet.labels import class_id
+    from chestdet.core.labels import class_id
 
     frame = pd.read_csv(csv_path).iloc[:, :6]
     frame.columns = ["filename", "class", "x", "y", "w", "h"]
@@ -119,7 +119,7 @@ def warm_imports() -> None:
     from object_detection.utils import dataset_util  # noqa: F401
 
     from chestdet.commands import generate_tfrecords  # noqa: F401
-    from chestdet.labels import load_label_map
+    from chestdet.core.labels import load_label_map
 
     load_label_map()
 

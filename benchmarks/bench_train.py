@@ -33,7 +33,7 @@ TOLERANCE = 0.05
 BASELINE = """
 import sys
 from absl import app
-from chestdet import compat
+from chestdet.core import compat
 compat.apply()
 from object_detection import model_main_tf2
 sys.argv = ["model_main_tf2"] + sys.argv[1:]
@@ -76,7 +76,7 @@ def run(command: list[str], log_path: Path) -> float:
 
 
 def seconds_per_step(model_dir: Path) -> list[float]:
-    from chestdet.checkpoints import read_scalars
+    from chestdet.training.checkpoints import read_scalars
 
     rates = read_scalars(model_dir / "train")["steps_per_sec"]
     return [1.0 / rate for step, rate in sorted(rates.items())][1:]  # the first chunk includes tracing

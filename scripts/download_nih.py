@@ -1,13 +1,8 @@
 #!/usr/bin/env python3
 """Download NIH ChestX-ray14's bounding-box images: see `--help`."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the package beside this script
-
-from chestdet.cli import exit_with  # noqa: E402
-from chestdet.commands.download_nih import main  # noqa: E402
+from chestdet.commands.cli import exit_with
+from chestdet.commands.download_nih import main
 
 if __name__ == "__main__":
     exit_with(main)

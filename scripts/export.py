@@ -1,12 +1,7 @@
 """Export a trained checkpoint as a SavedModel and TFLite; see docs/export.md or `python scripts/export.py --help`."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the package beside this script
-
-from chestdet.cli import exit_with  # noqa: E402
-from chestdet.commands.export import main  # noqa: E402
+from chestdet.commands.cli import exit_with
+from chestdet.commands.export import main
 
 if __name__ == "__main__":
     exit_with(main)

@@ -1,12 +1,7 @@
 """Fetch a TF2 Detection Zoo checkpoint into workspace/pretrained/; see docs/train.md or --help."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the package beside this script
-
-from chestdet.cli import exit_with  # noqa: E402
-from chestdet.commands.fetch_checkpoint import main  # noqa: E402
+from chestdet.commands.cli import exit_with
+from chestdet.commands.fetch_checkpoint import main
 
 if __name__ == "__main__":
     exit_with(main)

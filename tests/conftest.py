@@ -15,7 +15,7 @@ SAMPLE_CSV = SAMPLE / "BBox_List_2017.csv"
 SAMPLE_DATA_ENTRY = SAMPLE / "Data_Entry_2017_sample.csv"
 SAMPLE_IMAGES = SAMPLE / "images"
 SAMPLE_UNLABELED = SAMPLE / "unlabeled"
-LABEL_MAP = REPO / "label_map.pbtxt"
+LABEL_MAP = REPO / "chestdet" / "resources" / "label_map.pbtxt"
 FULL_NIH = Path(os.environ.get("CHESTDET_NIH_DIR", REPO.parent / "shared" / "data" / "nih"))
 
 
@@ -33,7 +33,7 @@ def tiny_export(tmp_path_factory) -> Path:
 
     Takes about 4 minutes on a 2-core CPU; the model dir it came from is the export's sibling `model`.
     """
-    from tests.model_fixtures import make_tiny_export
+    from tests.support.model_fixtures import make_tiny_export
 
     return make_tiny_export(tmp_path_factory.mktemp("tiny export"), image_size=128)
 
@@ -42,17 +42,17 @@ def tiny_export(tmp_path_factory) -> Path:
 def trained_export(tmp_path_factory) -> Path:
     """The project's SSD at 256x256 trained from scratch for 300 steps on the 16 overfit sample images,
     exported (SavedModel + TFLite): confident scores on those images. About 8 minutes on a 2-core CPU."""
-    from tests.model_fixtures import make_trained_export
+    from tests.support.model_fixtures import make_trained_export
 
     return make_trained_export(tmp_path_factory.mktemp("trained export"), image_size=256, steps=300)
 
 
 @pytest.fixture(scope="session")
 def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its configs)
-    """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.explain builds it
+    """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.detection.explain builds it
     (a few seconds): (model, configs, its predict outputs on a blank image)."""
-    from chestdet.explain import build_model, load_configs
-    from tests.model_fixtures import write_tiny_config
+    from chestdet.detection.explain import build_model, load_configs
+    from tests.support.model_fixtures import write_tiny_config
 
     folder = tmp_path_factory.mktemp("tiny ssd")
     write_tiny_config(folder)

@@ -13,11 +13,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from chestdet import crossval
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.train import RUNS_DIR
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.evaluation import crossval
+from chestdet.training.train import RUNS_DIR
 
-log = logging.getLogger("chestdet.crossval")
+log = logging.getLogger("chestdet.evaluation.crossval")
 
 EXAMPLES = """examples:
   scripts/crossval.sh --folds workspace/records/folds --steps 5000

@@ -15,23 +15,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestdet.atomic import write_text
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.commands import detect, evaluate, export, generate_tfrecords, train
-from chestdet.contracts import DETECTIONS_CSV, DRAWN_DIR, SPLIT_CSV, VOC_DIR
-from chestdet.errors import StageError
-from chestdet.labels import REPO_ROOT
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.core.atomic import write_text
+from chestdet.core.contracts import DETECTIONS_CSV, DRAWN_DIR, SPLIT_CSV, VOC_DIR
+from chestdet.core.errors import StageError
+from chestdet.core.resources import workspace
 
 log = logging.getLogger("chestdet.demo")
 
-SAMPLE = REPO_ROOT / "workspace" / "sample" / "nih"
-PRETRAINED = REPO_ROOT / "workspace" / "pretrained" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
+SAMPLE = workspace() / "sample" / "nih"
+PRETRAINED = workspace() / "pretrained" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "workspace" / "demo",
+    parser.add_argument("--output-dir", type=Path, default=workspace() / "demo",
                         help="the demo's own folder, emptied at the start when an earlier demo made it "
                         "(default: workspace/demo)")
     parser.add_argument("--sample", type=Path, default=SAMPLE, help="NIH sample folder (default: the bundled one)")

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from chestdet import detect, labelstudio
-from chestdet.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
-from chestdet.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
-from chestdet.contracts import LABEL_MAP_FILE, TFLITE_FILE
-from chestdet.drawing import FORMATS
-from chestdet.inputs import Listing, list_split, read_listing
-from chestdet.review import ReviewOptions
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
+from chestdet.core.contracts import LABEL_MAP_FILE, TFLITE_FILE
+from chestdet.data import labelstudio
+from chestdet.detection import detect
+from chestdet.detection.drawing import FORMATS
+from chestdet.detection.inputs import Listing, list_split, read_listing
+from chestdet.detection.review import ReviewOptions
+from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
 
-log = logging.getLogger("chestdet.detect")
+log = logging.getLogger("chestdet.detection.detect")
 
 EXAMPLES = """examples:
   python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
@@ -177,7 +178,7 @@ def _explainer(args: argparse.Namespace, backend: str) -> detect.Explains | None
     TFLite backend TensorFlow runs only the explainer: its passes then run one thread each."""
     if not args.explain:
         return None
-    from chestdet.explain import BackgroundExplainer, one_thread_per_pass
+    from chestdet.detection.explain import BackgroundExplainer, one_thread_per_pass
 
     if backend == "tflite" and not one_thread_per_pass():
         log.debug("TensorFlow had started: explanations use its default threads")
@@ -196,7 +197,7 @@ def _run(images, backend, class_names, args, options, started, ahead) -> detect.
 
 def _run_beam(images, kind, class_names, args, options, started) -> detect.RunSummary:  # noqa: ANN001
     """Each Beam worker process opens the backend as a local run does (TFLite: --threads interpreters)."""
-    from chestdet.beam_pipelines import detect_with_beam
+    from chestdet.detection.beam_pipelines import detect_with_beam
 
     open_model = functools.partial(open_backend, kind, args.model.resolve(), args.batch_size, args.threads)
     return detect_with_beam(images, open_model, class_names, args.output_dir, options, args.beam_options,
@@ -204,7 +205,7 @@ def _run_beam(images, kind, class_names, args, options, started) -> detect.RunSu
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from chestdet.checkpoints import run_folder_hint
+    from chestdet.training.checkpoints import run_folder_hint
 
     if hint := run_folder_hint(args.model):
         raise UserError(f"--model {hint}")
@@ -236,7 +237,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _load_class_names(label_map: Path) -> dict[int, str]:
-    from chestdet.labels import load_label_map
+    from chestdet.core.labels import load_label_map
 
     if not label_map.is_file():
         raise UserError(f"label map {label_map}: not found (pass --label-map)")

@@ -6,12 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.labels import REPO_ROOT
-from chestdet.nih_download import DownloadError, fetch_nih_images, images_named_in
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.core.resources import workspace
+from chestdet.data.nih_download import DownloadError, fetch_nih_images, images_named_in
 
 log = logging.getLogger("chestdet")
-BUNDLED_CSV = REPO_ROOT / "workspace" / "sample" / "nih" / "BBox_List_2017.csv"
+BUNDLED_CSV = workspace() / "sample" / "nih" / "BBox_List_2017.csv"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bbox-csv", type=Path, default=BUNDLED_CSV,
                         help="the box list whose images to keep (default: the bundled copy of NIH's)")
-    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "workspace" / "data" / "nih",
+    parser.add_argument("--output-dir", type=Path, default=workspace() / "data" / "nih",
                         help="images go to OUTPUT_DIR/images (default: workspace/data/nih)")
     parser.add_argument("--keep-archives", action="store_true", help="keep the .tar.gz files after extracting")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -6,14 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.contracts import REJECTS_CSV
-from chestdet.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
-from chestdet.gallery import DEFAULT_PER_CLASS
-from chestdet.metrics import EvaluationSettings
-from chestdet.report import summary_text
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.core.contracts import REJECTS_CSV
+from chestdet.evaluation.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
+from chestdet.evaluation.gallery import DEFAULT_PER_CLASS
+from chestdet.evaluation.metrics import EvaluationSettings
+from chestdet.evaluation.report import summary_text
 
-log = logging.getLogger("chestdet.evaluate")
+log = logging.getLogger("chestdet.evaluation.evaluate")
 
 EXAMPLES = """examples:
   python scripts/evaluate.py --detections workspace/detections/detections.csv \\
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions) -> int:
-    from chestdet.cv_evaluation import evaluate_crossval, overall_table
-    from chestdet.report import text_table
+    from chestdet.evaluation.cv_evaluation import evaluate_crossval, overall_table
+    from chestdet.evaluation.report import text_table
 
     result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options)
     log.info("cross-validation, %d folds\n%s", len(result.folds), text_table(*overall_table(result.summary)))

@@ -6,14 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from chestdet import export
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.contracts import PIPELINE_FILE
-from chestdet.labels import REPO_ROOT
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.core.contracts import PIPELINE_FILE
+from chestdet.core.resources import workspace
+from chestdet.export import agreement
+from chestdet.export import exporter as export
 
-log = logging.getLogger("chestdet.export")
+log = logging.getLogger("chestdet.export.exporter")
 
-EXPORTS_DIR = REPO_ROOT / "workspace" / "exports"
+EXPORTS_DIR = workspace() / "exports"
 
 EXAMPLES = """examples:
   scripts/export.sh --checkpoint workspace/runs/nih                 # its latest checkpoint
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite, tflite_nms=args.tflite_nms, tflite_min_score=args.tflite_min_score,
     )
     if args.agreement_images is not None:
-        agreement = export.record_agreement(output_dir, args.agreement_images)
+        measured = agreement.record_agreement(output_dir, args.agreement_images)
         log.info(
             "TFLite reproduces %d of the SavedModel's %d boxes scoring >= %.2f (%.1f%%)",
-            agreement["matched"], agreement["reference_boxes"], agreement["min_score"], 100 * agreement["share"],
+            measured["matched"], measured["reference_boxes"], measured["min_score"], 100 * measured["share"],
         )
     return ExitStatus.SUCCESS
 

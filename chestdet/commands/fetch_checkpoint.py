@@ -11,8 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from chestdet import pretrained
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.training import pretrained
 
 log = logging.getLogger("chestdet.fetch_checkpoint")
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fetch_checkpoint.py",
         description="Download a TF2 Detection Zoo model (.tar.gz) over HTTPS, continuing a partial download, "
         "unpack it safely into workspace/pretrained/<name>/ for fine_tune_checkpoint, and check its files "
-        "against the digests pinned in chestdet/pretrained.py (a mismatch unpacks nothing).",
+        "against the digests pinned in chestdet/training/pretrained.py (a mismatch unpacks nothing).",
     )
     parser.add_argument("name", nargs="?", default=pretrained.DEFAULT_MODEL,
                         help="zoo model name (default: %(default)s)")

@@ -3,7 +3,7 @@
     python scripts/generate_tfrecords.py --nih-csv BBox_List_2017.csv --image-dir images \\
         --output-dir workspace/records
 
-The command parses, calls `chestdet.dataset` and `chestdet.records`, and logs.
+The command parses, calls `chestdet.data.dataset` and `chestdet.data.records`, and logs.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from chestdet import dataset, folds
-from chestdet.cli import ExitStatus, UserError, available_cpus, exit_with, setup_logging
-from chestdet.contracts import REJECTS_CSV
-from chestdet.labels import DEFAULT_LABEL_MAP, load_label_map
-from chestdet.records import DEFAULT_SHARDS, IMAGES_PER_SHARD, RecordOptions, write_records
-from chestdet.split import SPLITS, parse_fractions
+from chestdet.commands.cli import ExitStatus, UserError, available_cpus, exit_with, setup_logging
+from chestdet.core.contracts import REJECTS_CSV
+from chestdet.core.labels import load_label_map
+from chestdet.core.resources import DEFAULT_LABEL_MAP
+from chestdet.data import dataset, folds
+from chestdet.data.records import DEFAULT_SHARDS, IMAGES_PER_SHARD, RecordOptions, write_records
+from chestdet.data.split import SPLITS, parse_fractions
 
 log = logging.getLogger("chestdet.generate_tfrecords")
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     record_options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
     if args.beam:
-        from chestdet.beam_pipelines import write_records_with_beam
+        from chestdet.detection.beam_pipelines import write_records_with_beam
 
         written, results = write_records_with_beam(jobs, args.output_dir, args.shards, record_options,
                                                    args.beam_options)

@@ -17,11 +17,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from chestdet import checkpoints, pipeline_config, pretrained
-from chestdet import train as training
-from chestdet.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.training import checkpoints, pipeline_config, pretrained
+from chestdet.training import train as training
 
-log = logging.getLogger("chestdet.train")
+log = logging.getLogger("chestdet.training.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

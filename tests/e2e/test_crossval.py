@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chestdet.cli import ExitStatus, run_main
 from chestdet.commands import crossval, evaluate, generate_tfrecords
+from chestdet.commands.cli import ExitStatus, run_main
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES
-from tests.e2e import training_data
+from tests.support import training_data
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +21,8 @@ IMAGES = 12
 
 
 def test_two_folds_train_export_detect_resume_and_evaluate(tmp_path: Path, caplog):
-    from chestdet import pipeline_config
-    from chestdet import train as training
+    from chestdet.training import pipeline_config
+    from chestdet.training import train as training
 
     images = sorted({box.image for box in training_data.sample_boxes()})[:IMAGES]
     lines = SAMPLE_CSV.read_text(encoding="utf-8").splitlines(keepends=True)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path):
     out = tmp_path / "demo out"
     result = subprocess.run(
-        [sys.executable, "-m", "chestdet.demo", "--output-dir", str(out), "--steps", "100"],
+        [sys.executable, "-m", "chestdet.commands.demo", "--output-dir", str(out), "--steps", "100"],
         cwd=REPO, capture_output=True, text=True, timeout=1500,
     )
     assert result.returncode == 0, result.stderr[-3000:]

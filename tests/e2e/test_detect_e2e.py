@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from chestdet.cli import ExitStatus, run_main
+from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.detect import main
-from chestdet.contracts import JOURNAL
-from chestdet.detections import Detection
-from chestdet.metrics import backend_agreement
+from chestdet.core.contracts import JOURNAL
+from chestdet.core.detections import Detection
+from chestdet.export.agreement import backend_agreement
 from tests.conftest import REPO, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
 pytestmark = pytest.mark.slow
@@ -162,7 +162,7 @@ def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(traine
     time with TF's default threading: the two must find the same boxes (the 16 images the model was
     trained on, so that it is confident).
     """
-    from chestdet.system import available_cpus
+    from chestdet.core.system import available_cpus
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestdet.backends import Detection, open_backend, to_pixels
-from chestdet.explain import Explainer, finish_heatmap
-from chestdet.imaging import read_image
+from chestdet.core.imaging import read_image
+from chestdet.detection.explain import Explainer, finish_heatmap
+from chestdet.export.backends import Detection, open_backend, to_pixels
 from tests.conftest import SAMPLE_IMAGES
-from tests.model_fixtures import overfit_images
+from tests.support.model_fixtures import overfit_images
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_a_box_the_model_did_not_find_is_explained_by_its_best_anchor_or_reporte
     speck = Detection(box.class_id, 0.9, box.xmin, box.ymin, box.xmin + 2, box.ymin + 2)
     explanation = explainer.explain(pixels, [relabelled, speck], name)
     assert explanation.detections == (relabelled,) and explanation.unexplained == (speck,)
-    reported = [r.getMessage() for r in caplog.records if r.name == "chestdet.explain"]
+    reported = [r.getMessage() for r in caplog.records if r.name == "chestdet.detection.explain"]
     assert len(reported) == 1 and reported[0].startswith(f"{name}: no anchor of the checkpoint model fits the ")
     assert reported[0].endswith("(IoU < 0.50); not explained")
     size = explainer.heatmap_size(*explanation.image_size)
@@ -210,7 +210,7 @@ def test_write_makes_both_files_for_an_image_with_boxes_and_none_without(
 
 
 def test_detect_explain_writes_the_maps_of_the_drawn_boxes_beside_drawn(tmp_path: Path, trained_export: Path):
-    from chestdet.cli import ExitStatus, run_main
+    from chestdet.commands.cli import ExitStatus, run_main
     from chestdet.commands.detect import main
 
     folder = tmp_path / "films"

@@ -15,12 +15,13 @@ import shutil
 import numpy as np
 import pytest
 
-from chestdet import export
-from chestdet.cli import ExitStatus, run_main
+from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.export import main
-from chestdet.imaging import read_image, to_rgb
+from chestdet.core.imaging import read_image, to_rgb
+from chestdet.export import agreement
+from chestdet.export import exporter as export
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES
-from tests.model_fixtures import make_tiny_checkpoint, overfit_images, write_tiny_config
+from tests.support.model_fixtures import make_tiny_checkpoint, overfit_images, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +148,7 @@ def test_trained_exports_detections_equal_the_checkpoints_own(trained_export):
 def test_tflite_model_loads_and_runs_on_a_real_image(tiny_export):
     import tensorflow as tf
 
-    from chestdet.backends import legacy_bilinear_resize
+    from chestdet.export.backends import legacy_bilinear_resize
 
     record = json.loads((tiny_export / "export.json").read_text())["tflite"]["input"]
     interpreter = tf.lite.Interpreter(model_path=str(tiny_export / "model.tflite"))
@@ -234,7 +235,7 @@ def test_tflite_reproduces_the_saved_models_confident_boxes(trained_export, tmp_
     for path in sorted(SAMPLE_IMAGES.glob("*.png")) + sorted(SAMPLE_UNLABELED.glob("*.png")):
         (images / path.name).symlink_to(path)
 
-    result = export.record_agreement(exported, images)
+    result = agreement.record_agreement(exported, images)
     assert json.loads((exported / "export.json").read_text())["tflite_agreement"] == result
     assert result["image_count"] == 40
     assert result["reference_boxes"] >= 20, "the trained model should be confident on its own training images"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from chestdet.cli import ExitStatus
+from chestdet.commands.cli import ExitStatus
 from chestdet.commands.detect import main as detect
 from chestdet.commands.generate_tfrecords import main as generate_tfrecords
-from chestdet.contracts import DETECTIONS_COCO_JSON, DETECTIONS_CSV, EXPORT_RECORD, LABEL_STUDIO_TASKS_JSON
+from chestdet.core.contracts import DETECTIONS_COCO_JSON, DETECTIONS_CSV, EXPORT_RECORD, LABEL_STUDIO_TASKS_JSON
 from tests.conftest import SAMPLE_IMAGES
-from tests.unit.test_labelstudio import assert_same_boxes, corners, exported_task, read_rows, record_boxes
+from tests.data.test_labelstudio import assert_same_boxes, corners, exported_task, read_rows, record_boxes
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestdet import checkpoints
-from chestdet import train as training
-from chestdet.cli import ExitStatus, run_main
+from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.train import main
+from chestdet.training import checkpoints
+from chestdet.training import train as training
 from tests.conftest import REPO
-from tests.e2e import training_data
+from tests.support import training_data
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def start_checkpoint(workspace: Path) -> Path:
     """A detection checkpoint of the project's model at 128x128, standing in for the zoo's."""
-    from chestdet import pipeline_config
+    from chestdet.training import pipeline_config
 
     configs = pipeline_config.apply_overrides(pipeline_config.load_configs(training.DEFAULT_CONFIG), image_size=128)
     pipeline_config.save_config(configs, workspace / "start")
@@ -127,7 +127,7 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert checkpoints.checkpoint_sha256(prefix) == best["sha256"]
 
     # The as-run config is the one that trained, with the run's paths filled in.
-    from chestdet import pipeline_config
+    from chestdet.training import pipeline_config
 
     as_run = pipeline_config.load_configs(run / "pipeline.config")
     assert pipeline_config.image_size(as_run) == (128, 128)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from chestdet import checkpoints
-from chestdet.cli import ExitStatus, run_main
+from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.train import main
-from tests.e2e import training_data
+from chestdet.training import checkpoints
+from tests.support import training_data
 
 pytestmark = pytest.mark.slow
 

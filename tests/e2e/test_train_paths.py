@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from chestdet import checkpoints, pipeline_config
+from chestdet.training import checkpoints, pipeline_config
 from tests.conftest import REPO
-from tests.e2e import training_data
+from tests.support import training_data
 
 pytestmark = pytest.mark.slow
 

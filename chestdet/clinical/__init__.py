@@ -1,0 +1,1 @@
+"""Findings into the hospital systems: DICOM SR and presentation states, a DICOM node, HL7."""

@@ -1,0 +1,1 @@
+"""The review web app and API, also a Label Studio ML backend."""

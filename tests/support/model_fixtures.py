@@ -1,0 +1,131 @@
+"""Small real models for tests: the project's SSD at a small input size, random weights, exported.
+
+Building and exporting costs minutes on a CPU, so tests share one export per session through the
+`tiny_export` fixture in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_IMAGES
+
+PIPELINE = REPO / "pipelines" / "ssd_mobilenet_v2_fpnlite_320x320.config"
+OVERFIT_CLASSES = ("Cardiomegaly", "Pneumonia", "Infiltrate", "Mass")
+
+
+def write_tiny_config(out_dir: Path, image_size: int = 128, **overrides) -> Path:
+    """The project's pipeline config at `image_size` x `image_size`, no fine-tune checkpoint, the
+    repository's label map, plus any other pipeline_config overrides; written as out_dir/pipeline.config."""
+    from chestdet.training.pipeline_config import apply_overrides, load_configs, save_config
+
+    overrides.setdefault("label_map", str(LABEL_MAP))
+    configs = apply_overrides(load_configs(PIPELINE), image_size=image_size, fine_tune_checkpoint=None, **overrides)
+    return save_config(configs, out_dir)
+
+
+def make_tiny_checkpoint(model_dir: Path, image_size: int = 128, checkpoints: int = 1) -> Path:
+    """A model dir holding pipeline.config and ckpt-1..ckpt-N of random weights; returns the last prefix.
+
+    One forward pass builds every variable first, so the checkpoints are complete (unlike the OD API's
+    from-scratch ckpt-1). Each later checkpoint adds 1 to the first variable, so they differ.
+    """
+    import tensorflow as tf
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    config_path = write_tiny_config(model_dir, image_size)
+    configs = config_util.get_configs_from_pipeline_file(str(config_path))
+    tf.random.set_seed(0)
+    model = model_builder.build(configs["model"], is_training=False)
+    images, shapes = model.preprocess(tf.zeros([1, image_size, image_size, 3]))
+    model.predict(images, shapes)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(model_dir), max_to_keep=None)
+    for index in range(checkpoints):
+        if index:
+            model.trainable_variables[0].assign_add(tf.ones_like(model.trainable_variables[0]))
+        prefix = manager.save()
+    return Path(prefix)
+
+
+def make_tiny_export(out_dir: Path, image_size: int = 128) -> Path:
+    """Export (SavedModel + TFLite) a randomly initialised project model into out_dir/export; returns it.
+
+    out_dir/model holds the checkpoint and config it came from.
+    """
+    from chestdet.export.exporter import export_model
+
+    model_dir = out_dir / "model"
+    make_tiny_checkpoint(model_dir, image_size)
+    # A random model scores every box about 0.0099: its TFLite NMS must keep them all to be compared.
+    return export_model(model_dir, model_dir / "pipeline.config", out_dir / "export", tflite=True,
+                        tflite_min_score=0.0)
+
+
+def overfit_images(per_class: int = 4) -> dict[str, list]:
+    """The single-box sample images with the largest boxes of four large-finding classes: {image: [Box]}."""
+    from chestdet.data.annotations import read_nih_csv
+
+    boxes, _ = read_nih_csv(SAMPLE_CSV)
+    present = {path.name for path in SAMPLE_IMAGES.glob("*.png")}
+    boxes = [box for box in boxes if box.image in present]
+    per_image = Counter(box.image for box in boxes)
+    chosen = {}
+    for label in OVERFIT_CLASSES:
+        single = [box for box in boxes if box.label == label and per_image[box.image] == 1]
+        for box in sorted(single, key=lambda box: -(box.xmax - box.xmin) * (box.ymax - box.ymin))[:per_class]:
+            chosen[box.image] = [box]
+    return chosen
+
+
+def write_overfit_records(path: Path) -> Path:
+    """One TFRecord of the overfit images, built by the project's records module."""
+    import tensorflow as tf
+
+    from chestdet.core.imaging import stored_image
+    from chestdet.core.labels import CLASS_NAMES, class_id
+    from chestdet.data.records import build_example
+
+    class_ids = {name: class_id(name) for name in CLASS_NAMES}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, boxes in overfit_images().items():
+            example = build_example(stored_image(SAMPLE_IMAGES / image), image, boxes, class_ids)
+            writer.write(example.SerializeToString())
+    return path
+
+
+def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int = 300) -> Path:
+    """Train the project's SSD from scratch on the overfit images with model_lib_v2.train_loop, so that
+    its scores are confident (an untrained model scores everything about 0.01); returns the final prefix.
+
+    Batch 4, no augmentation and a fast batch-norm decay (0.997 lags far behind in short runs).
+    """
+    from object_detection import model_lib_v2
+
+    from chestdet.core import compat
+
+    records = write_overfit_records(model_dir / "overfit.record")
+    config_path = write_tiny_config(
+        model_dir, image_size, train_records=str(records), batch_size=4, num_steps=steps,
+        batch_norm_decay=0.9, augment=False,
+    )
+    compat.apply()
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)  # the same start and data order each build: its boxes' scores vary less
+    model_lib_v2.train_loop(
+        pipeline_config_path=str(config_path), model_dir=str(model_dir), train_steps=steps,
+        checkpoint_every_n=steps, record_summaries=False,
+    )
+    return Path(tf.train.latest_checkpoint(str(model_dir)))
+
+
+def make_trained_export(out_dir: Path, image_size: int = 128, steps: int = 300) -> Path:
+    """make_trained_checkpoint into out_dir/model, exported (SavedModel + TFLite) to out_dir/export."""
+    from chestdet.export.exporter import export_model
+
+    model_dir = out_dir / "model"
+    make_trained_checkpoint(model_dir, image_size, steps)
+    return export_model(model_dir, model_dir / "pipeline.config", out_dir / "export", tflite=True)
