@@ -13,14 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
 from chestdet.commands import detect, evaluate, export, generate_tfrecords, train
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.core.atomic import write_text
 from chestdet.core.contracts import DETECTIONS_CSV, DRAWN_DIR, SPLIT_CSV, VOC_DIR
 from chestdet.core.errors import StageError
 from chestdet.core.resources import workspace
+from chestdet.data.split import read_split, split_images
 
 log = logging.getLogger("chestdet.demo")
 
@@ -65,8 +64,7 @@ def training_start(image_size: int) -> list[str]:
 
 def held_out_images(split_csv: Path, sample: Path, list_file: Path) -> int:
     """The test split's images (with and without findings), as a list file for detect."""
-    split = pd.read_csv(split_csv, dtype=str)
-    test_names = split.loc[split["split"] == "test", "image"]
+    test_names = split_images(read_split(split_csv), "test", split_csv)
     folders = (sample / "images", sample / "unlabeled")
     paths = [folder / name for name in test_names for folder in folders if (folder / name).exists()]
     write_text(list_file, "".join(f"{path}\n" for path in paths))

@@ -14,9 +14,7 @@ earlier one (the later corners win), or, with `Corrections.REPLACE`, only the la
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ import numpy as np
 from object_detection.utils import np_box_ops
 
 from chestdet.core import atomic
-from chestdet.core.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_COLUMNS, SPLIT_CSV, SUMMARY_JSON
+from chestdet.core.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_CSV, SUMMARY_JSON
 from chestdet.core.rejects import Reject, RejectKind, count_by_kind, write_rejects
 from chestdet.data.annotations import (
     NIH_IMAGE_SIZE,
@@ -40,7 +38,16 @@ from chestdet.data.annotations import (
 )
 from chestdet.data.labelstudio import read_export
 from chestdet.data.records import ImageJob, PreparedImage, WrittenShards
-from chestdet.data.split import SPLITS, DataEntry, SplitItem, patient_of, read_data_entry, split_by_patient
+from chestdet.data.split import (
+    SPLITS,
+    DataEntry,
+    SplitItem,
+    SplitRow,
+    patient_of,
+    read_data_entry,
+    split_by_patient,
+    write_split,
+)
 
 # Two boxes of one class from different sources are one corrected box at this IoU or more
 # (a labelImg re-save of an NIH box, rounded to whole pixels, is well above it).
@@ -285,11 +292,8 @@ def write_reports(output_dir: Path, results: Sequence[PreparedImage], rejects: S
     """label_map.pbtxt (a copy), split.csv, rejects.csv and summary.json in `output_dir`."""
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(output_dir / LABEL_MAP_FILE, label_map.read_bytes())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(SPLIT_COLUMNS)
-    writer.writerows([r.job.image, r.job.patient, r.job.split, len(r.boxes)] for r in results if r.example is not None)
-    atomic.write_text(output_dir / SPLIT_CSV, buffer.getvalue())
+    write_split(output_dir / SPLIT_CSV, [SplitRow(r.job.image, r.job.patient, r.job.split, len(r.boxes))
+                                         for r in results if r.example is not None])
     write_rejects(rejects, output_dir / REJECTS_CSV)
     atomic.write_json(output_dir / SUMMARY_JSON, summary)
 

@@ -29,7 +29,6 @@ from chestdet.core.contracts import (
     FOLDS_CSV,
     LABEL_MAP_FILE,
     REJECTS_CSV,
-    SPLIT_COLUMNS,
     SPLIT_CSV,
     SUMMARY_JSON,
 )
@@ -46,7 +45,7 @@ from chestdet.data.records import (
     shard_paths,
     write_records,
 )
-from chestdet.data.split import SPLITS, fold_splits, split_into_folds
+from chestdet.data.split import SPLITS, SplitRow, fold_splits, split_into_folds, write_split
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +189,8 @@ def write_fold_tables(plan: FoldPlan, results: Sequence[PreparedImage], output_d
         folder = output_dir / fold_name(fold)
         splits = plan.splits[fold - 1]
         rows = sorted(kept, key=lambda r: (SPLITS.index(splits[r.job.image]), r.job.image))
-        atomic.write_text(folder / SPLIT_CSV, _csv_text(
-            SPLIT_COLUMNS, [[r.job.image, r.job.patient, splits[r.job.image], len(r.boxes)] for r in rows]))
+        write_split(folder / SPLIT_CSV, [SplitRow(r.job.image, r.job.patient, splits[r.job.image], len(r.boxes))
+                                         for r in rows])
         tests = [_relative_to(r.job.path, folder) for r in rows if splits[r.job.image] == "test"]
         atomic.write_text(folder / FOLD_TEST_LIST, "".join(f"{path}\n" for path in tests))
         files += [folder / SPLIT_CSV, folder / FOLD_TEST_LIST]

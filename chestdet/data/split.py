@@ -6,6 +6,8 @@ on the input and the seed.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import re
 from collections import Counter
@@ -13,7 +15,10 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from chestdet.core import atomic
+from chestdet.core.contracts import SPLIT_COLUMNS
 from chestdet.core.csvfiles import csv_rows
+from chestdet.core.errors import InputError
 from chestdet.core.rejects import Reject, RejectKind
 
 SPLITS = ("train", "val", "test")
@@ -204,3 +209,68 @@ def _group_by_patient(items: Iterable[SplitItem]) -> dict[str, _Patient]:
         group.labels = group.labels | item.labels
         group.class_images.update(item.labels)
     return patients
+
+
+# --- split.csv, the split's record (its one writer and reader) -------------------------------------------
+
+
+class SplitFileError(InputError):
+    """split.csv is missing, lacks a column, or has no image in the split asked for."""
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One line of split.csv: an image written to the records, its patient, split and box count."""
+
+    image: str
+    patient: str
+    split: str
+    boxes: int = 0
+
+
+def write_split(path: str | Path, rows: Iterable[SplitRow]) -> Path:
+    """split.csv (columns contracts.SPLIT_COLUMNS), written whole or not at all."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SPLIT_COLUMNS)
+    writer.writerows([row.image, row.patient, row.split, row.boxes] for row in rows)
+    atomic.write_text(path, buffer.getvalue())
+    return Path(path)
+
+
+def read_split(path: str | Path) -> list[SplitRow]:
+    """Every row of a split.csv, as spreadsheets save it; patient and boxes may be absent (older files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitFileError(f"{path}: split file not found")
+    rows = csv_rows(path)
+    _, header = next(rows, (1, []))
+    header = [name.strip() for name in header]
+    image_column, patient_column, split_column, boxes_column = SPLIT_COLUMNS
+    if image_column not in header or split_column not in header:
+        raise SplitFileError(f"{path}: expected the columns {', '.join(SPLIT_COLUMNS)}; "
+                             f"found {', '.join(header) or 'none'}")
+    return [_split_row(path, number, dict(zip(header, (c.strip() for c in cells), strict=False)))
+            for number, cells in rows if any(cell.strip() for cell in cells)]
+
+
+def _split_row(path: Path, number: int, cells: Mapping[str, str]) -> SplitRow:
+    image_column, patient_column, split_column, boxes_column = SPLIT_COLUMNS
+    boxes = cells.get(boxes_column) or "0"
+    if not boxes.isdigit():
+        raise SplitFileError(f"{path}, line {number}: {boxes_column} {boxes!r} is not a count")
+    return SplitRow(cells.get(image_column, ""), cells.get(patient_column, ""), cells.get(split_column, ""), int(boxes))
+
+
+def split_images(rows: Sequence[SplitRow], split: str, path: str | Path) -> list[str]:
+    """The images of one split, in file order, each once; an error naming the splits present if none."""
+    names = list(dict.fromkeys(row.image for row in rows if row.split == split and row.image))
+    if not names:
+        present = ", ".join(dict.fromkeys(row.split for row in rows if row.split)) or "none"
+        raise SplitFileError(f"{path}: no image is in split {split!r} (splits present: {present})")
+    return names
+
+
+def split_patients(rows: Sequence[SplitRow]) -> dict[str, str]:
+    """image -> patient, for the rows that name one."""
+    return {row.image: row.patient for row in rows if row.image and row.patient}

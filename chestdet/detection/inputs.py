@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chestdet.core.contracts import SPLIT_COLUMNS
 from chestdet.core.errors import DetectError
 from chestdet.core.folders import walk_visible
 from chestdet.core.imaging import IMAGE_SUFFIXES, READ_FORMATS, sniff_format
@@ -186,25 +185,9 @@ def list_split(split_file: Path, split: str, image_dirs: Sequence[Path]) -> list
 
 
 def _split_names(split_file: Path, split: str) -> list[str]:
-    from chestdet.core.csvfiles import csv_rows
+    from chestdet.data.split import SplitFileError, read_split, split_images
 
-    image_column, _, split_column, _ = SPLIT_COLUMNS
-    if not Path(split_file).is_file():
-        raise DetectError(f"--split-file {split_file}: not found")
-    rows = csv_rows(split_file)
-    _, header = next(rows, (1, []))
-    if image_column not in header or split_column not in header:
-        raise DetectError(f"--split-file {split_file}: expected the columns {', '.join(SPLIT_COLUMNS)}; "
-                          f"found {', '.join(header) or 'none'}")
-    at_image, at_split = header.index(image_column), header.index(split_column)
-    names: dict[str, None] = {}
-    present: dict[str, None] = {}
-    for _, cells in rows:
-        row_split = cells[at_split] if at_split < len(cells) else ""
-        present[row_split] = None
-        if row_split == split and at_image < len(cells) and cells[at_image]:
-            names[cells[at_image]] = None
-    if not names:
-        raise DetectError(f"--split-file {split_file}: no {split!r} images (its splits: "
-                          f"{', '.join(repr(s) for s in present) or 'none'})")
-    return list(names)
+    try:
+        return split_images(read_split(split_file), split, split_file)
+    except SplitFileError as error:
+        raise DetectError(f"--split-file {error}") from None

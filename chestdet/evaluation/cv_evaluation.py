@@ -30,6 +30,7 @@ from chestdet.core.contracts import DETECTIONS_CSV, FOLD_DIR, IMAGES_CSV, METRIC
 from chestdet.core.csvfiles import read_frame
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import CLASS_NAMES
+from chestdet.data.split import read_split, write_split
 from chestdet.evaluation.crossval import DETECTIONS_DIR, fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
 from chestdet.evaluation.evaluate import _json_ready as json_ready
@@ -158,8 +159,7 @@ def pool_inputs(fold_folders: Sequence[Path], pooled_dir: Path) -> None:
             if "path" in frame.columns:
                 frame["path"] = [_absolute(path, found) for path in frame["path"]]
             images.append(frame)
-        split = read_frame(folder / SPLIT_CSV)
-        splits.append(split[split["split"].str.strip() == "test"])
+        splits += [row for row in read_split(folder / SPLIT_CSV) if row.split == "test"]
     target = pooled_dir / DETECTIONS_DIR
     target.mkdir(parents=True, exist_ok=True)
     _write_frame(pd.concat(detections, ignore_index=True), target / DETECTIONS_CSV)
@@ -167,7 +167,7 @@ def pool_inputs(fold_folders: Sequence[Path], pooled_dir: Path) -> None:
         _write_frame(pd.concat(images, ignore_index=True), target / IMAGES_CSV)
     else:
         (target / IMAGES_CSV).unlink(missing_ok=True)
-    _write_frame(pd.concat(splits, ignore_index=True), pooled_dir / SPLIT_CSV)
+    write_split(pooled_dir / SPLIT_CSV, splits)
 
 
 def _absolute(path: str, folder: Path) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from chestdet.core import atomic
-from chestdet.core.contracts import DETECTIONS_CSV, IMAGES_CSV, METRICS_JSON, SPLIT_COLUMNS
+from chestdet.core.contracts import DETECTIONS_CSV, IMAGES_CSV, METRICS_JSON
 from chestdet.core.csvfiles import read_frame
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import UnknownLabelError, canonical_label, class_name
@@ -35,7 +35,7 @@ from chestdet.data.annotations import (
     read_voc_xml,
     same_picture,
 )
-from chestdet.data.split import patient_of
+from chestdet.data.split import SplitFileError, patient_of, read_split, split_images, split_patients
 from chestdet.evaluation import bootstrap, gallery
 from chestdet.evaluation.metrics import DIFFICULT, GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
 
@@ -392,20 +392,10 @@ def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int,
 
 def read_split_images(path: str | Path, split: str) -> list[str]:
     """Image keys of one split of the dataset step's split.csv."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: split file not found")
-    frame = _read_csv(path)
-    missing = [c for c in ("image", "split") if c not in frame.columns]
-    if missing:
-        raise EvaluationError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(SPLIT_COLUMNS)})")
-    chosen = frame[frame["split"].str.strip() == split]
-    if chosen.empty:
-        present = sorted(set(frame["split"].str.strip()) - {""})
-        raise EvaluationError(
-            f"{path}: no image is in split {split!r} (splits present: {', '.join(present) or 'none'})"
-        )
-    return [image_key(name) for name in chosen["image"] if str(name).strip()]
+    try:
+        return [image_key(name) for name in split_images(read_split(path), split, path)]
+    except SplitFileError as error:
+        raise EvaluationError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,13 +634,8 @@ def image_patients(images: Sequence[str], split_file: str | Path | None = None) 
     """The patient of each image, from split.csv's patient column when there is one, else from the NIH
     file name (`00000001_000.png` -> `00000001`); an image with neither is its own patient (the note
     says how many)."""
-    known: dict[str, str] = {}
-    if split_file is not None:
-        frame = _read_csv(Path(split_file))
-        if "patient" in frame.columns:
-            known = {image_key(image): str(patient).strip() for image, patient in zip(frame["image"], frame["patient"],
-                                                                                      strict=True)
-                     if str(patient).strip()}
+    known = ({image_key(image): patient for image, patient in split_patients(read_split(split_file)).items()}
+             if split_file is not None else {})
     patients = [known.get(image) or patient_of(image) for image in images]
     alone = sum(1 for image, patient in zip(images, patients, strict=True) if patient == image)
     note = (f"bootstrap: {alone} images have no patient id (no split.csv patient, not an NIH file name) and are "

@@ -217,7 +217,8 @@ def test_split_input_errors_name_the_problem(split_case, tmp_path: Path, monkeyp
     assert "error: --split-file needs --image-dir: the folders holding the split's images" in caplog.text
     assert cli(monkeypatch, tmp_path, "--input", folders[0], "--split", "val", "--output-dir", out) == ExitStatus.ERROR
     assert "error: --split and --image-dir go with --split-file" in caplog.text
-    with pytest.raises(DetectError, match=r"split.csv: no 'tset' images \(its splits: 'train', 'val', 'test'\)$"):
+    with pytest.raises(DetectError, match=r"split.csv: no image is in split 'tset' "
+                                          r"\(splits present: train, val, test\)$"):
         list_split(split_file, "tset", folders)
     with pytest.raises(DetectError, match=r"--image-dir .*nowhere: not a folder$"):
         list_split(split_file, "test", [tmp_path / "nowhere"])
