@@ -18,6 +18,7 @@ from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
 from chestdet.detection.inputs import Listing, list_split, read_listing
 from chestdet.detection.review import ReviewOptions
+from chestdet.detection.thresholds import Thresholds, load_thresholds
 from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
 
 log = logging.getLogger("chestdet.detection.detect")
@@ -138,9 +139,9 @@ def _input_setting(args: argparse.Namespace) -> object:
 def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhead | None, started: float) -> int:
     label_map = args.label_map or args.model / LABEL_MAP_FILE
     class_names = _load_class_names(label_map)
-    thresholds = detect.Thresholds(args.min_score)
+    thresholds = Thresholds(args.min_score)
     if args.min_score_file is not None:
-        thresholds = detect.load_thresholds(args.min_score_file, args.min_score, class_names)
+        thresholds = load_thresholds(args.min_score_file, args.min_score, class_names)
     has_gpu = args.backend == "auto" and (args.model / TFLITE_FILE).is_file() and gpu_available()
     kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
     floor = tflite_min_score(args.model) if kind == "tflite" else 0.0

@@ -46,8 +46,18 @@ DRAWN_DIR = "drawn"
 VOC_DIR = "voc"
 JOURNAL = ".journal.jsonl"
 
-# ---------------------------------------------------------------- evaluation folder (evaluate -> the user)
+# ---------------------------------------------------------------- evaluation folder (evaluate -> the user, detect)
 METRICS_JSON = "metrics.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+OPERATING_POINTS_JSON = "operating_points.json"  # per-class score thresholds (chestdet.detection.thresholds)
+
+# ---------------------------------------------------------------- cross-validation folder (crossval -> evaluate --cv)
+CROSSVAL_JSON = "crossval.json"
+CV_RUN_DIR = "run"  # fold-k/run: the fold's run folder
+CV_EXPORT_DIR = "export"  # fold-k/export: its best checkpoint, exported
+CV_DETECTIONS_DIR = "detections"  # fold-k/detections: a detections folder of its test images
+CV_POOLED_DIR = "pooled"  # evaluate --cv's pooled evaluation
 
 # ---------------------------------------------------------------- explanations (detect --explain -> the user)
 EXPLAIN_DIR = "explain"

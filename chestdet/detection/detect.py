@@ -17,7 +17,6 @@ uninterrupted one's. Nothing is kept per image but its entry in the listing.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -59,66 +58,11 @@ from chestdet.detection.journal import Journal
 from chestdet.detection.prefetch import OrderedPrefetch
 from chestdet.detection.review import ReviewOptions, ReviewWriter
 from chestdet.detection.tables import ResultWriters, TableWriter
+from chestdet.detection.thresholds import Thresholds
 from chestdet.detection.voc import voc_xml
 from chestdet.export.backends import Backend, ModelOutput, to_pixels
 
 log = logging.getLogger("chestdet.detection.detect")
-
-
-# ---------------------------------------------------------------- thresholds
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Minimum score for drawing and VOC XML: one default, optionally per class id."""
-
-    default: float = 0.3
-    per_class: Mapping[int, float] = field(default_factory=dict)
-
-    def for_class(self, class_id: int) -> float:
-        return self.per_class.get(class_id, self.default)
-
-    def shown(self, detections: Sequence[Detection], max_boxes: int) -> list[Detection]:
-        """The boxes a person sees: at or above their class's threshold, the first `max_boxes`."""
-        return [d for d in detections if d.score >= self.for_class(d.class_id)][:max_boxes]
-
-    def as_dict(self) -> dict:
-        return {"default": self.default, "per_class": {str(k): v for k, v in sorted(self.per_class.items())}}
-
-
-def load_thresholds(path: Path, default: float, class_names: Mapping[int, str]) -> Thresholds:
-    """A CSV with columns `class,min_score` (class name as in the label map, any case)."""
-    ids = {name.lower(): class_id for class_id, name in class_names.items()}
-    per_class: dict[int, float] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or {"class", "min_score"} - set(reader.fieldnames):
-                raise DetectError(f"{path}: expected the columns class,min_score; found {reader.fieldnames}")
-            for row_number, row in enumerate(reader, start=2):
-                per_class[_threshold_class(path, row_number, row["class"], ids)] = _threshold_value(
-                    path, row_number, row["min_score"]
-                )
-    except OSError as error:
-        raise DetectError(f"{path}: cannot read the thresholds file ({error.strerror})") from error
-    return Thresholds(default, per_class)
-
-
-def _threshold_class(path: Path, row: int, name: str | None, ids: Mapping[str, int]) -> int:
-    key = (name or "").strip().lower()
-    if key not in ids:
-        raise DetectError(f"{path}: row {row}: unknown class {name!r}; the label map has {', '.join(ids)}")
-    return ids[key]
-
-
-def _threshold_value(path: Path, row: int, text: str | None) -> float:
-    try:
-        value = float(text or "")
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise DetectError(f"{path}: row {row}: min_score {text!r} is not a number between 0 and 1")
-    return value
 
 
 # ---------------------------------------------------------------- the run

@@ -34,15 +34,15 @@ from chestdet.core.labels import load_label_map
 from chestdet.core.rejects import RejectKind
 from chestdet.data import dataset, labelstudio
 from chestdet.data.annotations import ImageIndex, read_nih_csv
-from chestdet.detection import detect
 from chestdet.detection.review import ReviewOptions
+from chestdet.detection.thresholds import Thresholds
 from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_IMAGES
 from tests.data.test_records import decode_records
 from tests.detection.test_detect import CLASS_NAMES, SAMPLE_NAMES, run
 
 FIXTURES = REPO / "tests" / "fixtures" / "label_studio"
 EXPORT = FIXTURES / "export.json"
-THRESHOLDS = detect.Thresholds(0.1)  # the fake backend's Cardiomegaly and Nodule boxes are drawn
+THRESHOLDS = Thresholds(0.1)  # the fake backend's Cardiomegaly and Nodule boxes are drawn
 PIXEL_TOLERANCE = 0.5
 
 

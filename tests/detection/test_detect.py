@@ -26,6 +26,7 @@ from chestdet.core.imaging import ImageReadError, read_image, to_rgb
 from chestdet.core.labels import class_colour
 from chestdet.detection import detect
 from chestdet.detection.inputs import list_inputs
+from chestdet.detection.thresholds import Thresholds, load_thresholds
 from chestdet.export.backends import ModelOutput
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES, SAMPLE_UNLABELED
 
@@ -294,7 +295,7 @@ def test_drawn_boxes_use_min_score_and_the_class_colour(tmp_path: Path):
     assert not np.any(np.all(drawn == nodule_colour, axis=2))  # the 0.2 Nodule box stays below --min-score
     out_low = tmp_path / "low"
     run(SAMPLE_IMAGES / SAMPLE_NAMES[0], out_low, image_format="png",
-        thresholds=detect.Thresholds(0.3, {6: 0.1}))
+        thresholds=Thresholds(0.3, {6: 0.1}))
     drawn_low = cv2.cvtColor(cv2.imread(str(out_low / "drawn" / SAMPLE_NAMES[0])), cv2.COLOR_BGR2RGB)
     assert np.any(np.all(drawn_low == nodule_colour, axis=2))
 
@@ -303,7 +304,7 @@ def test_voc_xml_reads_back_with_labelimg(tmp_path: Path):
     from libs.pascal_voc_io import PascalVocReader
 
     out = tmp_path / "out"
-    run(SAMPLE_IMAGES, out, voc_xml=True, thresholds=detect.Thresholds(0.1))
+    run(SAMPLE_IMAGES, out, voc_xml=True, thresholds=Thresholds(0.1))
     rows = [r for r in read_csv(out / "detections.csv") if r["image"] == SAMPLE_NAMES[3]]
     reader = PascalVocReader(str(out / "voc" / SAMPLE_NAMES[3].replace(".png", ".xml")))
     shapes = reader.get_shapes()
@@ -327,14 +328,14 @@ def test_voc_xml_reads_back_with_labelimg(tmp_path: Path):
 def test_thresholds_file(tmp_path: Path):
     path = tmp_path / "thresholds.csv"
     path.write_text("class,min_score\nnodule,0.1\nMass,0.6\n")
-    thresholds = detect.load_thresholds(path, 0.3, CLASS_NAMES)
+    thresholds = load_thresholds(path, 0.3, CLASS_NAMES)
     assert (thresholds.for_class(6), thresholds.for_class(5), thresholds.for_class(1)) == (0.1, 0.6, 0.3)
     path.write_text("class,min_score\nNodule,0.1\nGranuloma,0.5\n")
     with pytest.raises(detect.DetectError, match=r"thresholds.csv: row 3: unknown class 'Granuloma'; the label map"):
-        detect.load_thresholds(path, 0.3, CLASS_NAMES)
+        load_thresholds(path, 0.3, CLASS_NAMES)
     path.write_text("class,min_score\nNodule,1.5\n")
     with pytest.raises(detect.DetectError, match=r"row 2: min_score '1.5' is not a number between 0 and 1"):
-        detect.load_thresholds(path, 0.3, CLASS_NAMES)
+        load_thresholds(path, 0.3, CLASS_NAMES)
 
 
 def test_batches_group_images_of_one_size(mixed_inputs: Path, tmp_path: Path):
