@@ -26,16 +26,8 @@ from object_detection.utils import np_box_ops
 from chestdet.core import atomic
 from chestdet.core.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_CSV, SUMMARY_JSON
 from chestdet.core.rejects import Reject, RejectKind, count_by_kind, write_rejects
-from chestdet.data.annotations import (
-    NIH_IMAGE_SIZE,
-    SOURCE_NIH_CSV,
-    AnnotationSet,
-    Box,
-    ImageIndex,
-    load_voc_dir,
-    read_nih_csv,
-    same_picture,
-)
+from chestdet.data.annotations import NIH_IMAGE_SIZE, SOURCE_NIH_CSV, AnnotationSet, Box, read_nih_csv, same_picture
+from chestdet.data.image_index import ImageIndex
 from chestdet.data.labelstudio import read_export
 from chestdet.data.records import ImageJob, PreparedImage, WrittenShards
 from chestdet.data.split import (
@@ -48,6 +40,7 @@ from chestdet.data.split import (
     split_by_patient,
     write_split,
 )
+from chestdet.data.voc_xml import load_voc_dir
 
 # Two boxes of one class from different sources are one corrected box at this IoU or more
 # (a labelImg re-save of an NIH box, rounded to whole pixels, is well above it).

@@ -30,15 +30,8 @@ from chestdet.core.detections import Detection
 from chestdet.core.imaging import ImageReadError, probe_image
 from chestdet.core.labels import UnknownLabelError, canonical_label, class_colour
 from chestdet.core.rejects import Reject, RejectKind
-from chestdet.data.annotations import (
-    AnnotationSet,
-    Box,
-    BoxError,
-    ImageIndex,
-    fit_boxes_to_image,
-    image_error_kind,
-    make_box,
-)
+from chestdet.data.annotations import AnnotationSet, Box, BoxError, fit_boxes_to_image, image_error_kind, make_box
+from chestdet.data.image_index import ImageIndex
 
 # The labeling config's control (from_name) and object (to_name) tags, and the task data key
 # its <Image value="$image"> reads.

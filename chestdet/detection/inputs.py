@@ -163,7 +163,7 @@ def _number(root: Path, paths: Iterable[Path]) -> list[InputImage]:
 def list_split(split_file: Path, split: str, image_dirs: Sequence[Path]) -> list[InputImage]:
     """The images split.csv assigns to `split`, in its order, found by file name in `image_dirs`
     as the records step finds them; one it names that no folder holds is an error of the run."""
-    from chestdet.data.annotations import ImageIndex
+    from chestdet.data.image_index import ImageIndex
 
     for folder in image_dirs:
         if not Path(folder).is_dir():

@@ -26,16 +26,9 @@ from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import UnknownLabelError, canonical_label, class_name
 from chestdet.core.logs import progress_logging
 from chestdet.core.rejects import write_rejects
-from chestdet.data.annotations import (
-    NIH_IMAGE_SIZE,
-    Box,
-    Reject,
-    read_nih_csv,
-    read_voc_dir,
-    read_voc_xml,
-    same_picture,
-)
+from chestdet.data.annotations import NIH_IMAGE_SIZE, Box, Reject, read_nih_csv, same_picture
 from chestdet.data.split import SplitFileError, patient_of, read_split, split_images, split_patients
+from chestdet.data.voc_xml import read_voc_dir, read_voc_xml
 from chestdet.evaluation import bootstrap, gallery
 from chestdet.evaluation.metrics import DIFFICULT, GROUND_TRUTH_COLUMNS, EvaluationSettings, Metrics, compute_metrics
 

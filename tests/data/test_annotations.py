@@ -7,18 +7,9 @@ from pathlib import Path
 import pytest
 
 from chestdet.core.rejects import RejectKind
-from chestdet.data.annotations import (
-    Box,
-    BoxError,
-    ImageIndex,
-    Reject,
-    clip_to_image,
-    fit_boxes_to_image,
-    parse_voc_xml,
-    read_nih_csv,
-    read_voc_dir,
-    read_voc_xml,
-)
+from chestdet.data.annotations import Box, BoxError, Reject, clip_to_image, fit_boxes_to_image, read_nih_csv
+from chestdet.data.image_index import ImageIndex
+from chestdet.data.voc_xml import parse_voc_xml, read_voc_dir, read_voc_xml
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES
 
 HOSTILE = Path(__file__).resolve().parent.parent / "fixtures" / "hostile"

@@ -33,7 +33,8 @@ from chestdet.core.contracts import (
 from chestdet.core.labels import load_label_map
 from chestdet.core.rejects import RejectKind
 from chestdet.data import dataset, labelstudio
-from chestdet.data.annotations import ImageIndex, read_nih_csv
+from chestdet.data.annotations import read_nih_csv
+from chestdet.data.image_index import ImageIndex
 from chestdet.detection.review import ReviewOptions
 from chestdet.detection.thresholds import Thresholds
 from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_IMAGES

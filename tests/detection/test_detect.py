@@ -315,7 +315,7 @@ def test_voc_xml_reads_back_with_labelimg(tmp_path: Path):
         assert shape[4] is False
     assert reader.verified is False
 
-    from chestdet.data.annotations import read_voc_dir
+    from chestdet.data.voc_xml import read_voc_dir
 
     boxes, rejects = read_voc_dir(out / "voc", image_dirs=[SAMPLE_IMAGES])
     assert rejects == [] and len(boxes) == 2 * len(SAMPLE_NAMES)

@@ -232,7 +232,7 @@ def test_split_input_errors_name_the_problem(split_case, tmp_path: Path, monkeyp
 
 
 def test_voc_path_is_the_path_as_given_and_reads_back(tmp_path: Path, keep: Keeper):
-    from chestdet.data.annotations import read_voc_dir
+    from chestdet.data.voc_xml import read_voc_dir
 
     folder = tmp_path / "dataset" / "images"
     for name in SAMPLE_NAMES[:3]:
