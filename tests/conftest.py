@@ -51,7 +51,7 @@ def trained_export(tmp_path_factory) -> Path:
 def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its configs)
     """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.detection.explain builds it
     (a few seconds): (model, configs, its predict outputs on a blank image)."""
-    from chestdet.detection.explain import build_model, load_configs
+    from chestdet.detection.gradcam import build_model, load_configs
     from tests.support.model_fixtures import write_tiny_config
 
     folder = tmp_path_factory.mktemp("tiny ssd")

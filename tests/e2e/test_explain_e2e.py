@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from chestdet.core.imaging import read_image
-from chestdet.detection.explain import Explainer, finish_heatmap
+from chestdet.detection.explain import Explainer
+from chestdet.detection.gradcam import finish_heatmap
 from chestdet.export.backends import Detection, open_backend, to_pixels
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.model_fixtures import overfit_images
