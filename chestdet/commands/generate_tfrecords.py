@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = {"split": args.split, "seed": args.seed, "shards": args.shards, "max_size": args.max_size,
                "workers": args.workers}
+    record_options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
     inputs = dataset.read_inputs(spec)
+    dataset.check_boxes(inputs, record_options)
     if args.folds is not None:
-        return _write_folds(args, spec, inputs, fractions, RecordOptions(class_ids, args.max_size), started)
+        return _write_folds(args, spec, inputs, fractions, record_options, started)
     jobs = dataset.plan_jobs(inputs, fractions, args.seed)
     if not jobs:
         summary = dataset.summarise(spec, inputs, [], None, args.output_dir, options, time.perf_counter() - started)
@@ -102,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     # The OD API import leaves about a million objects that every full garbage collection would scan
     # again (and, in forked workers, copy): freeze them, they live as long as the process anyway.
     gc.freeze()
-    record_options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
     if args.beam:
         from chestdet.detection.beam_pipelines import write_records_with_beam
 
