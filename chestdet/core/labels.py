@@ -66,11 +66,6 @@ def category_index(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, dict]:
     return label_map_util.create_category_index_from_labelmap(str(path), use_display_name=False)
 
 
-def predefined_classes_text() -> str:
-    """labelImg's data/predefined_classes.txt: one class name per line."""
-    return "\n".join(CLASS_NAMES) + "\n"
-
-
 # Eight saturated colours that stay distinct from each other and from gray film (RGB).
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (230, 25, 75),  # red

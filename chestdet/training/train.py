@@ -42,7 +42,6 @@ from chestdet.core.resources import DEFAULT_PIPELINE, shipped_or_relative, works
 from chestdet.training import pipeline_config
 from chestdet.training.checkpoints import (
     BEST_RECORD,
-    checkpoint_exists,
     checkpoint_sha256,
     checkpoint_step,
     latest_checkpoint,
@@ -154,16 +153,6 @@ def _id_ranges(ids: list[int]) -> str:
     if ids and ids == list(range(ids[0], ids[-1] + 1)):
         return f"{ids[0]}..{ids[-1]}"
     return ", ".join(map(str, ids)) or "none"
-
-
-def available_start_checkpoint(config: str | Path = DEFAULT_CONFIG) -> Path | None:
-    """The config's fine_tune_checkpoint (resolved) when its files exist, else None: lets a caller such
-    as the demo choose --from-scratch when workspace/pretrained/ is empty."""
-    checkpoint = pipeline_config.load_configs(resolve_path(config))["train_config"].fine_tune_checkpoint
-    if not checkpoint:
-        return None
-    prefix = resolve_path(checkpoint)
-    return prefix if checkpoint_exists(prefix) else None
 
 
 def default_run_name(config: Path) -> str:

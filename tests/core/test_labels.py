@@ -49,5 +49,9 @@ def test_class_name_round_trips_and_refuses_out_of_range_ids():
         labels.class_name(0)
 
 
-def test_predefined_classes_for_labelimg_list_one_class_per_line():
-    assert labels.predefined_classes_text().splitlines() == list(labels.CLASS_NAMES)
+def test_shipped_predefined_classes_for_labelimg_are_the_label_maps_names_in_id_order():
+    from chestdet.core.resources import resource
+
+    names = resource("predefined_classes.txt").read_text(encoding="utf-8").splitlines()
+    label_map = labels.load_label_map(LABEL_MAP)
+    assert names == [label_map[class_id] for class_id in sorted(label_map)]

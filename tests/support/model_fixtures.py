@@ -79,21 +79,14 @@ def overfit_images(per_class: int = 4) -> dict[str, list]:
     return chosen
 
 
-def write_overfit_records(path: Path) -> Path:
-    """One TFRecord of the overfit images, built by the project's records module."""
-    import tensorflow as tf
+def write_overfit_records(folder: Path) -> str:
+    """The overfit images' records, written by the project's generate_tfrecords (one train shard);
+    returns the shard glob."""
+    from chestdet.data.records import shard_glob
+    from tests.support.training_data import write_records
 
-    from chestdet.core.imaging import stored_image
-    from chestdet.core.labels import CLASS_NAMES, class_id
-    from chestdet.data.records import build_example
-
-    class_ids = {name: class_id(name) for name in CLASS_NAMES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for image, boxes in overfit_images().items():
-            example = build_example(stored_image(SAMPLE_IMAGES / image), image, boxes, class_ids)
-            writer.write(example.SerializeToString())
-    return path
+    boxes = [box for image_boxes in overfit_images().values() for box in image_boxes]
+    return shard_glob(write_records(folder, boxes), "train")
 
 
 def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int = 300) -> Path:
@@ -106,9 +99,9 @@ def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int =
 
     from chestdet.core import compat
 
-    records = write_overfit_records(model_dir / "overfit.record")
+    records = write_overfit_records(model_dir / "overfit records")
     config_path = write_tiny_config(
-        model_dir, image_size, train_records=str(records), batch_size=4, num_steps=steps,
+        model_dir, image_size, train_records=records, batch_size=4, num_steps=steps,
         batch_norm_decay=0.9, augment=False,
     )
     compat.apply()

@@ -409,13 +409,3 @@ def test_tensorboard_serves_the_run_folder_and_stops(tmp_path: Path):
         children.stop_all()
     assert children.processes["tensorboard"].poll() is not None
 
-
-def test_available_start_checkpoint(tmp_path: Path):
-    configs = make_configs(fine_tune_checkpoint=str(tmp_path / "zoo" / "ckpt-0"))
-    config = pipeline_config.save_config(configs, tmp_path)
-    assert training.available_start_checkpoint(config) is None
-    (tmp_path / "zoo").mkdir()
-    (tmp_path / "zoo" / "ckpt-0.index").write_bytes(b"")
-    assert training.available_start_checkpoint(config) == tmp_path / "zoo" / "ckpt-0"
-    scratch = pipeline_config.save_config(make_configs(fine_tune_checkpoint=None), tmp_path / "scratch")
-    assert training.available_start_checkpoint(scratch) is None
