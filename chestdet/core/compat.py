@@ -12,6 +12,12 @@ Upstream: https://github.com/google-research/tf-slim/issues (tf_slim/data/tfexam
 tensorflow/models#11165. Remove once tf-slim calls tf.case / tf.cond itself;
 tests/core/test_compat.py fails when that day comes.
 
+model_lib_v2.train_loop goes on training, and saving checkpoints of NaN weights, when the loss becomes
+NaN or infinite; and it reports the loss only every 100 steps. `patch_train_step` wraps the
+`eager_train_step` it calls by name: the step fails on a non-finite total loss, and can print each
+step's number and total loss for the training supervisor's progress line. tests/core/test_train_step.py
+fails when the OD API stops on a non-finite loss itself or no longer calls `eager_train_step`.
+
 The two halves of an SSD's `predict` (`ssd_feature_maps`, `ssd_box_predictions`): Grad-CAM of N
 boxes runs the box predictor on N copies of one image's feature maps, and `predict` runs only both
 halves together. They are SSDMetaArch's private `_feature_extractor` and `_box_predictor`;
@@ -21,7 +27,9 @@ tests/core/test_compat.py checks that the two composed still give what `predict`
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from typing import Any
 
 _applied = False
 
@@ -70,6 +78,46 @@ def apply() -> None:
     if not hasattr(control_flow_ops, "cond"):
         control_flow_ops.cond = tf.cond
     _applied = True
+
+
+NON_FINITE_MESSAGE = "the training loss became NaN or infinite"
+# A training child prints "<STEP_REPORT> <step> <total loss>" on stderr after each step (patch_train_step).
+STEP_REPORT = "chestdet-step"
+
+
+def patch_train_step(model_lib_v2: Any, report_steps: bool = False) -> None:
+    """Wrap model_lib_v2.eager_train_step: fail on a NaN or infinite total loss; with `report_steps`,
+    print each step's number and total loss (STEP_REPORT) on stderr. Idempotent.
+
+    The failure (tf.errors.InvalidArgumentError naming NON_FINITE_MESSAGE) ends train_loop's chunk
+    before its next save, so the last checkpoint on disk stays the last good one. The report is one
+    small op per step inside train_loop's tf.function, printed by the first replica only.
+    """
+    import tensorflow as tf
+
+    original = model_lib_v2.eager_train_step
+    if getattr(original, "patched_by_chestdet", False):
+        return
+
+    def train_step(*args: Any, **kwargs: Any) -> dict:
+        losses = original(*args, **kwargs)
+        total = tf.debugging.check_numerics(losses["Loss/total_loss"], NON_FINITE_MESSAGE)
+        losses["Loss/total_loss"] = total
+        step = kwargs.get("training_step")  # train_loop's global step, which it counts up after this returns
+        if report_steps and step is not None and _first_replica():
+            tf.print(STEP_REPORT, step + 1, total, output_stream=sys.stderr)
+        return losses
+
+    train_step.patched_by_chestdet = True
+    model_lib_v2.eager_train_step = train_step
+
+
+def _first_replica() -> bool:
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    replica = tf.get_static_value(context.replica_id_in_sync_group) if context is not None else 0
+    return replica in (0, None)
 
 
 def ssd_feature_maps(model, images):  # noqa: ANN001, ANN201 - an OD API SSDMetaArch (Keras), tensors

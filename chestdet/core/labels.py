@@ -51,19 +51,59 @@ def class_name(class_id_: int) -> str:
     return CLASS_NAMES[class_id_ - 1]
 
 
-def load_label_map(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, str]:
-    """Parse a label map with the OD API's label_map_util; returns {id: name}."""
-    from object_detection.utils import label_map_util
+class LabelMapError(ChestdetError):
+    """A label map that cannot be read or used; the message names the file, and the line and column."""
 
-    label_map = label_map_util.load_labelmap(str(path))
-    return {item.id: item.name for item in label_map.item}
+
+def load_label_map(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, str]:
+    """Parse and check a label map (the OD API's StringIntLabelMap text); returns {id: name} in file order.
+
+    Every command reads label maps through this one function, so a malformed one is one line naming
+    the file, the line and the column (the OD API's label_map_util would fall back to parsing the text
+    as binary and fail with a protobuf traceback). Ids must be positive and distinct, names non-empty;
+    an id-0 'background' item, which the OD API allows, is left out.
+    """
+    from google.protobuf import text_format
+    from object_detection.protos import string_int_label_map_pb2
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelMapError(f"{path}: label map not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelMapError(f"{path}: cannot read the label map ({error})") from None
+    label_map = string_int_label_map_pb2.StringIntLabelMap()
+    try:
+        text_format.Parse(text, label_map)
+    except text_format.ParseError as error:
+        line, column = error.GetLine(), error.GetColumn()
+        reason = str(error).removeprefix(f"{line}:{column} : ")
+        where = f"{path}:{line}:{column}" if line is not None else str(path)
+        raise LabelMapError(f"{where}: not a valid label map: {reason}") from None
+    return _checked_items(path, label_map.item)
+
+
+def _checked_items(path: Path, items) -> dict[int, str]:  # noqa: ANN001 - repeated StringIntLabelMapItem
+    classes: dict[int, str] = {}
+    for number, item in enumerate(items, start=1):
+        if item.id == 0 and item.name == "background":
+            continue
+        if item.id < 1:
+            raise LabelMapError(f"{path}: item {number} ({item.name!r}) has id {item.id}; ids start at 1")
+        if not item.name:
+            raise LabelMapError(f"{path}: item {number} (id {item.id}) has no name")
+        if item.id in classes:
+            raise LabelMapError(f"{path}: id {item.id} is given twice ({classes[item.id]!r} and {item.name!r})")
+        classes[item.id] = item.name
+    if not classes:
+        raise LabelMapError(f"{path}: the label map names no class")
+    return classes
 
 
 def category_index(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, dict]:
     """The OD API's {id: {'id', 'name'}} index, as visualization_utils wants it."""
-    from object_detection.utils import label_map_util
-
-    return label_map_util.create_category_index_from_labelmap(str(path), use_display_name=False)
+    return {class_id: {"id": class_id, "name": name} for class_id, name in load_label_map(path).items()}
 
 
 # Eight saturated colours that stay distinct from each other and from gray film (RGB).
