@@ -44,6 +44,7 @@ class TrainingProgress:
         self.evaluation = ""
         self._lock = threading.Lock()
         self._first: tuple[int, float] | None = None  # (step, time) of the first report: tracing left out
+        self._last_time = 0.0  # of the latest report: the rate stays put while the evaluation of the last step runs
         self._logged = time.monotonic()
         self._enabled = enabled
         # Until the first step the child builds the model and traces train_loop's function: no rate yet.
@@ -63,7 +64,7 @@ class TrainingProgress:
                 self.bar = self._new_bar(step, "train")
             elif step > self.step:
                 self.bar.update(step - self.step)
-            self.step, self.loss = max(step, self.step), loss
+            self.step, self.loss, self._last_time = max(step, self.step), loss, now
             self._show(now)
 
     def evaluated(self, step: int, value: float) -> None:
@@ -76,7 +77,7 @@ class TrainingProgress:
         """Steps per second since the first reported step."""
         if self._first is None:
             return None
-        steps, seconds = self.step - self._first[0], time.monotonic() - self._first[1]
+        steps, seconds = self.step - self._first[0], self._last_time - self._first[1]
         return steps / seconds if steps > 0 and seconds > 0 else None
 
     def line(self) -> str:
