@@ -72,17 +72,24 @@ def test_a_checkpoint_without_model_variables_is_never_the_best(tmp_path: Path):
     assert checkpoints.has_model_variables(checkpoints.best_checkpoint(run))
 
 
-def test_run_folder_hint_names_the_export_command(tmp_path: Path):
-    run = tmp_path / "run"
+def test_run_folder_hint_names_the_export_command_as_typed_from_here(tmp_path: Path, monkeypatch):
+    from chestdet.core.shell import command
+
+    run = tmp_path / "study" / "run"
     pipeline_config.save_config(make_configs(), run)
     save_checkpoint(run, 10)
+    monkeypatch.chdir(tmp_path / "study")
     assert checkpoints.run_folder_hint(run) == (
-        f"{run} is a training run folder, not an export: export it first with scripts/export.sh --checkpoint "
-        f"{run}, then pass the export folder (workspace/exports/run by default) to --model"
+        f"{run} is a training run folder, not an export: export it first with {command('export')} --checkpoint "
+        "run, then pass the export folder (run/export by default) to --model"
     )
     (run / "best.json").write_text("{}")
-    assert f"--checkpoint {run / 'best.json'}," in checkpoints.run_folder_hint(run / "best")
+    assert "--checkpoint run/best.json," in checkpoints.run_folder_hint(run / "best")
     assert checkpoints.run_folder_hint(tmp_path) is None
+    (run / "export").mkdir()
+    (run / "export" / "export.json").write_text("{}")
+    assert checkpoints.run_folder_hint(run) == (
+        f"{run} is a training run folder, not an export; its export is run/export: pass that")
 
 
 def test_detect_given_a_run_folder_says_how_to_export_it(tmp_path: Path, caplog):
@@ -94,7 +101,7 @@ def test_detect_given_a_run_folder_says_how_to_export_it(tmp_path: Path, caplog)
     status = run_main(detect.main, ["--model", str(run), "--input", str(tmp_path), "--output-dir", str(tmp_path / "o")])
     assert status == ExitStatus.ERROR
     assert error_line(caplog) == f"error: --model {checkpoints.run_folder_hint(run)}"
-    assert "scripts/export.sh --checkpoint" in error_line(caplog)
+    assert "export.sh --checkpoint" in error_line(caplog)
 
 
 def error_line(caplog) -> str:  # noqa: ANN001
