@@ -59,3 +59,15 @@ def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its co
     configs = load_configs(folder)
     model, blank = build_model(configs)
     return model, configs, blank
+
+
+@pytest.fixture(scope="session")
+def folds_dir(tmp_path_factory) -> Path:
+    """generate_tfrecords --folds 2 on the bundled sample (boxes, Data_Entry patients, unlabeled images)."""
+    from chestdet.commands.generate_tfrecords import main as generate
+
+    output = tmp_path_factory.mktemp("cv") / "fold records"
+    assert generate(["--nih-csv", str(SAMPLE_CSV), "--image-dir", str(SAMPLE_IMAGES), "--data-entry",
+                     str(SAMPLE_DATA_ENTRY), "--unlabeled-dir", str(SAMPLE_UNLABELED), "--output-dir", str(output),
+                     "--folds", "2"]) == 0
+    return output
