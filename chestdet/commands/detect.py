@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
-from chestdet.core.contracts import LABEL_MAP_FILE, TFLITE_FILE
+from chestdet.core.contracts import JOURNAL, LABEL_MAP_FILE, TFLITE_FILE
 from chestdet.data import labelstudio
 from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
@@ -115,9 +116,26 @@ def main(argv: list[str] | None = None) -> int:
     ahead = None if args.resume or args.beam else detect.DecodeAhead(listing.images)
     try:
         return _detect(args, listing, ahead, started)
+    except KeyboardInterrupt:
+        log.error("%s", _interrupted(args, len(listing.images), sys.argv[1:] if argv is None else argv))
+        return ExitStatus.INTERRUPTED
     finally:
         if ahead is not None:
             ahead.stop()
+
+
+def _interrupted(args: argparse.Namespace, total: int, argv: list[str]) -> str:
+    """How far an interrupted run got and the command that finishes it."""
+    from chestdet.core.shell import command
+    from chestdet.detection.journal import Journal
+
+    if args.beam:
+        return "interrupted; a --beam run cannot resume: run the same command with --overwrite to start again"
+    with Journal(args.output_dir / JOURNAL).finished() as finished:
+        done = len(finished)
+    again = [*argv, *([] if args.resume else ["--resume"])]
+    return (f"interrupted: {done} of {total} images done; to continue, run the same command with --resume: "
+            f"{command('detect')} {shlex.join(again)}")
 
 
 def _list_images(args: argparse.Namespace) -> Listing:
