@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from chestdet.core import atomic
+from chestdet.core import atomic, compat
 from chestdet.core.contracts import (
     BEST_RECORD,
     CHECKPOINT_DIR,
@@ -88,8 +88,6 @@ def export_model(
     check_checkpoint_has_model(prefix)
     if output_dir.exists() and not overwrite:
         raise ExportError(f"{output_dir}: already exists; choose another --output-dir or pass --overwrite")
-
-    from chestdet.core import compat
 
     compat.apply()
     started = time.perf_counter()
@@ -302,7 +300,9 @@ def write_tflite(
         )
         log.info("  TFLite graph exported in %.1f s; converting", time.perf_counter() - started)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(work / SAVED_MODEL_DIR))
-        tflite_path.write_bytes(converter.convert())
+        with compat.native_output_filtered():  # the converter prints its op summary on file descriptor 2
+            converted = converter.convert()
+        tflite_path.write_bytes(converted)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
