@@ -25,13 +25,13 @@ from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, op
 log = logging.getLogger("chestdet.detection.detect")
 
 EXAMPLES = """examples:
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
-  python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
-  python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --label-studio
-  python scripts/detect.py --model workspace/export --split-file workspace/records/split.csv --split test \
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir detections/
+  python scripts/detect.py --model workspace/runs/nih/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
+  python scripts/detect.py --model workspace/runs/nih/export --input list.txt --output-dir out/ --resume
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --label-studio
+  python scripts/detect.py --model workspace/runs/nih/export --split-file workspace/records/split.csv --split test \
       --image-dir workspace/sample/nih/images --output-dir out/
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --beam \
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --beam \
       --beam-options="--direct_num_workers=2"
 """
 
@@ -229,7 +229,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if hint := run_folder_hint(args.model):
         raise UserError(f"--model {hint}")
     if not args.model.is_dir():
-        raise UserError(f"--model {args.model}: not a directory (expected an export directory of export.py)")
+        raise UserError(f"--model {args.model}: not a directory (expected an export folder of export.sh)")
     for flag, value in (("--min-score", args.min_score), ("--keep-score", args.keep_score)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} {value}: must be between 0 and 1")
