@@ -261,9 +261,9 @@ def train(options: TrainOptions) -> TrainResult:
                 supervisor.serve_tensorboard()
     except KeyboardInterrupt as interrupt:
         status = "interrupted"
-        step = supervisor.progress.step if supervisor.progress else plan.start_step
-        raise TrainingInterrupted(spec.model_dir, step, checkpoints.latest_step(spec.model_dir),
-                                  plan.num_steps) from interrupt
+        saved = checkpoints.latest_step(spec.model_dir)
+        step = max(supervisor.progress.step if supervisor.progress else plan.start_step, saved)
+        raise TrainingInterrupted(spec.model_dir, step, saved, plan.num_steps) from interrupt
     finally:
         if not recorded:
             _record_session(spec, status, started)
