@@ -127,10 +127,10 @@ def run_crossval(options: CrossvalOptions, steps: Steps) -> dict:
 
 
 def train_settings(options: TrainOptions) -> dict:
-    """The train options as crossval.json records them (JSON values, paths as text)."""
-    fields = {key: str(value) if isinstance(value, Path) else value
-              for key, value in dataclasses.asdict(options).items()}
-    return json.loads(json.dumps(fields, default=str))
+    """The train options that differ from the defaults, as crossval.json records them (JSON values, paths as text)."""
+    defaults = dataclasses.asdict(TrainOptions())
+    given = {key: value for key, value in dataclasses.asdict(options).items() if value != defaults[key]}
+    return json.loads(json.dumps(given, default=str))
 
 
 def _start_state(options: CrossvalOptions, folds: int) -> dict:

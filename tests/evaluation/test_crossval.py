@@ -41,7 +41,7 @@ def test_every_fold_trains_exports_its_best_and_detects_its_test_images(folds_di
         assert {Path(image).name for image in processed} == {row["image"] for row in split if row["split"] == "test"}
     assert (runs / "folds.csv").read_bytes() == (folds_dir / "folds.csv").read_bytes()
     assert state["fold_state"] == {"1": ["trained", "exported", "detected"], "2": ["trained", "exported", "detected"]}
-    assert state["train"]["steps"] == 20 and state["train"]["overrides"] == {"image_size": [256, 320]}
+    assert state["train"] == {"steps": 20, "from_scratch": True, "overrides": {"image_size": [256, 320]}}
     assert json.loads((runs / "crossval.json").read_text()) == state
     assert run_crossval(CrossvalOptions(folds_dir, runs, chosen, detect_args=("--keep-score=0.05",)),
                         FakeSteps().steps()) == state  # the same settings again: nothing left to do
