@@ -94,3 +94,22 @@ def test_tensorboard_serves_the_run_folder_and_stops(tmp_path: Path):
     finally:
         children.stop_all()
     assert children.processes["tensorboard"].poll() is not None
+
+
+def test_keep_tensorboard_serves_the_run_once_it_is_recorded(tmp_path: Path, monkeypatch, caplog):
+    from chestdet.training import train as training
+    from tests.support.run_folders import empty_records
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(supervisor, "train_command", lambda *args: fake_training(3, 0))
+    # A TensorBoard that, two seconds in, writes the status run.json gives the session, then stops by itself.
+    reader = (f"import json, time; time.sleep(2); "
+              f"print(json.load(open({str(run / 'run.json')!r}))['sessions'][-1]['status'])")
+    monkeypatch.setattr(supervisor, "tensorboard_command", lambda *args: [sys.executable, "-c", reader])
+    caplog.set_level("INFO", logger="chestdet")
+    options = training.TrainOptions(records=empty_records(tmp_path / "records"), model_dir=run, from_scratch=True,
+                                    steps=3, keep_tensorboard=True, progress=False)
+    assert training.resolve(options).tensorboard is True
+    training.train(options)
+    assert (run / "tensorboard.log").read_text() == "finished\n"
+    assert f"TensorBoard keeps serving {run} at http://localhost:" in caplog.text
