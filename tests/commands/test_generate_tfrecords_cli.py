@@ -18,8 +18,8 @@ from PIL import Image
 from chestdet.commands.cli import run_main
 from chestdet.commands.generate_tfrecords import build_parser, main
 from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
-from tests.data.test_records import decode_records
 from tests.support import image_makers as make
+from tests.support.records import decode_records
 
 HOSTILE = REPO / "tests" / "fixtures" / "hostile"
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"

@@ -14,7 +14,7 @@ from chestdet.data import dataset
 from chestdet.data.folds import plan_folds
 from chestdet.data.split import fold_splits, split_into_folds
 from tests.conftest import SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
-from tests.data.test_records import decode_records
+from tests.support.records import decode_records
 
 VAL_SHARE = 0.15 / 0.85
 

@@ -38,8 +38,8 @@ from chestdet.data.image_index import ImageIndex
 from chestdet.detection.review import ReviewOptions
 from chestdet.detection.thresholds import Thresholds
 from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_IMAGES
-from tests.data.test_records import decode_records
 from tests.detection.test_detect import CLASS_NAMES, SAMPLE_NAMES, run
+from tests.support.records import decode_records
 
 FIXTURES = REPO / "tests" / "fixtures" / "label_studio"
 EXPORT = FIXTURES / "export.json"
