@@ -109,7 +109,7 @@ class LabelMap:
     def describe(self) -> str:
         return f"{self.source or 'label map'} ({len(self.names)} classes: {', '.join(self.names)})"
 
-    def check_same_as(self, model: LabelMap, what: str = "the model's own label map") -> None:
+    def check_same_as(self, model: LabelMap, what: str = "the model's label map") -> None:
         """Refuse a map whose ids or names differ from the model's: one line naming both."""
         if self.names != model.names:
             raise LabelMapError(f"{self.describe()} differs from {what} {model.describe()}; use the model's "

@@ -25,7 +25,6 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lxml import etree
 
-from chestdet.core.contracts import EXPORT_RECORD
 from chestdet.core.detections import Detection
 from chestdet.core.imaging import ImageReadError, probe_image
 from chestdet.core.labels import LabelMap, UnknownLabelError, class_colour, default_label_map
@@ -56,24 +55,6 @@ NOTE_REAL_SIZE = "Label Studio regions without original_width/height: real image
 
 # --------------------------------------------------------------------------------------------------
 # Out: tasks and the labeling config
-
-
-def model_version(export_dir: Path) -> str:
-    """The export folder's name and its checkpoint's training step, from export.json: 'nih step 12000'.
-
-    A checkpoint saved outside training has no step: then its name ('nih ckpt-1'); without
-    export.json, the folder's name alone.
-    """
-    name = export_dir.resolve().name
-    try:
-        record = json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return name
-    if not isinstance(record, dict):
-        return name
-    if record.get("step") is not None:
-        return f"{name} step {record['step']}"
-    return f"{name} {PurePosixPath(str(record['checkpoint'])).name}" if record.get("checkpoint") else name
 
 
 def image_url(image: str, prefix: str = DEFAULT_IMAGE_URL_PREFIX) -> str:

@@ -89,7 +89,7 @@ def test_a_map_that_differs_from_the_models_is_refused_naming_both(tmp_path):
     reordered = labels.LabelMap.from_items([(1, "Cardiomegaly"), (2, "Atelectasis"),
                                             *((i, n) for i, n in model.ids.items() if i > 2)], "reordered.pbtxt")
     with pytest.raises(labels.LabelMapError, match=r"^reordered.pbtxt \(8 classes: Cardiomegaly, Atelectasis, .*\) "
-                                                   r"differs from the model's own label map .*label_map.pbtxt \(8 "):
+                                                   r"differs from the model's label map .*label_map.pbtxt \(8 "):
         reordered.check_same_as(model)
     model.check_same_as(labels.LabelMap.load(LABEL_MAP))
 def test_predefined_classes_for_labelimg_list_one_class_per_line():

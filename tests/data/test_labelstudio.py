@@ -427,16 +427,6 @@ def test_with_xml_replaces_csv_an_annotation_without_boxes_removes_the_images_ni
 # Command line
 
 
-def test_model_version_names_the_export_and_its_checkpoint_step(tmp_path: Path):
-    export = tmp_path / "nih v2"
-    export.mkdir()
-    assert labelstudio.model_version(export) == "nih v2"
-    (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": 12000}))
-    assert labelstudio.model_version(export) == "nih v2 step 12000"
-    (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": None}))
-    assert labelstudio.model_version(export) == "nih v2 ckpt-13"
-
-
 def test_image_url_prefix_needs_label_studio(tmp_path: Path, caplog):
     from chestdet.commands.detect import main
 
