@@ -8,23 +8,14 @@ import threading
 import weakref
 from pathlib import Path
 
-from chestdet.core.detections import Detection, ImageResult
+from chestdet.core.detections import ImageResult
 from chestdet.detection.journal import Journal
-
-
-def result(index: int, name: str | None = None) -> ImageResult:
-    """A different result per index: some boxes, or none, or an unreadable image."""
-    image = name or f"folder/{index:03d}.png"
-    if index % 5 == 4:
-        return ImageResult(image, f"/data/{image}", error=f"cannot decode {image} (damaged file)")
-    boxes = tuple(Detection(1 + k, 0.9 / (k + 1) + index / 1000, 10.5 * k, 3.25 + index, 100.0 + k, 120.75)
-                  for k in range(index % 4))
-    return ImageResult(image, f"/data/{image}", 1024 + index, 768, boxes)
+from tests.support.results import made_up_result
 
 
 def test_what_is_appended_reads_back_equal_in_the_order_it_was_written(tmp_path: Path):
     journal = Journal(tmp_path / "journal.jsonl")
-    written = [result(i) for i in range(12)]
+    written = [made_up_result(i) for i in range(12)]
     for item in written:
         journal.append(item)
     journal.close()
@@ -44,26 +35,26 @@ def test_a_resumed_run_appends_after_the_finished_images_and_never_rewrites_them
     path = tmp_path / "journal.jsonl"
     first = Journal(path)
     for index in range(5):
-        first.append(result(index))
+        first.append(made_up_result(index))
     first.close()
     earlier = path.read_bytes()
 
     resumed = Journal(path)
-    assert set(resumed.read()) == {result(i).image for i in range(5)}
+    assert set(resumed.read()) == {made_up_result(i).image for i in range(5)}
     for index in range(5, 9):
-        resumed.append(result(index))
+        resumed.append(made_up_result(index))
     resumed.close()
     assert path.read_bytes().startswith(earlier)
-    assert list(Journal(path).read().values()) == [result(i) for i in range(9)]
+    assert list(Journal(path).read().values()) == [made_up_result(i) for i in range(9)]
 
 
 def test_each_line_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path):
     """A kill right after append() (no close) must not lose the image: another reader sees it at once."""
     journal = Journal(tmp_path / "journal.jsonl")
-    journal.append(result(1))
-    assert Journal(journal.path).read() == {result(1).image: result(1)}
-    journal.append(result(2))
-    assert list(Journal(journal.path).read()) == [result(1).image, result(2).image]
+    journal.append(made_up_result(1))
+    assert Journal(journal.path).read() == {made_up_result(1).image: made_up_result(1)}
+    journal.append(made_up_result(2))
+    assert list(Journal(journal.path).read()) == [made_up_result(1).image, made_up_result(2).image]
     journal.close()
 
 
@@ -71,30 +62,30 @@ def test_a_line_torn_by_a_crash_is_dropped_and_the_run_goes_on_from_whole_lines(
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)
     for index in range(4):
-        journal.append(result(index))
+        journal.append(made_up_result(index))
     journal.close()
     whole = path.read_bytes()
-    torn = result(4 + 1).to_json().encode()[:17]  # the kill came half-way through writing the line
+    torn = made_up_result(4).to_json().encode()[:17]  # the kill came half-way through writing the line
     path.write_bytes(whole + torn)
 
     with caplog.at_level(logging.WARNING):
         finished = Journal(path).read()
-    assert list(finished.values()) == [result(i) for i in range(4)]
+    assert list(finished.values()) == [made_up_result(i) for i in range(4)]
     assert "dropped an incomplete last entry" in caplog.text and str(path) in caplog.text
     assert path.read_bytes() == whole, "the torn bytes are cut off so the next line starts on a line of its own"
 
     resumed = Journal(path)
-    resumed.append(result(5))
+    resumed.append(made_up_result(4))  # the torn image is done again
     resumed.close()
-    assert list(Journal(path).read().values()) == [*(result(i) for i in range(4)), result(5)]
+    assert list(Journal(path).read().values()) == [made_up_result(i) for i in range(5)]
 
 
 def test_a_last_line_without_its_newline_is_not_taken_as_finished(tmp_path: Path):
     """The JSON may be whole while its newline never reached the disk: the image is done again, not trusted."""
     path = tmp_path / "journal.jsonl"
-    path.write_text(result(0).to_json() + "\n" + result(1).to_json(), encoding="utf-8")
-    assert list(Journal(path).read()) == [result(0).image]
-    assert path.read_text(encoding="utf-8") == result(0).to_json() + "\n"
+    path.write_text(made_up_result(0).to_json() + "\n" + made_up_result(1).to_json(), encoding="utf-8")
+    assert list(Journal(path).read()) == [made_up_result(0).image]
+    assert path.read_text(encoding="utf-8") == made_up_result(0).to_json() + "\n"
 
 
 def test_results_are_read_back_one_at_a_time_by_name_not_held_in_memory(tmp_path: Path):
@@ -102,7 +93,7 @@ def test_results_are_read_back_one_at_a_time_by_name_not_held_in_memory(tmp_path
     names = [f"lookup/{name}" for name in ("plain.png", "données/été.png", "胸部/結節.png", "a, b.png", "z.png")]
     journal = Journal(path)
     for index, name in enumerate(names):
-        journal.append(result(index, name))
+        journal.append(made_up_result(index, name))
     journal.close()
 
     with Journal(path).finished() as finished:
@@ -113,7 +104,7 @@ def test_results_are_read_back_one_at_a_time_by_name_not_held_in_memory(tmp_path
             "opening the journal holds no result"
         for name in reversed(names):  # byte offsets hold with multi-byte names before them
             looked_up = finished[name]
-            assert looked_up == result(names.index(name), name)
+            assert looked_up == made_up_result(names.index(name), name)
             probe = weakref.ref(looked_up)
             del looked_up
             gc.collect()
@@ -125,7 +116,7 @@ def test_appends_from_several_threads_each_land_on_a_line_of_their_own(tmp_path:
 
     def write(start: int) -> None:
         for index in range(start, start + 60):
-            journal.append(result(index, f"thread/{index}.png"))
+            journal.append(made_up_result(index, f"thread/{index}.png"))
 
     threads = [threading.Thread(target=write, args=(start,)) for start in range(0, 360, 60)]
     for thread in threads:
@@ -134,15 +125,15 @@ def test_appends_from_several_threads_each_land_on_a_line_of_their_own(tmp_path:
         thread.join()
     journal.close()
     finished = Journal(journal.path).read()
-    assert finished == {f"thread/{i}.png": result(i, f"thread/{i}.png") for i in range(360)}
+    assert finished == {f"thread/{i}.png": made_up_result(i, f"thread/{i}.png") for i in range(360)}
     assert journal.path.read_bytes().count(b"\n") == 360
 
 
 def test_appending_after_close_reopens_the_journal(tmp_path: Path):
     journal = Journal(tmp_path / "journal.jsonl")
-    journal.append(result(0))
+    journal.append(made_up_result(0))
     journal.close()
     journal.close()  # closing twice is harmless
-    journal.append(result(1))
+    journal.append(made_up_result(1))
     journal.close()
-    assert list(Journal(journal.path).read()) == [result(0).image, result(1).image]
+    assert list(Journal(journal.path).read()) == [made_up_result(0).image, made_up_result(1).image]
