@@ -73,6 +73,34 @@ def test_an_empty_column_with_a_name_is_kept(tmp_path: Path):
     assert frame["comment"].tolist() == ["", ""]
 
 
+@pytest.mark.parametrize("text", [
+    "image,label\na.png,Mass,\nb.png,Nodule,\n",  # a writer that ends every data row with a comma
+    "image,label\na.png,Mass\nb.png,Nodule,,\n",
+    "image,label\na.png,Mass, ,\n,,\nb.png,Nodule\n",
+])
+def test_empty_cells_beyond_the_header_read_as_the_clean_file(tmp_path: Path, text: str):
+    clean = tmp_path / "clean.csv"
+    clean.write_text("image,label\na.png,Mass\nb.png,Nodule\n", encoding="utf-8")
+    path = tmp_path / "ragged.csv"
+    path.write_text(text, encoding="utf-8")
+    frame = read_frame(path)
+    assert list(frame.columns) == ["image", "label"]
+    assert frame.values.tolist() == [["a.png", "Mass"], ["b.png", "Nodule"]]
+    assert [cells[:2] for _, cells in csv_rows(path)] == [cells for _, cells in csv_rows(clean)]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("image,label\na.png,Mass,0.9\nb.png,Nodule\n", 2),
+    ("image,label\na.png,Mass\nb.png,Nodule,,0.9\n", 3),
+])
+def test_a_value_beyond_the_header_is_an_error_naming_the_file_and_line(tmp_path: Path, text: str, line: int):
+    """Never a silent shift of the columns (pandas would take the extra leading cells for an index)."""
+    path = tmp_path / "too wide.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CsvError, match=rf"^{path}: line {line}: a value beyond the header's 2 columns"):
+        read_frame(path)
+
+
 def test_an_unnamed_column_that_holds_values_is_kept(tmp_path: Path):
     path = tmp_path / "unnamed.csv"
     path.write_text("image,\na.png,kept\n", encoding="utf-8")
