@@ -49,7 +49,7 @@ def test_the_wheel_reads_its_own_files_and_makes_records_and_detections(wheel_ve
         "print(chestdet.__file__); print(len(load_label_map(r.DEFAULT_LABEL_MAP))); "
         "print(load_configs(r.DEFAULT_PIPELINE)['model'].ssd.num_classes)"), cwd=away)
     assert probe.returncode == 0, probe.stderr[-2000:]
-    location, classes, num_classes = probe.stdout.split()
+    location, classes, num_classes = probe.stdout.splitlines()[-3:]
     assert str(wheel_venv.parent) in location and str(REPO) not in location
     assert classes == num_classes == "8"
 

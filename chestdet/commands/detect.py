@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
-from chestdet.core.contracts import JOURNAL, LABEL_MAP_FILE, TFLITE_FILE
+from chestdet.core.contracts import JOURNAL, TFLITE_FILE
 from chestdet.data import labelstudio
 from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
@@ -21,6 +21,7 @@ from chestdet.detection.inputs import Listing, list_split, read_listing
 from chestdet.detection.review import ReviewOptions
 from chestdet.detection.thresholds import Thresholds, load_thresholds
 from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
+from chestdet.export.identity import model_labels, model_version
 
 log = logging.getLogger("chestdet.detection.detect")
 
@@ -155,8 +156,9 @@ def _input_setting(args: argparse.Namespace) -> object:
 
 
 def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhead | None, started: float) -> int:
-    label_map = args.label_map or args.model / LABEL_MAP_FILE
-    class_names = _load_class_names(label_map)
+    labels = model_labels(args.model, args.label_map)
+    label_map = Path(labels.source)
+    class_names = labels.ids
     thresholds = Thresholds(args.min_score)
     if args.min_score_file is not None:
         thresholds = load_thresholds(args.min_score_file, args.min_score, class_names)
@@ -166,7 +168,7 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     if args.keep_score < floor:
         log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
                     "use --backend savedmodel for them", floor, args.keep_score)
-    review = ReviewOptions(label_studio=args.label_studio, model_version=labelstudio.model_version(args.model),
+    review = ReviewOptions(label_studio=args.label_studio, model_version=model_version(args.model),
                            image_url_prefix=args.image_url_prefix or labelstudio.DEFAULT_IMAGE_URL_PREFIX)
     options = detect.DetectOptions(
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
@@ -253,17 +255,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--explain is not available with --beam; run it on the detections folder's images locally")
     if args.beam_options is not None and not args.beam:
         raise UserError("--beam-options needs --beam")
-
-
-def _load_class_names(label_map: Path) -> dict[int, str]:
-    from chestdet.core.labels import load_label_map
-
-    if not label_map.is_file():
-        raise UserError(f"label map {label_map}: not found (pass --label-map)")
-    try:
-        return load_label_map(label_map)
-    except (ValueError, OSError) as error:
-        raise UserError(f"label map {label_map}: cannot read it ({error})") from error
 
 
 def entry() -> None:

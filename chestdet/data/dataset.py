@@ -28,6 +28,7 @@ from object_detection.utils import np_box_ops
 from chestdet.core import atomic
 from chestdet.core.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_CSV, SUMMARY_JSON
 from chestdet.core.imaging import ImageReadError, probe_image
+from chestdet.core.labels import LabelMap, default_label_map
 from chestdet.core.rejects import Reject, RejectKind, count_by_kind, write_rejects
 from chestdet.data.annotations import (
     NIH_IMAGE_SIZE,
@@ -83,6 +84,7 @@ class DatasetSpec:
     data_entry: Path | None = None
     corrections: Corrections = Corrections.MERGE
     label_studio: tuple[Path, ...] = ()  # Label Studio JSON exports, read after the XML folders
+    labels: LabelMap | None = None  # the classes boxes may name; None: the shipped NIH map
 
     def to_dict(self) -> dict:
         return {
@@ -93,6 +95,7 @@ class DatasetSpec:
             "data_entry": str(self.data_entry) if self.data_entry else None,
             "corrections": self.corrections.value,
             "label_studio": [str(path) for path in self.label_studio],
+            "classes": list((self.labels or default_label_map()).names),
         }
 
 
@@ -105,27 +108,27 @@ class AnnotationSource:
     read: Callable[[ImageIndex], AnnotationSet]
 
 
-def nih_csv_source(path: Path) -> AnnotationSource:
+def nih_csv_source(path: Path, labels: LabelMap | None = None) -> AnnotationSource:
     def read(_index: ImageIndex) -> AnnotationSet:
-        boxes, rejects = read_nih_csv(path)
+        boxes, rejects = read_nih_csv(path, labels)
         return AnnotationSet(boxes, rejects)
 
     return AnnotationSource(str(path), read)
 
 
-def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path]) -> AnnotationSource:
-    return AnnotationSource(str(xml_dir), lambda index: load_voc_dir(xml_dir, image_dirs, index=index))
+def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path], labels: LabelMap | None = None) -> AnnotationSource:
+    return AnnotationSource(str(xml_dir), lambda index: load_voc_dir(xml_dir, image_dirs, index=index, labels=labels))
 
 
-def label_studio_source(export: Path) -> AnnotationSource:
-    return AnnotationSource(str(export), lambda index: read_export(export, index))
+def label_studio_source(export: Path, labels: LabelMap | None = None) -> AnnotationSource:
+    return AnnotationSource(str(export), lambda index: read_export(export, index, labels))
 
 
 def sources_for(spec: DatasetSpec) -> list[AnnotationSource]:
     """The spec's sources, earliest first: NIH's CSV, then each XML folder, then each Label Studio export."""
-    sources = [nih_csv_source(spec.nih_csv)] if spec.nih_csv is not None else []
-    sources += [voc_xml_source(xml_dir, spec.image_dirs) for xml_dir in spec.xml_dirs]
-    return sources + [label_studio_source(export) for export in spec.label_studio]
+    sources = [nih_csv_source(spec.nih_csv, spec.labels)] if spec.nih_csv is not None else []
+    sources += [voc_xml_source(xml_dir, spec.image_dirs, spec.labels) for xml_dir in spec.xml_dirs]
+    return sources + [label_studio_source(export, spec.labels) for export in spec.label_studio]
 
 
 @dataclass

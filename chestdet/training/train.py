@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chestdet.core.labels import load_label_map
+from chestdet.core.labels import LabelMap
 from chestdet.core.resources import DEFAULT_PIPELINE, shipped_or_relative, workspace
 from chestdet.core.shell import command
 from chestdet.data.records import shard_glob
@@ -180,21 +180,14 @@ def record_patterns(options: TrainOptions, overrides: dict, configs: dict) -> tu
 
 
 def label_map_classes(label_map: Path, num_classes: Any = None) -> int:
-    """How many classes the model predicts: those of the label map, which must have ids 1..N."""
-    ids = sorted(load_label_map(label_map))
-    if ids != list(range(1, len(ids) + 1)):
-        raise TrainError(f"{label_map}: the label map's ids are {_id_ranges(ids)}; the model's classes must be "
-                         f"numbered 1..{len(ids)}")
-    if num_classes is not None and num_classes != len(ids):
-        raise TrainError(f"--set num_classes={num_classes}: the label map {label_map} has {len(ids)} classes, and "
+    """How many classes the model predicts: those of the label map (ids 1..N; LabelMapError otherwise)."""
+    if not label_map.is_file():
+        raise TrainError(f"label map not found: {label_map}")
+    count = len(LabelMap.load(label_map).names)
+    if num_classes is not None and num_classes != count:
+        raise TrainError(f"--set num_classes={num_classes}: the label map {label_map} has {count} classes, and "
                          "the model predicts the label map's classes; drop --set num_classes or pass --label-map")
-    return len(ids)
-
-
-def _id_ranges(ids: list[int]) -> str:
-    if ids and ids == list(range(ids[0], ids[-1] + 1)):
-        return f"{ids[0]}..{ids[-1]}"
-    return ", ".join(map(str, ids)) or "none"
+    return count
 
 
 def check_counts(steps: int, options: TrainOptions) -> None:

@@ -26,8 +26,8 @@ from chestdet.data import dataset
 from chestdet.data.annotations import Box, read_nih_csv
 from chestdet.data.records import RecordOptions
 from tests.conftest import SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
-from tests.data.test_annotations import symlinked_copy, write_labelimg_xml
-from tests.data.test_records import decode_records
+from tests.support.annotations import symlinked_copy, write_labelimg_xml
+from tests.support.records import decode_records
 from tests.support.spreadsheets import as_spreadsheet, with_latin1_row
 
 TWO_BOXES = ("00000732_005.png", "00008841_025.png")  # sample images NIH gives two boxes each

@@ -15,8 +15,8 @@ from chestdet.commands import detect as detect_command  # noqa: E402
 from chestdet.commands import generate_tfrecords  # noqa: E402
 from chestdet.commands.cli import ExitStatus  # noqa: E402
 from tests.conftest import LABEL_MAP, SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED  # noqa: E402
-from tests.data.test_records import decode_records  # noqa: E402
 from tests.e2e.test_detect_e2e import LAST_LINE, listed_inputs  # noqa: E402, F401
+from tests.support.records import decode_records  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
