@@ -41,6 +41,7 @@ from chestdet.core.contracts import (
     FOLD_TEST_LIST,
     FOLDS_CSV,
     IMAGES_CSV,
+    LABEL_MAP_FILE,
     SPLIT_CSV,
 )
 from chestdet.core.errors import ChestdetError
@@ -173,7 +174,7 @@ def run_fold(options: CrossvalOptions, steps: Steps, state: dict, fold: int) -> 
     if "trained" not in done:
         log.info("fold %d/%d: training in %s", fold, folds, run_dir)
         fold_options = dataclasses.replace(options.train, records=records.resolve(), model_dir=run_dir.resolve(),
-                                           evaluate=True)
+                                           evaluate=True, label_map=options.train.label_map or folds_label_map(options))
         _step(fold, "training", steps.train, fold_options)
         _mark(options, state, fold, "trained")
     if "exported" not in done:
@@ -190,6 +191,12 @@ def run_fold(options: CrossvalOptions, steps: Steps, state: dict, fold: int) -> 
     shutil.copyfile(records / SPLIT_CSV, folder / SPLIT_CSV)
     _mark(options, state, fold, "detected")
     log.info("fold %d/%d: done", fold, folds)
+
+
+def folds_label_map(options: CrossvalOptions) -> Path | None:
+    """The map the folds' boxes were read with: the copy generate_tfrecords --folds leaves in the folds folder."""
+    copy = options.folds_dir / LABEL_MAP_FILE
+    return copy.resolve() if copy.is_file() else None
 
 
 def _step(fold: int, name: str, function: Callable, *args: Any) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chestdet.core.contracts import LABEL_MAP_FILE
 from chestdet.core.labels import LabelMap
 from chestdet.core.resources import DEFAULT_PIPELINE, shipped_or_relative, workspace
 from chestdet.core.shell import command
@@ -54,7 +55,7 @@ class TrainOptions:
     config: Path = DEFAULT_CONFIG
     name: str | None = None  # the run folder workspace/runs/<name> (default: the config's name)
     model_dir: Path | None = None  # or the run folder itself
-    label_map: Path | None = None
+    label_map: Path | None = None  # default: the records folder's copy, else the config's
     steps: int | None = None
     batch_size: int | None = None
     checkpoint_every: int | None = None
@@ -133,8 +134,7 @@ def resolve(options: TrainOptions) -> RunSpec:
     for name in ("label_map", "fine_tune_checkpoint"):
         if overrides.get(name):
             raise TrainError(f"--set {name}=...: use {OWN_OPTIONS[name]}")
-    label_map = user_path(options.label_map) if options.label_map else resolve_path(
-        configs["train_input_config"].label_map_path)
+    label_map = chosen_label_map(options, configs)
     overrides["num_classes"] = label_map_classes(label_map, overrides.get("num_classes"))
     if options.model_dir is not None and options.name is not None:
         raise TrainError("give a run folder (--model-dir) or a run name (--name), not both")
@@ -177,6 +177,15 @@ def record_patterns(options: TrainOptions, overrides: dict, configs: dict) -> tu
     if options.evaluate and not files_matching(val):
         raise TrainError(f"--eval: no validation records match {', '.join(val)}")
     return train, val
+
+
+def chosen_label_map(options: TrainOptions, configs: dict) -> Path:
+    """The label map given, else the records folder's copy (the map its boxes were read with), else the config's."""
+    if options.label_map is not None:
+        return user_path(options.label_map)
+    if options.records is not None and (user_path(options.records) / LABEL_MAP_FILE).is_file():
+        return user_path(options.records) / LABEL_MAP_FILE
+    return resolve_path(configs["train_input_config"].label_map_path)
 
 
 def label_map_classes(label_map: Path, num_classes: Any = None) -> int:

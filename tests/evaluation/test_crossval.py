@@ -30,7 +30,8 @@ def test_every_fold_trains_exports_its_best_and_detects_its_test_images(folds_di
     for fold in (1, 2):
         train, export, detect = (argument for _, argument in fake.calls[3 * (fold - 1):3 * fold])
         assert train == dataclasses.replace(chosen, records=(folds_dir / f"fold-{fold}").resolve(),
-                                            model_dir=runs / f"fold-{fold}" / "run", evaluate=True)
+                                            model_dir=runs / f"fold-{fold}" / "run", evaluate=True,
+                                            label_map=(folds_dir / "label_map.pbtxt").resolve())
         assert export == ExportOptions(checkpoint=runs / f"fold-{fold}" / "run" / "best.json",
                                        output_dir=runs / f"fold-{fold}" / "export", tflite=False)
         assert detect == (runs / f"fold-{fold}" / "export", (folds_dir / f"fold-{fold}" / "test-images.txt").resolve(),

@@ -140,6 +140,16 @@ def test_the_as_run_config_predicts_the_classes_of_the_label_map(records: Path, 
     assert spec.overrides["num_classes"] == 8 and spec.label_map.resolve() == LABEL_MAP
 
 
+def test_the_records_folders_label_map_is_the_default(records: Path, tmp_path: Path):
+    """generate_tfrecords copies the map it read the boxes with beside the records; training takes it."""
+    nine_class_map(records / "label_map.pbtxt")
+    spec = training.resolve(training.TrainOptions(records=records, from_scratch=True, model_dir=tmp_path / "run"))
+    assert (spec.label_map, spec.overrides["num_classes"]) == (records / "label_map.pbtxt", 9)
+    given = training.resolve(training.TrainOptions(records=records, from_scratch=True, model_dir=tmp_path / "run",
+                                                   label_map=LABEL_MAP))
+    assert (given.label_map, given.overrides["num_classes"]) == (LABEL_MAP, 8)
+
+
 def test_a_label_map_without_ids_1_to_n_or_against_set_num_classes_is_refused(records: Path, tmp_path: Path,
                                                                                caplog):
     gaps = tmp_path / "gaps.pbtxt"
