@@ -4,12 +4,14 @@
     .venv/bin/python benchmarks/bench_train.py --steps 200 --image-size 128   # a quick check
 
 Ours is the whole command (`python -m chestdet.commands.train`: supervisor, run folder, run.json,
-train_loop in a child process). The baseline is `object_detection.model_main_tf2`'s own main,
-run through absl with only the tf_slim shim applied (without it, model_main_tf2 cannot train on
-this stack). Both train from scratch on the bundled NIH sample's records (generate_tfrecords,
-all 36 box images) with the same as-run pipeline.config. Speed comes from the `steps_per_sec`
-scalars train_loop writes for each 100-step chunk, the first chunk (tracing) left out; the wall
-time of each whole command is shown too. The last lines are a Markdown table for BENCHMARKS.md.
+train_loop in a child process, the progress line fed by a report from every step), and the same
+command with --no-progress (no per-step report), which shows what the report costs. The baseline
+is `object_detection.model_main_tf2`'s own main, run through absl with only the tf_slim shim applied
+(without it, model_main_tf2 cannot train on this stack). All train from scratch on the bundled NIH
+sample's records (generate_tfrecords, all 36 box images) with the same as-run pipeline.config.
+Speed comes from the `steps_per_sec` scalars train_loop writes for each 100-step chunk, the first
+chunk (tracing) left out; the wall time of each whole command is shown too. The last lines are a
+Markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from _common import REPO
 from _common import SAMPLE_NIH_DIR as SAMPLE
 
 TOLERANCE = 0.05
+# (table row, run folder prefix, our command's extra flags or None for the baseline), run in this order
+VARIANTS = (("train.sh (chestdet.commands.train)", "ours", []), ("train.sh --no-progress", "ours-quiet",
+            ["--no-progress"]), ("model_main_tf2 + shim", "model_main_tf2", None))
 
 BASELINE = """
 import sys
@@ -90,47 +95,53 @@ def main(argv=None) -> int:
     root = args.keep or scratch
     try:
         records = args.records or make_records(scratch / "records")
-        ours_chunks: list[float] = []
-        base_chunks: list[float] = []
-        ours_walls: list[float] = []
-        base_walls: list[float] = []
+        commands: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
+        chunks: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
         for attempt in range(args.repeat):
-            ours, baseline = root / f"ours-{attempt}", root / f"model_main_tf2-{attempt}"
-            for folder in (ours, baseline):
+            for name, prefix, extra in VARIANTS:
+                folder = root / f"{prefix}-{attempt}"
                 shutil.rmtree(folder, ignore_errors=True)
-            ours_walls.append(run([
-                sys.executable, "-m", "chestdet.commands.train", "--model-dir", str(ours), "--records", str(records),
-                "--from-scratch", "--steps", str(args.steps), "--checkpoint-every", str(args.steps),
-                "--batch-size", str(args.batch_size), "--set", f"image_size={args.image_size}",
-            ], scratch / "ours.log"))
-            baseline.mkdir(parents=True)
-            shutil.copy2(ours / "pipeline.config", baseline / "pipeline.config")
-            base_walls.append(run([
-                sys.executable, "-c", BASELINE, f"--pipeline_config_path={baseline / 'pipeline.config'}",
-                f"--model_dir={baseline}", f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
-            ], scratch / "baseline.log"))
-            ours_chunks += seconds_per_step(ours)
-            base_chunks += seconds_per_step(baseline)
+                commands[name].append(run_one(folder, extra, records, args, scratch, root / f"ours-{attempt}"))
+                chunks[name] += seconds_per_step(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{args.steps} steps at {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.repeat} run(s) "
-          f"of each; speed per 100-step chunk after the first ({len(ours_chunks)} chunks each)")
+          f"of each; speed per 100-step chunk after the first ({len(chunks['model_main_tf2 + shim'])} chunks each)")
     print()
     print("| what | s/step (median) | s/step (best chunk) | steps/s (median) | wall s (whole command) |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, chunks, walls in (("train.sh (chestdet.commands.train)", ours_chunks, ours_walls),
-                                ("model_main_tf2 + shim", base_chunks, base_walls)):
-        median = statistics.median(chunks)
-        print(f"| {name} | {median:.3f} | {min(chunks):.3f} | {1 / median:.3f} | {statistics.median(walls):.0f} |")
-    ratio = statistics.median(ours_chunks) / statistics.median(base_chunks)
-    best_ratio = min(ours_chunks) / min(base_chunks)
+    for name, walls in commands.items():
+        median = statistics.median(chunks[name])
+        wall = statistics.median(walls)
+        print(f"| {name} | {median:.3f} | {min(chunks[name]):.3f} | {1 / median:.3f} | {wall:.0f} |")
+    ours, quiet, base = (chunks[name] for name in commands)
+    ratio, best_ratio = statistics.median(ours) / statistics.median(base), min(ours) / min(base)
     print(f"| ratio (ours / baseline) | {ratio:.3f} | {best_ratio:.3f} | | |")
+    print(f"| ratio (ours / --no-progress) | {statistics.median(ours) / statistics.median(quiet):.3f} | "
+          f"{min(ours) / min(quiet):.3f} | | |")
     # The claim is "no slower than model_main_tf2 by more than 5%". On a busy machine single chunks
     # swing by more than that either way; the least disturbed chunks compare the code best.
     within = min(ratio, best_ratio) <= 1 + TOLERANCE
     print(f"\nno more than {TOLERANCE:.0%} slower than model_main_tf2: {'yes' if within else 'NO'}")
     return 0 if within else 1
+
+
+def run_one(folder: Path, extra: list[str] | None, records: Path, args: argparse.Namespace, scratch: Path,
+            ours: Path) -> float:
+    """One training into `folder`: ours (with `extra` flags) or, for None, model_main_tf2 on ours' as-run config."""
+    if extra is not None:
+        return run([
+            sys.executable, "-m", "chestdet.commands.train", "--model-dir", str(folder), "--records", str(records),
+            "--from-scratch", "--steps", str(args.steps), "--checkpoint-every", str(args.steps),
+            "--batch-size", str(args.batch_size), "--set", f"image_size={args.image_size}", *extra,
+        ], scratch / f"{folder.name}.log")
+    folder.mkdir(parents=True)
+    shutil.copy2(ours / "pipeline.config", folder / "pipeline.config")
+    return run([
+        sys.executable, "-c", BASELINE, f"--pipeline_config_path={folder / 'pipeline.config'}",
+        f"--model_dir={folder}", f"--num_train_steps={args.steps}", f"--checkpoint_every_n={args.steps}",
+    ], scratch / f"{folder.name}.log")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs to train on, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES; default: all visible)")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no live progress line (without a terminal the progress is logged once a minute)")
+                        help="no progress: no live line (without a terminal, no line a minute) and no per-step "
+                        "report from the training process")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, the training processes' own output, and every TensorFlow and "
                         "library message")

@@ -54,12 +54,12 @@ def child_environment(cuda_visible_devices: str | None) -> dict[str, str]:
     return env
 
 
-def train_command(model_dir: Path, plan: StepPlan, keep_checkpoints: int) -> list[str]:
+def train_command(model_dir: Path, plan: StepPlan, keep_checkpoints: int, report_steps: bool = True) -> list[str]:
     return [
         sys.executable, "-m", "chestdet.training.worker", "train", "--model-dir", str(model_dir),
         "--steps", str(plan.num_steps), "--checkpoint-every", str(plan.checkpoint_every),
         "--steps-per-iteration", str(plan.steps_per_iteration), "--keep-checkpoints", str(keep_checkpoints),
-        "--report-steps",
+        *(["--report-steps"] if report_steps else []),
     ]
 
 
@@ -189,8 +189,8 @@ class Supervisor:
         self.progress = TrainingProgress(plan.start_step, plan.num_steps, enabled=spec.progress)
         try:
             with progress_logging():
-                self.children.start("train", train_command(spec.model_dir, plan, keep), child_environment(spec.gpus),
-                                    spec.model_dir / "train.log", on_line=self._step_line)
+                self.children.start("train", train_command(spec.model_dir, plan, keep, report_steps=spec.progress),
+                                    child_environment(spec.gpus), spec.model_dir / "train.log", on_line=self._step_line)
                 if spec.evaluate:
                     eval_devices = spec.gpus if spec.eval_on_gpu else ""
                     self.children.start("eval", eval_command(spec.model_dir, spec.eval_interval, spec.eval_timeout),

@@ -73,7 +73,7 @@ class TrainOptions:
     tensorboard_host: str = "localhost"
     keep_tensorboard: bool = False  # TensorBoard keeps serving the run after it ends, until Ctrl-C
     gpus: str | None = None  # CUDA_VISIBLE_DEVICES of the training (default: every GPU)
-    progress: bool = True  # the live progress line on a terminal
+    progress: bool = True  # per-step reports: the live line on a terminal, a logged line a minute otherwise
 
 
 @dataclasses.dataclass(frozen=True)

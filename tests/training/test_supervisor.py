@@ -33,7 +33,7 @@ def spec_for(run: Path) -> RunSpec:
 
 
 def supervise(run: Path, command: list[str], monkeypatch) -> supervisor.Supervisor:  # noqa: ANN001
-    monkeypatch.setattr(supervisor, "train_command", lambda *args: command)
+    monkeypatch.setattr(supervisor, "train_command", lambda *args, **kwargs: command)
     run.mkdir(parents=True, exist_ok=True)
     children = supervisor.Children()
     watched = supervisor.Supervisor(spec_for(run), StepPlan(0, 5, 5, 5), children)
@@ -101,7 +101,7 @@ def test_keep_tensorboard_serves_the_run_once_it_is_recorded(tmp_path: Path, mon
     from tests.support.run_folders import empty_records
 
     run = tmp_path / "run"
-    monkeypatch.setattr(supervisor, "train_command", lambda *args: fake_training(3, 0))
+    monkeypatch.setattr(supervisor, "train_command", lambda *args, **kwargs: fake_training(3, 0))
     # A TensorBoard that, two seconds in, writes the status run.json gives the session, then stops by itself.
     reader = (f"import json, time; time.sleep(2); "
               f"print(json.load(open({str(run / 'run.json')!r}))['sessions'][-1]['status'])")
@@ -113,3 +113,9 @@ def test_keep_tensorboard_serves_the_run_once_it_is_recorded(tmp_path: Path, mon
     training.train(options)
     assert (run / "tensorboard.log").read_text() == "finished\n"
     assert f"TensorBoard keeps serving {run} at http://localhost:" in caplog.text
+
+
+def test_the_training_child_reports_its_steps_unless_progress_is_off(tmp_path: Path):
+    plan = StepPlan(0, 100, 50, 50)
+    assert supervisor.train_command(tmp_path, plan, 7)[-1] == "--report-steps"
+    assert "--report-steps" not in supervisor.train_command(tmp_path, plan, 7, report_steps=False)
