@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import REJECTS_CSV
+from chestdet.core.contracts import REJECTS_CSV, REPORT_MD
+from chestdet.data.split import TEST
 from chestdet.evaluation.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
 from chestdet.evaluation.gallery import DEFAULT_PER_CLASS
 from chestdet.evaluation.metrics import EvaluationSettings
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean ± sd across folds, and all test folds pooled")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the report goes")
     parser.add_argument("--split-file", type=Path, help="split.csv of the dataset step: evaluate one split only")
-    parser.add_argument("--split", default="test",
+    parser.add_argument("--split", default=TEST,
                         help="which split of --split-file (and which shards of a TFRecord folder); default test")
     parser.add_argument("--score-threshold", type=fraction, default=0.3,
                         help="detections scoring above this count for T(IoBB), image-level metrics and the "
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cv is not None and (args.detections is not None or args.split_file is not None):
         parser.error("--cv takes each fold's detections and split.csv from its folder; drop --detections/--split-file")
-    if args.cv is not None and args.split != "test":
+    if args.cv is not None and args.split != TEST:
         parser.error("--cv evaluates each fold's test images; drop --split")
     if args.cv is None and (args.detections is None or args.ground_truth is None):
         parser.error("the following arguments are required: --detections, --ground-truth (or --cv RUNS_DIR)")
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
     log.info("%s", summary_text(run.metrics))
-    log.info("report: %s", run.output_dir / "report.md")
+    log.info("report: %s", run.output_dir / REPORT_MD)
     if run.inputs.rejects:
         log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)
         if args.strict:
@@ -126,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions) -> int:
     from chestdet.evaluation.cv_evaluation import evaluate_crossval, overall_table
-    from chestdet.evaluation.report import text_table
+    from chestdet.evaluation.report_tables import text_table
 
     result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options)
     log.info("cross-validation, %d folds\n%s", len(result.folds), text_table(*overall_table(result.summary)))
-    log.info("report: %s", result.output_dir / "report.md")
+    log.info("report: %s", result.output_dir / REPORT_MD)
     rejects = sum(len(run.inputs.rejects) for run in [*result.folds.values(), result.pooled])
     if rejects:
         log.warning("%d input rows rejected, listed in the folds' and pooled %s", rejects, REJECTS_CSV)

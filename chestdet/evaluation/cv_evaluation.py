@@ -26,20 +26,28 @@ from pathlib import Path
 import pandas as pd
 
 from chestdet.core import atomic
-from chestdet.core.contracts import DETECTIONS_CSV, FOLD_DIR, IMAGES_CSV, METRICS_JSON, SPLIT_CSV
-from chestdet.core.csvfiles import read_frame
+from chestdet.core.contracts import (
+    CV_DETECTIONS_DIR,
+    CV_POOLED_DIR,
+    DETECTIONS_CSV,
+    FOLD_DIR,
+    METRICS_JSON,
+    REPORT_HTML,
+    REPORT_MD,
+    SPLIT_CSV,
+)
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import CLASS_NAMES
-from chestdet.data.split import read_split, write_split
-from chestdet.evaluation.crossval import DETECTIONS_DIR, fold_dirs, folds_records
+from chestdet.data.split import TEST, read_split, write_split
+from chestdet.detection.tables import read_detections_folder, write_detections_folder
+from chestdet.evaluation.crossval import fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
-from chestdet.evaluation.evaluate import _json_ready as json_ready
-from chestdet.evaluation.metrics import EvaluationSettings, Metrics
-from chestdet.evaluation.report import markdown_table, number, render_html
+from chestdet.evaluation.metrics import EvaluationSettings, Metrics, write_metrics_json
+from chestdet.evaluation.report import render_html
+from chestdet.evaluation.report_tables import markdown_table, number
 
 log = logging.getLogger("chestdet.evaluation.evaluate")
 
-POOLED_DIR = "pooled"
 OVERALL = "all"
 # (key, heading): the figures compared across folds, per class and overall
 MEASURES = (
@@ -47,7 +55,7 @@ MEASURES = (
     ("sensitivity_at_1fp", "sensitivity at 1 FP/image"), ("image_sensitivity", "image-level sensitivity"),
     ("image_specificity", "image-level specificity"),
 )
-CV_OUTPUT_FILES = (METRICS_JSON, "report.md", "report.html")
+CV_OUTPUT_FILES = (METRICS_JSON, REPORT_MD, REPORT_HTML)
 
 
 @dataclass
@@ -101,7 +109,7 @@ def evaluate_crossval(
     """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report."""
     options = options or ReportOptions()
     every = fold_dirs(runs_dir)
-    folds = [(fold, folder) for fold, folder in every if (folder / DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
+    folds = [(fold, folder) for fold, folder in every if (folder / CV_DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
     missing = [fold for fold, _ in every if fold not in dict(folds)]
     if missing:
         log.warning("folds %s have no detections yet and are left out", ", ".join(map(str, missing)))
@@ -113,19 +121,19 @@ def evaluate_crossval(
     runs: dict[int, EvaluationRun] = {}
     fold_options = replace(options, gallery=0)  # the pooled report holds the gallery
     for fold, folder in folds:
-        log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / DETECTIONS_DIR)
+        log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / CV_DETECTIONS_DIR)
         truth = ground_truth if ground_truth is not None else str(records / FOLD_DIR.format(fold=fold))
-        runs[fold] = run_evaluation(folder / DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
-                                    folder / SPLIT_CSV, "test", settings, options=fold_options)
-    pooled_dir = output_dir / POOLED_DIR
+        runs[fold] = run_evaluation(folder / CV_DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
+                                    folder / SPLIT_CSV, TEST, settings, options=fold_options)
+    pooled_dir = output_dir / CV_POOLED_DIR
     pool_inputs([folder for _, folder in folds], pooled_dir)
     truth = ground_truth if ground_truth is not None else str(records / "fold-*" / "test-*.tfrecord")
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
-    pooled = run_evaluation(pooled_dir / DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, "test",
+    pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
                             settings, options=options)
     summary = crossval_block(runs, pooled, missing)
     sources = {"cross-validation": str(runs_dir), "ground truth": ground_truth or f"test records of {records}"}
-    atomic.write_json(output_dir / METRICS_JSON, json_ready({"sources": sources, "cross_validation": summary}))
+    write_metrics_json(output_dir / METRICS_JSON, {"sources": sources, "cross_validation": summary})
     write_cv_reports(summary, output_dir, sources)
     return CrossvalEvaluation(runs, pooled, summary, output_dir)
 
@@ -152,21 +160,16 @@ def pool_inputs(fold_folders: Sequence[Path], pooled_dir: Path) -> None:
     """The folds' detections.csv, images.csv (paths made absolute) and test rows of split.csv, concatenated."""
     detections, images, splits = [], [], []
     for folder in fold_folders:
-        found = folder / DETECTIONS_DIR
-        detections.append(read_frame(found / DETECTIONS_CSV))
-        if (found / IMAGES_CSV).is_file():
-            frame = read_frame(found / IMAGES_CSV)
+        found = read_detections_folder(folder / CV_DETECTIONS_DIR)
+        detections.append(found.detections)
+        if found.images is not None:
+            frame = found.images
             if "path" in frame.columns:
-                frame["path"] = [_absolute(path, found) for path in frame["path"]]
+                frame["path"] = [_absolute(path, found.detections_path.parent) for path in frame["path"]]
             images.append(frame)
-        splits += [row for row in read_split(folder / SPLIT_CSV) if row.split == "test"]
-    target = pooled_dir / DETECTIONS_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    _write_frame(pd.concat(detections, ignore_index=True), target / DETECTIONS_CSV)
-    if len(images) == len(fold_folders):
-        _write_frame(pd.concat(images, ignore_index=True), target / IMAGES_CSV)
-    else:
-        (target / IMAGES_CSV).unlink(missing_ok=True)
+        splits += [row for row in read_split(folder / SPLIT_CSV) if row.split == TEST]
+    write_detections_folder(pooled_dir / CV_DETECTIONS_DIR, pd.concat(detections, ignore_index=True),
+                            pd.concat(images, ignore_index=True) if len(images) == len(fold_folders) else None)
     write_split(pooled_dir / SPLIT_CSV, splits)
 
 
@@ -175,10 +178,6 @@ def _absolute(path: str, folder: Path) -> str:
     if not path or os.path.isabs(path) or Path(path).exists() or not (folder / path).exists():
         return path
     return str((folder / path).absolute())
-
-
-def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    atomic.write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,14 +232,14 @@ def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
         rows = [*CLASS_NAMES, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else CLASS_NAMES
         parts += [f"## {heading}", "", markdown_table(*measure_table(summary, rows, key)), ""]
     parts += ["## Full reports", ""]
-    parts += [f"- [fold {fold}]({FOLD_DIR.format(fold=fold)}/report.md)" for fold in folds]
-    parts += [f"- [pooled]({POOLED_DIR}/report.md) (with the error gallery)", ""]
+    parts += [f"- [fold {fold}]({FOLD_DIR.format(fold=fold)}/{REPORT_MD})" for fold in folds]
+    parts += [f"- [pooled]({CV_POOLED_DIR}/{REPORT_MD}) (with the error gallery)", ""]
     return "\n".join(parts)
 
 
 def write_cv_reports(summary: dict, output_dir: Path, sources: dict[str, str]) -> list[Path]:
     text = render_cv_markdown(summary, sources)
-    atomic.write_text(output_dir / "report.md", text)
-    atomic.write_text(output_dir / "report.html",
-                      render_html(text.replace("/report.md)", "/report.html)"), "Cross-validation evaluation"))
-    return [output_dir / "report.md", output_dir / "report.html"]
+    atomic.write_text(output_dir / REPORT_MD, text)
+    atomic.write_text(output_dir / REPORT_HTML,
+                      render_html(text.replace(f"/{REPORT_MD})", f"/{REPORT_HTML})"), "Cross-validation evaluation"))
+    return [output_dir / REPORT_MD, output_dir / REPORT_HTML]

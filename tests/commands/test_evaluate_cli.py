@@ -14,7 +14,7 @@ from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.evaluate import build_parser, main
 from chestdet.core.contracts import REJECT_COLUMNS, REJECTS_CSV
 from tests.conftest import REPO, SAMPLE_CSV, SAMPLE_IMAGES
-from tests.evaluation.test_evaluate import (
+from tests.support.evaluation_inputs import (
     BOXED,
     fake_detections,
     sample_boxes,

@@ -17,7 +17,7 @@ from chestdet.evaluation.cv_evaluation import figures
 from chestdet.evaluation.evaluate import run_evaluation
 from tests.conftest import SAMPLE_CSV
 from tests.evaluation.test_crossval import FakeCommands, folds_dir  # noqa: F401  (folds_dir is a fixture)
-from tests.evaluation.test_evaluate import fake_detections, write_detections_folder
+from tests.support.evaluation_inputs import fake_detections, write_detections_folder
 
 
 def flat(table: dict) -> dict:
