@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-dir", type=Path,
                         help="where the gallery finds the images (by their images.csv name or file name); "
                         "default: the paths in images.csv")
+    parser.add_argument("--baseline-from", type=Path, metavar="SOURCE",
+                        help="take the trivial baseline's boxes from this ground truth (a records folder's train "
+                        "shards, an NIH CSV, labelImg XML); default: the boxes of --split-file's train rows")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="leave out the trivial baseline (each class's median training box on every image, "
+                        "scored by the class frequency) that the report puts beside each class")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace a report already in --output-dir")
     parser.add_argument("--strict", action="store_true",
@@ -109,14 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"{args.output_dir}: exists and is not a folder")
     settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
+    if args.no_baseline and args.baseline_from is not None:
+        parser.error("--no-baseline and --baseline-from contradict each other; drop one")
     options = ReportOptions(plots=not args.no_plots, bootstrap=args.bootstrap, seed=args.seed,
-                            gallery=args.gallery, image_dir=args.image_dir)
+                            gallery=args.gallery, image_dir=args.image_dir, baseline=not args.no_baseline,
+                            baseline_from=args.baseline_from)
     if args.cv is not None:
         return _cross_validation(args, settings, options)
     run = run_evaluation(
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
-    log.info("%s", summary_text(run.metrics))
+    log.info("%s", summary_text(run.metrics, run.baseline))
     log.info("report: %s", run.output_dir / REPORT_MD)
     if run.inputs.rejects:
         log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)

@@ -44,7 +44,7 @@ from chestdet.evaluation.crossval import fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, write_metrics_json
 from chestdet.evaluation.report import render_html
-from chestdet.evaluation.report_tables import markdown_table, number
+from chestdet.evaluation.report_tables import markdown_table, number, verdict
 
 log = logging.getLogger("chestdet.evaluation.evaluate")
 
@@ -83,6 +83,16 @@ def figures(metrics: Metrics) -> dict[str, dict[str, float | None]]:
              for name in CLASS_NAMES}
     table[OVERALL] = row(metrics.coco.overall, metrics.froc.overall, None)
     return {name: {key: _defined(value) for key, value in values.items()} for name, values in table.items()}
+
+
+def baseline_figures(run: EvaluationRun) -> dict[str, dict] | None:
+    """A fold's trivial baseline: {class or "all": {"ap50": its AP@0.5, "beaten": the model's is above it}}."""
+    if run.baseline is None:
+        return None
+    beaten = run.baseline.beaten(run.metrics)
+    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    scores[OVERALL] = run.baseline.metrics.coco.overall.ap50
+    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*CLASS_NAMES, OVERALL]}
 
 
 def _defined(value: float | None) -> float | None:
@@ -129,8 +139,9 @@ def evaluate_crossval(
     pool_inputs([folder for _, folder in folds], pooled_dir)
     truth = ground_truth if ground_truth is not None else str(records / "fold-*" / "test-*.tfrecord")
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
+    # the pooled images are every fold's test images, each a training image of the other folds: no baseline
     pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
-                            settings, options=options)
+                            settings, options=replace(options, baseline=False))
     summary = crossval_block(runs, pooled, missing)
     sources = {"cross-validation": str(runs_dir), "ground truth": ground_truth or f"test records of {records}"}
     write_metrics_json(output_dir / METRICS_JSON, {"sources": sources, "cross_validation": summary})
@@ -146,7 +157,8 @@ def crossval_block(runs: dict[int, EvaluationRun], pooled: EvaluationRun, missin
         "folds": list(runs),
         "missing_folds": list(missing),
         "per_fold": [
-            {"fold": fold, "images": run.metrics.images, "boxes": sum(run.metrics.boxes.values()), **table}
+            {"fold": fold, "images": run.metrics.images, "boxes": sum(run.metrics.boxes.values()), **table,
+             "baseline": baseline_figures(run)}
             for (fold, run), table in zip(runs.items(), per_fold, strict=True)
         ],
         "mean": mean,
@@ -215,6 +227,28 @@ def overall_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def baseline_section(summary: dict) -> list[str]:
+    """Per fold, each class's AP@0.5 beside its trivial baseline's, and the classes that do not beat it."""
+    folds = [fold for fold in summary["per_fold"] if fold.get("baseline")]
+    if not folds:
+        return []
+    header = ["class", *(f"fold {fold['fold']}: model vs baseline" for fold in folds)]
+    rows = [[name, *(f"{number(fold[name]['ap50'])} vs {number(fold['baseline'][name]['ap50'])} "
+                     f"({verdict(fold['baseline'][name]['beaten'])})" for fold in folds)]
+            for name in [*CLASS_NAMES, OVERALL]]
+    lines = []
+    for fold in folds:
+        behind = [name for name, row in fold["baseline"].items() if row["beaten"] is False]
+        lines.append(f"- fold {fold['fold']}: " + (f"**not better than the baseline: {', '.join(behind)}**"
+                                                   if behind else "every class with boxes beats the baseline"))
+    return [
+        "## Against the trivial baseline (AP@0.5), per fold", "",
+        "Each fold's baseline places each class's median box over that fold's training images on every test "
+        "image, scored by the class frequency (see the fold's full report).", "",
+        markdown_table(header, rows), "", *lines, "",
+    ]
+
+
 def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
     folds = summary["folds"]
     parts = ["# Cross-validation evaluation", ""]
@@ -231,6 +265,7 @@ def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
     for key, heading in MEASURES:
         rows = [*CLASS_NAMES, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else CLASS_NAMES
         parts += [f"## {heading}", "", markdown_table(*measure_table(summary, rows, key)), ""]
+    parts += baseline_section(summary)
     parts += ["## Full reports", ""]
     parts += [f"- [fold {fold}]({FOLD_DIR.format(fold=fold)}/{REPORT_MD})" for fold in folds]
     parts += [f"- [pooled]({CV_POOLED_DIR}/{REPORT_MD}) (with the error gallery)", ""]

@@ -17,10 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from chestdet.core.contracts import METRICS_JSON, REJECTS_CSV, REPORT_HTML, REPORT_MD
+from chestdet.core.errors import EvaluationError
 from chestdet.core.rejects import write_rejects
 from chestdet.data.annotations import Box
 from chestdet.data.split import TEST
 from chestdet.evaluation import bootstrap, gallery, report
+from chestdet.evaluation.baseline import Baseline, build_baseline, training_images, training_source
 from chestdet.evaluation.boxes import image_key
 from chestdet.evaluation.detection_set import detections_frame
 from chestdet.evaluation.ground_truth import ground_truth_frame
@@ -69,17 +71,20 @@ class EvaluationRun:
     inputs: EvaluationInputs
     output_dir: Path
     files: list[Path]
+    baseline: Baseline | None = None
 
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What run_evaluation adds beyond the metrics: plots, bootstrap intervals, the error gallery."""
+    """What run_evaluation adds beyond the metrics: the baseline, plots, bootstrap intervals, the error gallery."""
 
     plots: bool = True
     bootstrap: int = 0  # replicates; 0: no intervals
     seed: int = 0
     gallery: int = gallery.DEFAULT_PER_CLASS  # cases per class and kind; 0: no gallery
     image_dir: Path | None = None  # where the gallery finds the images (else images.csv's paths)
+    baseline: bool = True  # the trivial baseline beside the model, when there are training images to take it from
+    baseline_from: Path | None = None  # its boxes from this ground truth (else the split's train rows' boxes)
 
 
 def run_evaluation(
@@ -103,24 +108,52 @@ def run_evaluation(
         log.warning("%d input rows rejected; see %s", len(inputs.rejects), output_dir / REJECTS_CSV)
     metrics = compute_metrics(inputs.ground_truth, inputs.detections, inputs.images, settings)
     metrics.notes.extend(inputs.notes)
+    prior = _baseline(metrics, inputs, ground_truth_spec, options) if options.baseline else None
     if options.bootstrap:
-        metrics.bootstrap = _bootstrap(metrics, inputs, split_file, options)
+        metrics.bootstrap = _bootstrap(metrics, inputs, options)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {"sources": inputs.sources, "rejects": len(inputs.rejects), **metrics.to_dict()}
+    if prior is not None:
+        document["baseline"] = prior.to_dict(metrics)
     files = [write_metrics_json(output_dir / METRICS_JSON, document)]
     if options.plots:
         files += write_plots(metrics, output_dir)
     pictures = _gallery(metrics, inputs, output_dir, options)
     files += [path for kinds in pictures.values() for paths in kinds.values() for path in paths]
     files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=options.plots,
-                                  gallery=pictures)
+                                  gallery=pictures, baseline=prior)
     files.append(write_rejects(inputs.rejects, output_dir / REJECTS_CSV))
-    return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files)
+    return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files, baseline=prior)
 
 
-def _bootstrap(metrics: Metrics, inputs: EvaluationInputs, split_file: str | Path | None,
-               options: ReportOptions) -> BootstrapResult:
-    patients, note = image_patients(inputs.images, split_file)
+def _baseline(metrics: Metrics, inputs: EvaluationInputs, ground_truth_spec: str | Path,
+              options: ReportOptions) -> Baseline | None:
+    """The trivial baseline on the evaluated images, or None (a note says why when a split was given)."""
+    explicit = options.baseline_from is not None
+    try:
+        source = training_source(ground_truth_spec, inputs.truth, options.baseline_from)
+    except EvaluationError as error:
+        if explicit:
+            raise
+        metrics.notes.append(f"no baseline: its training boxes cannot be read ({error})")
+        return None
+    train = training_images(inputs.split_rows, source, explicit)
+    if not train:
+        if inputs.split_rows is not None:
+            metrics.notes.append("no baseline: the split has no train rows (pass --baseline-from)")
+        return None
+    sizes = {**{image_key(image): size for image, size in inputs.truth.sizes.items()}, **inputs.sizes}
+    prior = build_baseline(inputs.ground_truth, inputs.images, sizes, source, train, metrics.settings)
+    if prior is None:
+        metrics.notes.append(f"no baseline: none of its {len(train)} training images has a box")
+        return None
+    metrics.notes.extend(prior.notes)
+    log.info("baseline: median boxes of %d training images (%s)", prior.images, prior.source)
+    return prior
+
+
+def _bootstrap(metrics: Metrics, inputs: EvaluationInputs, options: ReportOptions) -> BootstrapResult:
+    patients, note = image_patients(inputs.images, inputs.split_rows)
     if note:
         metrics.notes.append(note)
     log.info("bootstrap: %d replicates over %d patients (seed %d)", options.bootstrap, len(set(patients)),

@@ -9,43 +9,61 @@ from pathlib import Path
 
 from chestdet.core import atomic
 from chestdet.core.contracts import REPORT_HTML, REPORT_MD
+from chestdet.evaluation.baseline import Baseline
 from chestdet.evaluation.gallery import FALSE_POSITIVE_KIND, MISSED_KIND
 from chestdet.evaluation.metrics import Metrics
 from chestdet.evaluation.paper import PAPER_CITATION
 from chestdet.evaluation.plots import CONFUSION_PNG, FROC_PNG, PR_CURVES_PNG
 from chestdet.evaluation.report_tables import (
+    baseline_rows,
     confusion_rows,
     froc_rows,
     image_level_rows,
     iobb_rows,
     markdown_table,
+    not_beaten,
     per_class_rows,
     rate_text,
     text_table,
 )
 
 
-def summary_text(metrics: Metrics) -> str:
+def summary_text(metrics: Metrics, baseline: Baseline | None = None) -> str:
     """The one-screen summary the CLI ends with."""
     s = metrics.settings
-    header, rows = per_class_rows(metrics)
+    header, rows = per_class_rows(metrics, baseline)
     ignored = sum(metrics.ignored.values())
-    return "\n".join([
+    lines = [
         f"{metrics.images} images ({metrics.images_with_boxes} with boxes), {sum(metrics.boxes.values())} boxes"
         + (f" ({ignored} difficult ones ignored)" if ignored else "")
         + f", {metrics.detections} detections; image-level at score > {s.score_threshold:g}, FROC hit at IoU >= "
         f"{s.hit_iou:g}" + (f"; {metrics.bootstrap.level:.0%} intervals" if metrics.bootstrap is not None else ""),
-        text_table(header, rows),
-    ])
+        text_table([cell.replace("**", "") for cell in header], [[c.replace("**", "") for c in r] for r in rows]),
+    ]
+    if baseline is not None:
+        lines.append(baseline_verdict(metrics, baseline).replace("**", ""))
+    return "\n".join(lines)
+
+
+def baseline_verdict(metrics: Metrics, baseline: Baseline) -> str:
+    """One sentence: which classes do not beat the trivial baseline on AP@0.5, or that every class does."""
+    behind = not_beaten(metrics, baseline)
+    if not behind:
+        return "Every class with boxes here beats the trivial baseline on AP@0.5."
+    return (f"**Not better than the trivial baseline on AP@0.5: {', '.join(behind)}.** For "
+            f"{'this class' if len(behind) == 1 else 'these'} the model has not shown that it learned more than "
+            "where the finding usually sits and how often it occurs.")
 
 
 def render_markdown(
     metrics: Metrics, sources: dict[str, str], rejects: int = 0, plots: bool = True,
     gallery: Mapping[str, Mapping[str, Sequence[Path]]] | None = None, output_dir: Path | None = None,
+    baseline: Baseline | None = None,
 ) -> str:
     parts = [
         *_header(metrics, sources, rejects),
-        *_per_class_section(metrics),
+        *_per_class_section(metrics, baseline),
+        *(_baseline_section(metrics, baseline) if baseline is not None else []),
         *_iobb_section(metrics),
         *_image_level_section(metrics),
     ]
@@ -93,7 +111,7 @@ def _header(metrics: Metrics, sources: dict[str, str], rejects: int) -> list[str
     return [*lines, ""]
 
 
-def _per_class_section(metrics: Metrics) -> list[str]:
+def _per_class_section(metrics: Metrics, baseline: Baseline | None = None) -> list[str]:
     s = metrics.settings
     return [
         "## Per class",
@@ -101,13 +119,29 @@ def _per_class_section(metrics: Metrics) -> list[str]:
         "AP from pycocotools COCOeval (area all, 100 detections per image); FROC is the mean sensitivity "
         f"at {', '.join(rate_text(r) for r in s.fp_rates)} false positives per image; image sensitivity and "
         "specificity count an image positive for a class when it has a box of it / a detection of it "
-        "above the threshold. A dash means the class has no box here.",
+        "above the threshold. A dash means the class has no box here."
+        + (" AP@0.5 baseline is the trivial baseline's (below)." if baseline is not None else ""),
         "",
-        markdown_table(*per_class_rows(metrics)),
+        markdown_table(*per_class_rows(metrics, baseline)),
         "",
+        *([baseline_verdict(metrics, baseline), ""] if baseline is not None else []),
         "## FROC: sensitivity at false positives per image",
         "",
         markdown_table(*froc_rows(metrics)),
+        "",
+    ]
+
+
+def _baseline_section(metrics: Metrics, baseline: Baseline) -> list[str]:
+    return [
+        "## The trivial baseline",
+        "",
+        "What a model that learned nothing scores here: each class's median box over the training images' "
+        f"boxes ({baseline.images} images, {baseline.source}), placed on every evaluated image with the class "
+        "frequency (the share of training images with the class) as its score, and evaluated like the model. "
+        "A class whose AP@0.5 is not above the baseline's is flagged **NO**.",
+        "",
+        markdown_table(*baseline_rows(baseline, metrics)),
         "",
     ]
 
@@ -200,9 +234,9 @@ def render_html(markdown_text: str, title: str = "Detection evaluation") -> str:
 
 def write_reports(
     metrics: Metrics, output_dir: Path, sources: dict[str, str], rejects: int = 0, plots: bool = True,
-    gallery: Mapping[str, Mapping[str, Sequence[Path]]] | None = None,
+    gallery: Mapping[str, Mapping[str, Sequence[Path]]] | None = None, baseline: Baseline | None = None,
 ) -> list[Path]:
-    text = render_markdown(metrics, sources, rejects, plots, gallery, output_dir)
+    text = render_markdown(metrics, sources, rejects, plots, gallery, output_dir, baseline)
     atomic.write_text(output_dir / REPORT_MD, text)
     atomic.write_text(output_dir / REPORT_HTML, render_html(text))
     return [output_dir / REPORT_MD, output_dir / REPORT_HTML]

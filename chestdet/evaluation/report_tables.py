@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from chestdet.core.labels import CLASS_NAMES
+from chestdet.evaluation.baseline import FRACTION, OVERALL, Baseline
 from chestdet.evaluation.metrics import Metrics
 from chestdet.evaluation.paper import PAPER_TABLE4
 
@@ -49,7 +50,8 @@ def rate_text(rate: float) -> str:
     return f"{rate:g}"
 
 
-def per_class_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
+def per_class_rows(metrics: Metrics, baseline: Baseline | None = None) -> tuple[list[str], list[list[str]]]:
+    """A row per class and "all"; with a baseline, its AP@0.5 beside the model's and whether the model beats it."""
     one_fp = _rate_index(metrics.froc.fp_rates, 1.0)
     header = ["class", "boxes", "AP@[.5:.95]", "AP@0.5", "AP@0.25", "FROC", "sens@1FP/img",
               "img sens", "img spec"]
@@ -72,6 +74,46 @@ def per_class_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
         cell(curve.score, "froc", "overall", "score"),
         cell(curve.at_rates[one_fp], "froc", "overall", "sensitivity", one_fp) if one_fp is not None else "–", "", "",
     ])
+    return (header, rows) if baseline is None else with_baseline(header, rows, metrics, baseline)
+
+
+def with_baseline(header: list[str], rows: list[list[str]], metrics: Metrics,
+                  baseline: Baseline) -> tuple[list[str], list[list[str]]]:
+    """The per-class table with the baseline's AP@0.5 after the model's, and a last column saying plainly
+    whether the model beats it."""
+    beaten = baseline.beaten(metrics)
+    at = header.index("AP@0.5") + 1
+    scores = {name: baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    scores[OVERALL] = baseline.metrics.coco.overall.ap50
+    table = [[*row[:at], number(scores[row[0]]), *row[at:], verdict(beaten[row[0]])] for row in rows]
+    return [*header[:at], "AP@0.5 baseline", *header[at:], "beats baseline"], table
+
+
+def verdict(beaten: bool | None) -> str:
+    """yes, NO (bold in Markdown), or – where the class has no box."""
+    return "–" if beaten is None else ("yes" if beaten else "**NO**")
+
+
+def not_beaten(metrics: Metrics, baseline: Baseline) -> list[str]:
+    """The classes (and "all") whose AP@0.5 is not above the baseline's."""
+    return [name for name, beaten in baseline.beaten(metrics).items() if beaten is False]
+
+
+def baseline_rows(baseline: Baseline, metrics: Metrics) -> tuple[list[str], list[list[str]]]:
+    """Per class the baseline's median box, its score and training boxes, its AP@0.5 beside the model's."""
+    beaten = baseline.beaten(metrics)
+    unit = "fractions of the image" if baseline.unit == FRACTION else "pixels"
+    header = ["class", f"median box x0, y0, x1, y1 ({unit})", "score (frequency)", "training boxes",
+              "AP@0.5 baseline", "AP@0.5 model", "beats baseline"]
+    digits = "{:.3f}" if baseline.unit == FRACTION else "{:.0f}"
+    ours, theirs = metrics.coco, baseline.metrics.coco
+    rows = []
+    for name, prior in baseline.priors.items():
+        box = ", ".join(digits.format(v) for v in prior.box) if prior.box else "none"
+        rows.append([name, box, f"{prior.score:.3f}", str(prior.boxes), number(theirs.per_class[name].ap50),
+                     number(ours.per_class[name].ap50), verdict(beaten[name])])
+    rows.append([OVERALL, "", "", str(sum(p.boxes for p in baseline.priors.values())), number(theirs.overall.ap50),
+                 number(ours.overall.ap50), verdict(beaten[OVERALL])])
     return header, rows
 
 

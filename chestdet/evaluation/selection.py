@@ -13,16 +13,29 @@ import pandas as pd
 from chestdet.core.contracts import DETECTIONS_CSV, IMAGES_CSV
 from chestdet.core.errors import EvaluationError
 from chestdet.data.annotations import Reject
-from chestdet.data.split import TEST, SplitFileError, patient_of, read_split, split_images, split_patients
+from chestdet.data.split import TEST, SplitFileError, SplitRow, patient_of, read_split, split_images, split_patients
 from chestdet.evaluation.boxes import image_key
 from chestdet.evaluation.detection_set import DetectionSet, read_detections
-from chestdet.evaluation.ground_truth import ground_truth_frame, read_ground_truth, rescale_to_detected_sizes
+from chestdet.evaluation.ground_truth import (
+    GroundTruth,
+    ground_truth_frame,
+    read_ground_truth,
+    rescale_to_detected_sizes,
+)
 
 
-def read_split_images(path: str | Path, split: str) -> list[str]:
-    """Image keys of one split of the dataset step's split.csv."""
+def read_split_rows(path: str | Path) -> list[SplitRow]:
+    """Every row of the dataset step's split.csv."""
     try:
-        return [image_key(name) for name in split_images(read_split(path), split, path)]
+        return read_split(path)
+    except SplitFileError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def split_keys(rows: Sequence[SplitRow], split: str, path: str | Path) -> list[str]:
+    """Image keys of one split of split.csv's rows."""
+    try:
+        return [image_key(name) for name in split_images(rows, split, path)]
     except SplitFileError as error:
         raise EvaluationError(str(error)) from None
 
@@ -46,6 +59,9 @@ class EvaluationInputs:
     notes: list[str]
     sources: dict[str, str]
     image_paths: dict[str, list[str]] = field(default_factory=dict)  # from images.csv: key -> [image, path]
+    split_rows: list[SplitRow] | None = None  # every row of split.csv, when one was given
+    truth: GroundTruth | None = None  # the whole ground-truth source as read (boxes in its `sizes`' pixels)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (width, height) detection saw, per image
 
 
 def select_images(detection_set: DetectionSet, split_images: list[str] | None) -> tuple[list[str], list[str]]:
@@ -92,10 +108,11 @@ def prepare_inputs(
     split: str = TEST,
 ) -> EvaluationInputs:
     detection_set = read_detections(detections_path)
-    truth = read_ground_truth(ground_truth_spec, split)
+    source = truth = read_ground_truth(ground_truth_spec, split)
     if truth.sizes:
         truth = rescale_to_detected_sizes(truth, detection_set.sizes)
-    split_images = read_split_images(split_file, split) if split_file else None
+    split_rows = read_split_rows(split_file) if split_file else None
+    split_images = split_keys(split_rows, split, split_file) if split_rows is not None else None
     images, notes = select_images(detection_set, split_images)
     if not images:
         raise EvaluationError("no image to evaluate: the detections and the split have no image in common")
@@ -125,6 +142,9 @@ def prepare_inputs(
         rejects=[*truth.rejects, *detection_set.rejects],
         notes=notes,
         image_paths=detection_set.paths,
+        split_rows=split_rows,
+        truth=source,
+        sizes=detection_set.sizes,
         sources={
             "detections": str(detection_set.source),
             "ground_truth": truth.description,
@@ -133,12 +153,12 @@ def prepare_inputs(
     )
 
 
-def image_patients(images: Sequence[str], split_file: str | Path | None = None) -> tuple[list[str], str]:
+def image_patients(images: Sequence[str], split_rows: Sequence[SplitRow] | None = None) -> tuple[list[str], str]:
     """The patient of each image, from split.csv's patient column when there is one, else from the NIH
     file name (`00000001_000.png` -> `00000001`); an image with neither is its own patient (the note
     says how many)."""
-    known = ({image_key(image): patient for image, patient in split_patients(read_split(split_file)).items()}
-             if split_file is not None else {})
+    known = ({image_key(image): patient for image, patient in split_patients(split_rows).items()}
+             if split_rows is not None else {})
     patients = [known.get(image) or patient_of(image) for image in images]
     alone = sum(1 for image, patient in zip(images, patients, strict=True) if patient == image)
     note = (f"bootstrap: {alone} images have no patient id (no split.csv patient, not an NIH file name) and are "

@@ -18,6 +18,7 @@ from chestdet.core.errors import ChestdetError as UserError
 from chestdet.core.labels import CLASS_NAMES as CLASS_NAMES_BY_ID
 from chestdet.core.labels import class_id
 from chestdet.data.annotations import Box, read_nih_csv
+from chestdet.data.split import read_split
 from chestdet.detection.inputs import list_inputs
 from chestdet.evaluation import detection_set, evaluate, ground_truth, selection
 from chestdet.evaluation.metrics import EvaluationSettings, compute_metrics
@@ -190,7 +191,7 @@ def test_patients_come_from_the_split_file_else_from_nih_file_names(tmp_path):
     frame = pd.read_csv(split, dtype=str)
     frame.loc[frame["image"] == "scan.png", "patient"] = "P9"
     frame.to_csv(split, index=False)
-    patients, note = selection.image_patients(["00000032_037.png", "scan.png"], split)
+    patients, note = selection.image_patients(["00000032_037.png", "scan.png"], read_split(split))
     assert patients == [frame.loc[0, "patient"], "P9"] and note == ""
 
 
