@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import REJECTS_CSV, REPORT_MD
+from chestdet.core.contracts import OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_MD
 from chestdet.data.split import TEST
 from chestdet.evaluation.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
 from chestdet.evaluation.gallery import DEFAULT_PER_CLASS
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evaluate.py",
         description="Score detections against ground-truth boxes: per-class COCO AP (pycocotools), FROC, "
         "the ChestX-ray8 T(IoBB) localisation accuracy beside the paper's, image-level sensitivity and "
-        "specificity, and a confusion matrix; writes metrics.json, report.md/.html and PNG plots.",
+        "specificity, and a confusion matrix, each class beside a trivial baseline; writes metrics.json, "
+        "report.md/.html, PNG plots and operating_points.json (per-class thresholds for detect).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
     log.info("%s", summary_text(run.metrics, run.baseline))
+    log.info("operating points: %s%s", run.output_dir / OPERATING_POINTS_JSON,
+             "" if args.split_file is not None and args.split != TEST else
+             " (choose detect's from a validation split's evaluation, --split val, never the test split's)")
     log.info("report: %s", run.output_dir / REPORT_MD)
     if run.inputs.rejects:
         log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)

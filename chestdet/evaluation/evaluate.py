@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestdet.core.contracts import METRICS_JSON, REJECTS_CSV, REPORT_HTML, REPORT_MD
+from chestdet.core.contracts import METRICS_JSON, OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_HTML, REPORT_MD
 from chestdet.core.errors import EvaluationError
 from chestdet.core.rejects import write_rejects
 from chestdet.data.annotations import Box
 from chestdet.data.split import TEST
+from chestdet.detection.thresholds import OperatingPoints, write_operating_points
 from chestdet.evaluation import bootstrap, gallery, report
 from chestdet.evaluation.baseline import Baseline, build_baseline, training_images, training_source
 from chestdet.evaluation.boxes import image_key
@@ -28,12 +29,13 @@ from chestdet.evaluation.detection_set import detections_frame
 from chestdet.evaluation.ground_truth import ground_truth_frame
 from chestdet.evaluation.intervals import BootstrapResult
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, compute_metrics, write_metrics_json
+from chestdet.evaluation.operating_points import operating_points, with_intervals
 from chestdet.evaluation.plots import PLOT_FILES, write_plots
 from chestdet.evaluation.selection import EvaluationInputs, image_patients, prepare_inputs
 
 log = logging.getLogger("chestdet.evaluation.evaluate")
 
-OUTPUT_FILES = (METRICS_JSON, REPORT_MD, REPORT_HTML, *PLOT_FILES)
+OUTPUT_FILES = (METRICS_JSON, REPORT_MD, REPORT_HTML, OPERATING_POINTS_JSON, *PLOT_FILES)
 
 
 def evaluate_detections(
@@ -72,6 +74,7 @@ class EvaluationRun:
     output_dir: Path
     files: list[Path]
     baseline: Baseline | None = None
+    operating_points: OperatingPoints | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,8 @@ def run_evaluation(
     plots: bool = True,
     options: ReportOptions | None = None,
 ) -> EvaluationRun:
-    """Evaluate and write metrics.json, report.md, report.html, the plots, the error gallery and
-    rejects.csv; `options` (if given) overrides `plots`."""
+    """Evaluate and write metrics.json, report.md, report.html, operating_points.json, the plots, the
+    error gallery and rejects.csv; `options` (if given) overrides `plots`."""
     options = options or ReportOptions(plots=plots, gallery=0)
     output_dir = Path(output_dir)
     inputs = prepare_inputs(detections_path, ground_truth_spec, split_file, split)
@@ -109,8 +112,9 @@ def run_evaluation(
     metrics = compute_metrics(inputs.ground_truth, inputs.detections, inputs.images, settings)
     metrics.notes.extend(inputs.notes)
     prior = _baseline(metrics, inputs, ground_truth_spec, options) if options.baseline else None
+    points = operating_points(metrics, split if split_file is not None else "", inputs.sources)
     if options.bootstrap:
-        metrics.bootstrap = _bootstrap(metrics, inputs, options)
+        metrics.bootstrap, points = _bootstrap(metrics, inputs, options, points)
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {"sources": inputs.sources, "rejects": len(inputs.rejects), **metrics.to_dict()}
     if prior is not None:
@@ -122,8 +126,10 @@ def run_evaluation(
     files += [path for kinds in pictures.values() for paths in kinds.values() for path in paths]
     files += report.write_reports(metrics, output_dir, inputs.sources, len(inputs.rejects), plots=options.plots,
                                   gallery=pictures, baseline=prior)
+    files.append(write_operating_points(output_dir / OPERATING_POINTS_JSON, points))
     files.append(write_rejects(inputs.rejects, output_dir / REJECTS_CSV))
-    return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files, baseline=prior)
+    return EvaluationRun(metrics=metrics, inputs=inputs, output_dir=output_dir, files=files, baseline=prior,
+                         operating_points=points)
 
 
 def _baseline(metrics: Metrics, inputs: EvaluationInputs, ground_truth_spec: str | Path,
@@ -152,14 +158,18 @@ def _baseline(metrics: Metrics, inputs: EvaluationInputs, ground_truth_spec: str
     return prior
 
 
-def _bootstrap(metrics: Metrics, inputs: EvaluationInputs, options: ReportOptions) -> BootstrapResult:
+def _bootstrap(metrics: Metrics, inputs: EvaluationInputs, options: ReportOptions,
+               points: OperatingPoints) -> tuple[BootstrapResult, OperatingPoints]:
+    """The metrics' intervals, and the operating points' at their thresholds, from the same patient draws."""
     patients, note = image_patients(inputs.images, inputs.split_rows)
     if note:
         metrics.notes.append(note)
     log.info("bootstrap: %d replicates over %d patients (seed %d)", options.bootstrap, len(set(patients)),
              options.seed)
-    return bootstrap.bootstrap_metrics(metrics, inputs.ground_truth, inputs.detections, inputs.images, patients,
-                                       options.bootstrap, options.seed)
+    result = bootstrap.bootstrap_metrics(metrics, inputs.ground_truth, inputs.detections, inputs.images, patients,
+                                         options.bootstrap, options.seed)
+    return result, with_intervals(points, inputs.ground_truth, inputs.detections, inputs.images, patients,
+                                  options.bootstrap, options.seed, metrics.settings.hit_iou)
 
 
 def _gallery(metrics: Metrics, inputs: EvaluationInputs, output_dir: Path,

@@ -38,7 +38,8 @@ def test_full_run_writes_every_output_and_ends_with_the_summary(tmp_path, detect
                              "--output-dir", str(out)])
     assert status == ExitStatus.SUCCESS
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png", "rejects.csv"]
+        ["metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png", "rejects.csv",
+         "operating_points.json"]
     )
     document = json.loads((out / "metrics.json").read_text())
     assert document["images"] == 8 and document["rejects"] == 0
@@ -225,9 +226,11 @@ def test_baseline_flags(tmp_path, detections, capsys):
     block = json.loads((out / "metrics.json").read_text())["baseline"]
     assert block["training_images"] == len({box.image for box in read_nih_csv(SAMPLE_CSV)[0]} - set(BOXED))
     lines = capsys.readouterr().err.splitlines()
-    assert lines[-2].startswith(("Every class with boxes here beats the trivial baseline",
+    assert lines[-3].startswith(("Every class with boxes here beats the trivial baseline",
                                  "Not better than the trivial baseline on AP@0.5: "))
     assert "AP@0.5 baseline" in next(line for line in lines if line.startswith("class "))
+    assert lines[-2] == (f"operating points: {out / 'operating_points.json'} (choose detect's from a validation "
+                         "split's evaluation, --split val, never the test split's)")
     with pytest.raises(SystemExit) as exit_info:
         main(["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--output-dir", str(tmp_path / "x"),
               "--no-baseline", "--baseline-from", str(SAMPLE_CSV)])
