@@ -38,6 +38,7 @@ from chestdet.core.contracts import (
 )
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import CLASS_NAMES
+from chestdet.data.records import shard_glob
 from chestdet.data.split import TEST, read_split, write_split
 from chestdet.detection.tables import read_detections_folder, write_detections_folder
 from chestdet.evaluation.crossval import fold_dirs, folds_records
@@ -137,7 +138,7 @@ def evaluate_crossval(
                                     folder / SPLIT_CSV, TEST, settings, options=fold_options)
     pooled_dir = output_dir / CV_POOLED_DIR
     pool_inputs([folder for _, folder in folds], pooled_dir)
-    truth = ground_truth if ground_truth is not None else str(records / "fold-*" / "test-*.tfrecord")
+    truth = ground_truth if ground_truth is not None else shard_glob(records / FOLD_DIR.format(fold="*"), TEST)
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
     # the pooled images are every fold's test images, each a training image of the other folds: no baseline
     pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
