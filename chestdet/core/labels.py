@@ -149,14 +149,7 @@ def load_label_map(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, str]:
 
 def category_index(path: str | Path = DEFAULT_LABEL_MAP) -> dict[int, dict]:
     """The OD API's {id: {'id', 'name'}} index, as visualization_utils wants it."""
-    from object_detection.utils import label_map_util
-
-    return label_map_util.create_category_index_from_labelmap(str(path), use_display_name=False)
-
-
-def predefined_classes_text() -> str:
-    """labelImg's data/predefined_classes.txt: one class name per line."""
-    return "\n".join(CLASS_NAMES) + "\n"
+    return {class_id: {"id": class_id, "name": name} for class_id, name in load_label_map(path).items()}
 
 
 # Eight saturated colours that stay distinct from each other and from gray film (RGB).

@@ -217,7 +217,7 @@ def _task_annotations(
     live = [a for a in annotations if not (isinstance(a, dict) and a.get("was_cancelled"))]
     if len(live) < len(annotations):
         result.notes[NOTE_CANCELLED] += len(annotations) - len(live)
-    if not live:
+    if not annotations:  # a task skipped through a cancelled annotation is counted once, above
         result.notes[NOTE_UNANNOTATED] += 1
     for number, annotation in enumerate(live, start=1):
         if not isinstance(annotation, dict):

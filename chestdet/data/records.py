@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import hashlib
 import logging
 import multiprocessing
@@ -176,13 +175,6 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
         _shared_feature(Keys.object_difficult, "int64_list", tuple(int(box.difficult) for box in boxes)),
     ]
     return b"".join([per_image, *shared])
-
-
-def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]):
-    """serialize_example as a tf.train.Example message."""
-    from tensorflow.core.example import example_pb2
-
-    return example_pb2.Example.FromString(serialize_example(stored, image, boxes, class_ids))
 
 
 def _example_bytes(features: Mapping[str, tuple[str, Sequence]]) -> bytes:
@@ -437,9 +429,6 @@ def remove_stale_shards(output_dir: Path, keep: Sequence[Path]) -> list[Path]:
 
 
 def shard_glob(output_dir: str | Path, split: str) -> str:
-    """The pattern the OD API's tf_record_input_reader.input_path should use for a split."""
+    """The pattern of a split's shards in a records folder: what training's input_path, cross-validation
+    and evaluation use to find them."""
     return str(Path(output_dir) / f"{split}-?????-of-?????.tfrecord")
-
-
-def existing_shards(output_dir: str | Path, split: str) -> list[str]:
-    return sorted(glob.glob(shard_glob(output_dir, split)))

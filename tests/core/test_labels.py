@@ -92,5 +92,11 @@ def test_a_map_that_differs_from_the_models_is_refused_naming_both(tmp_path):
                                                    r"differs from the model's label map .*label_map.pbtxt \(8 "):
         reordered.check_same_as(model)
     model.check_same_as(labels.LabelMap.load(LABEL_MAP))
-def test_predefined_classes_for_labelimg_list_one_class_per_line():
-    assert labels.predefined_classes_text().splitlines() == list(labels.CLASS_NAMES)
+
+
+def test_shipped_predefined_classes_for_labelimg_are_the_label_maps_names_in_id_order():
+    from chestdet.core.resources import resource
+
+    names = resource("predefined_classes.txt").read_text(encoding="utf-8").splitlines()
+    label_map = labels.load_label_map(LABEL_MAP)
+    assert names == [label_map[class_id] for class_id in sorted(label_map)]
