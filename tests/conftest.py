@@ -39,19 +39,30 @@ def tiny_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_export(tmp_path_factory) -> Path:
-    """The project's SSD at 256x256 trained from scratch for 300 steps on the 16 overfit sample images,
-    exported (SavedModel + TFLite): confident scores on those images. About 8 minutes on a 2-core CPU."""
-    from tests.support.model_fixtures import make_trained_export
+def overfit_run(tmp_path_factory) -> Path:
+    """A run folder of the project's SSD trained by the library's train() from scratch on the 16 overfit sample
+    images (256x256, batch 4, 400 steps, no augmentation; tests.support.model_fixtures.train_overfit_run).
+    About 5 minutes on a 2-core CPU; tests that need a trained model share it."""
+    from tests.support.model_fixtures import train_overfit_run
 
-    return make_trained_export(tmp_path_factory.mktemp("trained export"), image_size=256, steps=300)
+    return train_overfit_run(tmp_path_factory.mktemp("overfit run"))
+
+
+@pytest.fixture(scope="session")
+def trained_export(overfit_run, tmp_path_factory) -> Path:
+    """`overfit_run`'s last checkpoint exported (SavedModel + TFLite): confident scores on the overfit images.
+    About 4 more minutes on a 2-core CPU."""
+    from chestdet.export.options import ExportOptions, export
+
+    output_dir = tmp_path_factory.mktemp("trained export") / "export"
+    return export(ExportOptions(checkpoint=overfit_run, output_dir=output_dir))
 
 
 @pytest.fixture(scope="session")
 def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its configs)
     """The project's SSD at 128x128 with the builder's initial weights, built as chestdet.detection.explain builds it
     (a few seconds): (model, configs, its predict outputs on a blank image)."""
-    from chestdet.detection.explain import build_model, load_configs
+    from chestdet.detection.gradcam import build_model, load_configs
     from tests.support.model_fixtures import write_tiny_config
 
     folder = tmp_path_factory.mktemp("tiny ssd")
@@ -59,3 +70,15 @@ def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its co
     configs = load_configs(folder)
     model, blank = build_model(configs)
     return model, configs, blank
+
+
+@pytest.fixture(scope="session")
+def folds_dir(tmp_path_factory) -> Path:
+    """generate_tfrecords --folds 2 on the bundled sample (boxes, Data_Entry patients, unlabeled images)."""
+    from chestdet.commands.generate_tfrecords import main as generate
+
+    output = tmp_path_factory.mktemp("cv") / "fold records"
+    assert generate(["--nih-csv", str(SAMPLE_CSV), "--image-dir", str(SAMPLE_IMAGES), "--data-entry",
+                     str(SAMPLE_DATA_ENTRY), "--unlabeled-dir", str(SAMPLE_UNLABELED), "--output-dir", str(output),
+                     "--folds", "2"]) == 0
+    return output

@@ -125,12 +125,42 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_ci_runs_the_readme_test_command():
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "set -euo pipefail" in ci and "make test" in ci
+FAKE_TOOL = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "{calls}"
+{body}
+"""
+
+
+def fake_tools(folder: Path, make_status: int) -> Path:
+    """A PATH folder whose make prints a pytest summary and exits `make_status`, and whose dpkg-query says
+    every package is installed (apt-get must then not run)."""
+    folder.mkdir()
+    calls = folder / "calls.txt"
+    bodies = {
+        "make": f"echo '==== 3 passed, 1 failed in 12.00s ===='; exit {make_status}",
+        "dpkg-query": "echo 'install ok installed'",
+        "apt-get": "exit 99",
+    }
+    for name, body in bodies.items():
+        (folder / name).write_text(FAKE_TOOL.format(calls=calls, body=body))
+        (folder / name).chmod(0o755)
+    return calls
+
+
+@pytest.mark.parametrize("make_status", [0, 2])
+def test_ci_runs_the_readme_test_command_and_says_what_it_ran(tmp_path, make_status):
     readme = (REPO / "README.md").read_text()
     commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
     assert commands[:2] == ["make demo", "make test"]
+    calls = fake_tools(tmp_path / "bin", make_status)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+    assert result.returncode == make_status, result.stderr
+    assert "make test" in calls.read_text().splitlines() and "apt-get" not in calls.read_text()
+    last = result.stdout.splitlines()[-3:]
+    assert last[0].startswith("ci: checkout ") and str(REPO.resolve()) in last[0]
+    assert last[1].startswith(f"ci: make test exited {make_status} after ")
+    assert last[2] == "ci: 3 passed, 1 failed in 12.00s"
 
 
 def test_predefined_classes_for_labelimg_follow_the_label_map():

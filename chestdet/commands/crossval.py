@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 from pathlib import Path
 
+from chestdet.commands import train
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
+from chestdet.core.errors import StageError
+from chestdet.core.shell import command
 from chestdet.evaluation import crossval
-from chestdet.training.train import RUNS_DIR
+from chestdet.training.train import RUNS_DIR, TrainOptions
 
 log = logging.getLogger("chestdet.evaluation.crossval")
 
@@ -54,19 +59,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args.folds.is_dir():
         raise UserError(f"--folds {args.folds}: not a folder")
     runs_dir = args.runs_dir or RUNS_DIR / (args.name or f"crossval-{args.folds.resolve().name}")
-    if args.verbose:
-        train_args.append("-v")
     options = crossval.CrossvalOptions(folds_dir=args.folds, runs_dir=runs_dir.absolute(),
-                                       train_args=tuple(train_args), tflite=args.tflite,
+                                       train=train_options(train_args), tflite=args.tflite,
                                        detect_args=tuple(args.detect_args))
-    crossval.run_crossval(options, default_steps())
+    try:
+        crossval.run_crossval(options, crossval.Steps(detect=detect_fold))
+    except KeyboardInterrupt:
+        again = f"{command('crossval')} {shlex.join(sys.argv[1:] if argv is None else argv)}"
+        log.error("interrupted; finished folds and steps are kept. To continue, run the same command again: %s", again)
+        return ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS
 
 
-def default_steps() -> crossval.Steps:
-    from chestdet.commands import detect, export, train
+def train_options(train_args: list[str]) -> TrainOptions:
+    """The options crossval.sh does not know, read as train.sh reads them."""
+    parser = train.build_parser()
+    parser.prog = "crossval.sh (train.sh options)"
+    return train.options_from_args(parser.parse_args(train_args))
 
-    return crossval.Steps(train=train.main, export=export.main, detect=detect.main)
+
+def detect_fold(model: Path, images: Path, output_dir: Path, detect_args: tuple[str, ...]) -> None:
+    """Detection of one fold's test images, as detect.py does it (with --resume)."""
+    from chestdet.commands import detect
+
+    status = detect.main(["--model", str(model), "--input", str(images), "--output-dir", str(output_dir), "--resume",
+                          *detect_args])
+    if status != ExitStatus.SUCCESS:
+        raise StageError(f"detect exited with status {status}")
 
 
 def entry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
-from chestdet.core.contracts import LABEL_MAP_FILE, TFLITE_FILE
+from chestdet.core.contracts import JOURNAL, TFLITE_FILE
 from chestdet.data import labelstudio
 from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
@@ -20,17 +21,18 @@ from chestdet.detection.inputs import Listing, list_split, read_listing
 from chestdet.detection.review import ReviewOptions
 from chestdet.detection.thresholds import Thresholds, load_thresholds
 from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
+from chestdet.export.identity import model_labels, model_version
 
 log = logging.getLogger("chestdet.detection.detect")
 
 EXAMPLES = """examples:
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir detections/
-  python scripts/detect.py --model workspace/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
-  python scripts/detect.py --model workspace/export --input list.txt --output-dir out/ --resume
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --label-studio
-  python scripts/detect.py --model workspace/export --split-file workspace/records/split.csv --split test \
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir detections/
+  python scripts/detect.py --model workspace/runs/nih/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
+  python scripts/detect.py --model workspace/runs/nih/export --input list.txt --output-dir out/ --resume
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --label-studio
+  python scripts/detect.py --model workspace/runs/nih/export --split-file workspace/records/split.csv --split test \
       --image-dir workspace/sample/nih/images --output-dir out/
-  python scripts/detect.py --model workspace/export --input new_xrays/ --output-dir out/ --beam \
+  python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --beam \
       --beam-options="--direct_num_workers=2"
 """
 
@@ -115,9 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     ahead = None if args.resume or args.beam else detect.DecodeAhead(listing.images)
     try:
         return _detect(args, listing, ahead, started)
+    except KeyboardInterrupt:
+        log.error("%s", _interrupted(args, len(listing.images), sys.argv[1:] if argv is None else argv))
+        return ExitStatus.INTERRUPTED
     finally:
         if ahead is not None:
             ahead.stop()
+
+
+def _interrupted(args: argparse.Namespace, total: int, argv: list[str]) -> str:
+    """How far an interrupted run got and the command that finishes it."""
+    from chestdet.core.shell import command
+    from chestdet.detection.journal import Journal
+
+    if args.beam:
+        return "interrupted; a --beam run cannot resume: run the same command with --overwrite to start again"
+    with Journal(args.output_dir / JOURNAL).finished() as finished:
+        done = len(finished)
+    again = [*argv, *([] if args.resume else ["--resume"])]
+    return (f"interrupted: {done} of {total} images done; to continue, run the same command with --resume: "
+            f"{command('detect')} {shlex.join(again)}")
 
 
 def _list_images(args: argparse.Namespace) -> Listing:
@@ -137,8 +156,9 @@ def _input_setting(args: argparse.Namespace) -> object:
 
 
 def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhead | None, started: float) -> int:
-    label_map = args.label_map or args.model / LABEL_MAP_FILE
-    class_names = _load_class_names(label_map)
+    labels = model_labels(args.model, args.label_map)
+    label_map = Path(labels.source)
+    class_names = labels.ids
     thresholds = Thresholds(args.min_score)
     if args.min_score_file is not None:
         thresholds = load_thresholds(args.min_score_file, args.min_score, class_names)
@@ -148,7 +168,7 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     if args.keep_score < floor:
         log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
                     "use --backend savedmodel for them", floor, args.keep_score)
-    review = ReviewOptions(label_studio=args.label_studio, model_version=labelstudio.model_version(args.model),
+    review = ReviewOptions(label_studio=args.label_studio, model_version=model_version(args.model),
                            image_url_prefix=args.image_url_prefix or labelstudio.DEFAULT_IMAGE_URL_PREFIX)
     options = detect.DetectOptions(
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
@@ -211,7 +231,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if hint := run_folder_hint(args.model):
         raise UserError(f"--model {hint}")
     if not args.model.is_dir():
-        raise UserError(f"--model {args.model}: not a directory (expected an export directory of export.py)")
+        raise UserError(f"--model {args.model}: not a directory (expected an export folder of export.sh)")
     for flag, value in (("--min-score", args.min_score), ("--keep-score", args.keep_score)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} {value}: must be between 0 and 1")
@@ -235,17 +255,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("--explain is not available with --beam; run it on the detections folder's images locally")
     if args.beam_options is not None and not args.beam:
         raise UserError("--beam-options needs --beam")
-
-
-def _load_class_names(label_map: Path) -> dict[int, str]:
-    from chestdet.core.labels import load_label_map
-
-    if not label_map.is_file():
-        raise UserError(f"label map {label_map}: not found (pass --label-map)")
-    try:
-        return load_label_map(label_map)
-    except (ValueError, OSError) as error:
-        raise UserError(f"label map {label_map}: cannot read it ({error})") from error
 
 
 def entry() -> None:

@@ -1,4 +1,7 @@
-"""chestdet-export / scripts/export.sh: export a trained checkpoint as a SavedModel and a TFLite model."""
+"""chestdet-export / scripts/export.sh: export a trained checkpoint as a SavedModel and a TFLite model.
+
+The command parses its flags into chestdet.export.options.ExportOptions, calls export() and logs.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,16 @@ import logging
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import PIPELINE_FILE
-from chestdet.core.resources import workspace
+from chestdet.core.shell import command, shown
 from chestdet.export import agreement
 from chestdet.export import exporter as export
+from chestdet.export.options import ExportOptions
+from chestdet.export.options import export as export_checkpoint
 
 log = logging.getLogger("chestdet.export.exporter")
 
-EXPORTS_DIR = workspace() / "exports"
-
 EXAMPLES = """examples:
-  scripts/export.sh --checkpoint workspace/runs/nih                 # its latest checkpoint
+  scripts/export.sh --checkpoint workspace/runs/nih                 # its latest, into workspace/runs/nih/export
   scripts/export.sh --checkpoint workspace/runs/nih/best.json       # the best val mAP@0.5 checkpoint
   scripts/export.sh --checkpoint workspace/runs/nih/ckpt-12 --output-dir exports/nih-12 --no-tflite
   scripts/export.sh --checkpoint workspace/runs/nih --agreement-images workspace/sample/nih/images
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path,
                         help="pipeline config (default: the pipeline.config of the checkpoint's run folder)")
     parser.add_argument("--output-dir", type=Path,
-                        help="export folder (default: workspace/exports/<run folder name>)")
+                        help="export folder (default: export/ in the checkpoint's run folder)")
     parser.add_argument("--label-map", type=Path,
                         help="label map copied into the export (default: the config's label_map_path)")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite model (saves about 2.5 minutes)")
@@ -60,44 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    prefix = export.resolve_checkpoint(args.checkpoint)
-    run_dir = run_folder(prefix)
-    config = args.config or default_config(prefix, run_dir)
-    output_dir = args.output_dir or EXPORTS_DIR / run_dir.name
-    if not 0.0 <= args.tflite_min_score < 1.0:
-        raise UserError(f"--tflite-min-score {args.tflite_min_score}: must be at least 0 and below 1")
     if args.agreement_images is not None:
         if args.no_tflite:
             raise UserError("--agreement-images compares the TFLite model with the SavedModel; drop --no-tflite")
         if not args.agreement_images.is_dir():
             raise UserError(f"--agreement-images {args.agreement_images}: not a folder")
-    log.info("exporting %s with %s to %s", prefix, config, output_dir)
-    export.export_model(
-        prefix, config, output_dir, tflite=not args.no_tflite, label_map=args.label_map,
-        overwrite=args.overwrite, tflite_nms=args.tflite_nms, tflite_min_score=args.tflite_min_score,
-    )
+    output_dir = export_checkpoint(ExportOptions(
+        checkpoint=args.checkpoint, config=args.config, output_dir=args.output_dir, tflite=not args.no_tflite,
+        label_map=args.label_map, overwrite=args.overwrite, tflite_nms=args.tflite_nms,
+        tflite_min_score=args.tflite_min_score,
+    ))
     if args.agreement_images is not None:
         measured = agreement.record_agreement(output_dir, args.agreement_images)
         log.info(
             "TFLite reproduces %d of the SavedModel's %d boxes scoring >= %.2f (%.1f%%)",
             measured["matched"], measured["reference_boxes"], measured["min_score"], 100 * measured["share"],
         )
+    log.info("detect with it: %s --model %s --input IMAGES --output-dir FOLDER", command("detect"), shown(output_dir))
     return ExitStatus.SUCCESS
-
-
-def run_folder(prefix: Path) -> Path:
-    """The run folder a checkpoint belongs to: its own folder, or the one above train.py's best/ copy."""
-    folder = prefix.parent
-    if not (folder / PIPELINE_FILE).is_file() and (folder.parent / PIPELINE_FILE).is_file():
-        return folder.parent
-    return folder
-
-
-def default_config(prefix: Path, run_dir: Path) -> Path:
-    config = run_dir / PIPELINE_FILE
-    if not config.is_file():
-        raise UserError(f"{prefix}: no {PIPELINE_FILE} in its run folder {run_dir}; pass --config")
-    return config
 
 
 def entry() -> None:

@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from chestdet.commands.cli import ExitStatus, UserError, available_cpus, exit_with, setup_logging
 from chestdet.core.contracts import REJECTS_CSV
-from chestdet.core.labels import load_label_map
+from chestdet.core.labels import LabelMap
 from chestdet.core.resources import DEFAULT_LABEL_MAP
 from chestdet.data import dataset, folds
 from chestdet.data.records import DEFAULT_SHARDS, IMAGES_PER_SHARD, RecordOptions, write_records
@@ -82,18 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     fractions = _check_args(args)
     started = time.perf_counter()
-    class_ids = {name: id_ for id_, name in load_label_map(args.label_map).items()}
+    labels = LabelMap.load(args.label_map)
     spec = dataset.DatasetSpec(
         nih_csv=args.nih_csv, xml_dirs=tuple(args.xml_dir), image_dirs=tuple(args.image_dir),
         unlabeled_dirs=tuple(args.unlabeled_dir), data_entry=args.data_entry,
         corrections=dataset.Corrections.REPLACE if args.xml_replaces_csv else dataset.Corrections.MERGE,
-        label_studio=tuple(args.label_studio),
+        label_studio=tuple(args.label_studio), labels=labels,
     )
     options = {"split": args.split, "seed": args.seed, "shards": args.shards, "max_size": args.max_size,
                "workers": args.workers}
+    record_options = RecordOptions(class_ids=labels.class_ids, max_size=args.max_size)
     inputs = dataset.read_inputs(spec)
+    dataset.check_boxes(inputs, record_options)
     if args.folds is not None:
-        return _write_folds(args, spec, inputs, fractions, RecordOptions(class_ids, args.max_size), started)
+        return _write_folds(args, spec, inputs, fractions, record_options, started)
     jobs = dataset.plan_jobs(inputs, fractions, args.seed)
     if not jobs:
         summary = dataset.summarise(spec, inputs, [], None, args.output_dir, options, time.perf_counter() - started)
@@ -102,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     # The OD API import leaves about a million objects that every full garbage collection would scan
     # again (and, in forked workers, copy): freeze them, they live as long as the process anyway.
     gc.freeze()
-    record_options = RecordOptions(class_ids=class_ids, max_size=args.max_size)
     if args.beam:
         from chestdet.detection.beam_pipelines import write_records_with_beam
 

@@ -5,8 +5,8 @@
         --set image_size=128 --set batch_size=2
 
 Running the same command again resumes the run from its last checkpoint; with a higher --steps it
-continues a finished run. Relative paths on the command line are relative to the current directory;
-relative paths inside a pipeline config are relative to the repository.
+continues a finished run. Relative paths on the command line are relative to the current directory.
+The command parses its flags into chestdet.training.train.TrainOptions, calls train() and logs.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.training import checkpoints, pipeline_config, pretrained
+from chestdet.core.contracts import BEST_RECORD, RUN_EXPORT_DIR
+from chestdet.core.shell import command, shown
+from chestdet.training import pipeline_config
 from chestdet.training import train as training
+from chestdet.training.checkpoints import checkpoint_step
 
 log = logging.getLogger("chestdet.training.train")
 
@@ -37,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run folder name under workspace/runs/ (default: the config's name)")
     run.add_argument("--model-dir", type=Path, help="run folder (default: workspace/runs/<name>)")
     parser.add_argument("--records", type=Path,
-                        help="folder with train-* and val-* TFRecords (default: the config's input paths)")
+                        help="records folder: its train-* and val-* shards (default: the config's input paths)")
     parser.add_argument("--label-map", type=Path, help="label map (default: the config's label_map_path)")
     parser.add_argument("--steps", type=int, help="training steps (default: the config's num_steps)")
     parser.add_argument("--batch-size", type=int, help="global batch size, split over the GPUs (default: the config's)")
@@ -63,11 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-interval", type=int, default=60, metavar="S",
                         help="at least S seconds between evaluations (default: %(default)s)")
     parser.add_argument("--tensorboard", action="store_true", help="start TensorBoard on the run folder")
+    parser.add_argument("--keep-tensorboard", action="store_true",
+                        help="start TensorBoard and keep it serving after the run ends, until Ctrl-C")
     parser.add_argument("--tensorboard-port", type=int, default=6006, help="(default: %(default)s, or a free one)")
     parser.add_argument("--gpus", metavar="LIST",
                         help="GPUs to train on, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES; default: all visible)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no live progress line (without a terminal the progress is logged once a minute)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and every TensorFlow and library message")
+                        help="debug logging, the training processes' own output, and every TensorFlow and "
+                        "library message")
     return parser
 
 
@@ -83,115 +93,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return name.strip(), parsed
 
 
-def config_paths(config: dict) -> tuple[list[str], list[str], Path, Path | None]:
-    train = [str(training.resolve_path(p)) for p in config["train_input_config"].tf_record_input_reader.input_path]
-    val = [str(training.resolve_path(p)) for reader in config["eval_input_configs"]
-           for p in reader.tf_record_input_reader.input_path]
-    label_map = training.resolve_path(config["train_input_config"].label_map_path)
-    checkpoint = config["train_config"].fine_tune_checkpoint
-    return train, val, label_map, training.resolve_path(checkpoint) if checkpoint else None
-
-
-def start_checkpoint(args: argparse.Namespace, configured: Path | None) -> Path | None:
-    if args.from_scratch:
-        return None
-    chosen = training.user_path(args.fine_tune_checkpoint) if args.fine_tune_checkpoint else configured
-    if chosen is None:
-        raise UserError(f"{args.config} names no fine_tune_checkpoint: pass --fine-tune-checkpoint or --from-scratch")
-    model_dir = training.user_path(args.model_dir) if args.model_dir else None
-    if model_dir is not None and chosen.parent.resolve() == model_dir.resolve():
-        raise UserError(f"the fine-tune checkpoint {chosen} is inside the run folder; the OD API refuses that")
-    if not checkpoints.checkpoint_exists(chosen):
-        hint = ""
-        if pretrained.PRETRAINED_DIR in chosen.parents:
-            hint = f" (fetch it with: python scripts/fetch_checkpoint.py {chosen.parent.parent.name})"
-        raise UserError(f"fine-tune checkpoint not found: {chosen}.index{hint}; or train with --from-scratch")
-    verification = pretrained.verify_checkpoint(chosen)
-    if not verification["verified"]:
-        if not args.allow_unverified:
-            raise UserError(f"start checkpoint {chosen}: {verification['reason']}; refusing it (pass "
-                            "--allow-unverified to train from a checkpoint you trust)")
-        log.warning("start checkpoint %s is not verified (%s): training from it as --allow-unverified asks",
-                    chosen, verification["reason"])
-    return chosen
-
-
-def _patterns(value: Any) -> list[str]:
-    """Record globs the user gave, absolute against the current directory."""
-    values = [value] if isinstance(value, (str, Path)) else list(value)
-    return [str(training.user_path(v)) for v in values]
-
-
-def record_patterns(args: argparse.Namespace, overrides: dict, train: list[str], val: list[str]
-                    ) -> tuple[list[str], list[str]]:
-    """The train and val record globs: --set train_records=/val_records= win over --records, which wins
-    over the config; checked to match files."""
-    if args.records is not None:
-        train = [str(training.user_path(args.records) / "train-*")]
-        val = [str(training.user_path(args.records) / "val-*")]
-    train = _patterns(overrides.pop("train_records", train))
-    val = _patterns(overrides.pop("val_records", val))
-    if not training.files_matching(train):
-        raise UserError(f"no training records match {', '.join(train)} "
-                        "(make them with scripts/generate_tfrecords.py, or pass --records)")
-    if args.eval and not training.files_matching(val):
-        raise UserError(f"--eval: no validation records match {', '.join(val)}")
-    return train, val
-
-
-def check_label_map(label_map: Path, num_classes: int) -> None:
-    if not label_map.is_file():
-        raise UserError(f"label map not found: {label_map}")
-    try:
-        training.check_label_map(label_map, num_classes)
-    except training.TrainError as error:
-        raise UserError(str(error)) from error
-
-
 def options_from_args(args: argparse.Namespace) -> training.TrainOptions:
-    config_path = training.user_path(args.config)
-    try:
-        configs = pipeline_config.load_configs(config_path)
-        overrides = dict(parse_override(text) for text in args.overrides)
-        pipeline_config.check_override_names(list(overrides))
-    except (FileNotFoundError, ValueError) as error:
-        raise UserError(str(error)) from error
-    for flag, name in (("--steps", "num_steps"), ("--batch-size", "batch_size")):
-        if name in overrides:
-            raise UserError(f"--set {name}=...: use {flag}")
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    train_records, val_records, label_map, configured_checkpoint = config_paths(configs)
-    train_records, val_records = record_patterns(args, overrides, train_records, val_records)
-    for name in ("label_map", "fine_tune_checkpoint"):
-        if overrides.get(name):
-            raise UserError(f"--set {name}=...: use --{name.replace('_', '-')}")
-    label_map = training.user_path(args.label_map) if args.label_map else label_map
-    check_label_map(label_map, overrides.get("num_classes", configs["model"].ssd.num_classes))
-    model_dir = training.user_path(args.model_dir) if args.model_dir else (
-        training.RUNS_DIR / (args.name or training.default_run_name(config_path)))
-    steps = args.steps if args.steps is not None else configs["train_config"].num_steps
-    for flag, value in (("--steps", steps), ("--checkpoint-every", args.checkpoint_every),
-                        ("--keep-checkpoints", args.keep_checkpoints)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be at least 1, not {value}")
+    """The flags as TrainOptions; the library checks them (training.resolve)."""
     return training.TrainOptions(
-        config=config_path,
-        model_dir=model_dir,
-        train_records=train_records,
-        val_records=val_records or None,
-        label_map=label_map,
-        fine_tune_checkpoint=start_checkpoint(args, configured_checkpoint),
-        num_steps=steps,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        overrides=overrides,
-        evaluate=args.eval,
-        eval_on_gpu=args.eval_on_gpu,
-        eval_interval=args.eval_interval,
-        tensorboard=args.tensorboard,
-        tensorboard_port=args.tensorboard_port,
-        gpus=args.gpus,
+        records=args.records, config=args.config, name=args.name, model_dir=args.model_dir,
+        label_map=args.label_map, steps=args.steps, batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        fine_tune_checkpoint=args.fine_tune_checkpoint, from_scratch=args.from_scratch,
+        allow_unverified=args.allow_unverified, overrides=dict(parse_override(text) for text in args.overrides),
+        evaluate=args.eval, eval_on_gpu=args.eval_on_gpu, eval_interval=args.eval_interval,
+        tensorboard=args.tensorboard, keep_tensorboard=args.keep_tensorboard,
+        tensorboard_port=args.tensorboard_port, gpus=args.gpus, progress=not args.no_progress,
     )
 
 
@@ -200,31 +112,33 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     options = options_from_args(args)
     try:
-        prepared = training.run_training(options)
-    except (training.RunFolderError, ValueError) as error:
-        raise UserError(str(error)) from error
-    except training.ChildFailed as error:
-        log.error("error: %s", error)
-        return ExitStatus.ERROR
-    model_dir = options.model_dir
-    latest = checkpoints.latest_checkpoint(model_dir)
-    log.info("run folder: %s", _shown(model_dir))
-    log.info("last checkpoint: %s (step %d of %d)", latest.name if latest else "none",
-             checkpoints.checkpoint_step(latest) if latest else 0, prepared.plan.num_steps)
-    best = checkpoints.best_checkpoint(model_dir)
-    if best is not None:
-        log.info("best checkpoint: %s (export it with: scripts/export.sh --checkpoint %s)",
-                 _shown(best), _shown(model_dir / checkpoints.BEST_RECORD))
-    elif options.evaluate and latest is not None:
-        log.warning("no evaluated checkpoint holds model variables yet, so there is no %s: export the last "
-                    "checkpoint with: scripts/export.sh --checkpoint %s", checkpoints.BEST_RECORD, _shown(model_dir))
+        result = training.train(options)
+    except training.TrainingInterrupted as stopped:
+        again = f"{command('train')} {shlex.join(sys.argv[1:] if argv is None else argv)}"
+        log.error("interrupted at step %d of %d; the last checkpoint is step %d. To continue from it, run the "
+                  "same command again: %s", stopped.step, stopped.num_steps, stopped.saved_step, again)
+        return ExitStatus.INTERRUPTED
+    for line in closing_lines(result, options.evaluate):
+        log.info("%s", line)
     return ExitStatus.SUCCESS
 
 
-def _shown(path: Path) -> str:
-    """The path as the user can type it from the current directory."""
-    cwd = Path.cwd()
-    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) and path != cwd else str(path)
+def closing_lines(result: training.TrainResult, evaluated: bool) -> list[str]:
+    """Where the run is, how far it got, and the export command for it, as typed from here."""
+    latest, folder = result.last_checkpoint, shown(result.model_dir)
+    lines = [f"run folder: {folder}",
+             f"last checkpoint: {latest.name if latest else 'none'} (step {checkpoint_step(latest) if latest else 0} "
+             f"of {result.num_steps})"]
+    export = f"{command('export')} --checkpoint"
+    into = f"(into {shown(result.model_dir / RUN_EXPORT_DIR)})"
+    if result.best_checkpoint is not None:
+        lines.append(f"best checkpoint: {shown(result.best_checkpoint)}; export it with: {export} "
+                     f"{shown(result.model_dir / BEST_RECORD)} {into}")
+    elif latest is not None:
+        if evaluated:
+            lines.append(f"no evaluated checkpoint holds model variables yet, so there is no {BEST_RECORD}")
+        lines.append(f"export the last checkpoint with: {export} {folder} {into}")
+    return lines
 
 
 def entry() -> None:

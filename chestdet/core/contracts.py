@@ -21,6 +21,8 @@ SUMMARY_JSON = "summary.json"
 RUN_JSON = "run.json"
 BEST_RECORD = "best.json"
 BEST_DIR = "best"
+CHECKPOINT_STATE = "checkpoint"  # TensorFlow's file naming a folder's checkpoints (tf.train.latest_checkpoint)
+RUN_EXPORT_DIR = "export"  # <run>/export: where export.sh writes a run's export by default
 
 # ---------------------------------------------------------------- export folder (export -> detect)
 SAVED_MODEL_DIR = "saved_model"

@@ -8,6 +8,7 @@ that is not UTF-8 is one `CsvError` naming the file and line, never a traceback.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=ENCODING, skip_blank_lines=False)
+        frame = _read_table(path)
     except UnicodeDecodeError:
         raise undecodable(path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -58,6 +59,35 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     maybe = frame.index[(frame.iloc[:, 0] == "").to_numpy()]
     blank = frame.loc[maybe].apply(lambda column: column.str.strip() == "").all(axis=1)
     return frame.drop(index=blank.index[blank])
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """pandas' reading, where a row may end in more (empty) cells than the header names: pandas would
+    take a longer row's first cells for an index and shift every column, or stop at it."""
+    options = {"dtype": str, "keep_default_na": False, "encoding": ENCODING, "skip_blank_lines": False,
+               "index_col": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas warns when it drops the extra cells
+        try:
+            return pd.read_csv(path, **options)
+        except (pd.errors.ParserWarning, pd.errors.ParserError):
+            pass
+    return pd.read_csv(path, usecols=range(_checked_width(path)), **options)
+
+
+def _checked_width(path: Path) -> int:
+    """The header's number of columns; a `CsvError` naming the first row with a value beyond them."""
+    with open(path, newline="", encoding=ENCODING) as handle:
+        reader = csv.reader(handle)
+        try:
+            width = len(next(reader, []))
+            for row in reader:
+                if any(cell.strip() for cell in row[width:]):
+                    raise CsvError(f"{path}: line {reader.line_num}: a value beyond the header's {width} columns; "
+                                   "name its column in the header or remove it")
+        except csv.Error as error:
+            raise CsvError(f"{path}: line {reader.line_num}: not a readable CSV ({error})") from None
+    return width
 
 
 def _unnamed_and_empty(frame: pd.DataFrame, name: str) -> bool:

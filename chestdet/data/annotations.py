@@ -20,7 +20,7 @@ from chestdet.core.imaging import (
     ImageMissingError,
     ImageReadError,
 )
-from chestdet.core.labels import UnknownLabelError, canonical_label
+from chestdet.core.labels import LabelMap, UnknownLabelError, default_label_map
 from chestdet.core.rejects import Reject, RejectKind
 
 SOURCE_NIH_CSV = "nih-csv"
@@ -133,11 +133,12 @@ def image_error_kind(error: ImageReadError) -> RejectKind:
 # NIH CSV
 
 
-def read_nih_csv(path: str | Path) -> tuple[list[Box], list[Reject]]:
+def read_nih_csv(path: str | Path, labels: LabelMap | None = None) -> tuple[list[Box], list[Reject]]:
     """Read NIH's BBox_List_2017.csv (x, y, w, h in pixels) into corner boxes.
 
     The header may carry NIH's trailing empty columns or not; numbers may be NIH's long floats or
-    spreadsheet-rounded. Row numbers in rejects count the header as row 1, as a spreadsheet does.
+    spreadsheet-rounded. Row numbers in rejects count the header as row 1, as a spreadsheet does. A
+    label must be in `labels` (default: the shipped NIH map).
     """
     path = Path(path)
     boxes: list[Box] = []
@@ -146,7 +147,7 @@ def read_nih_csv(path: str | Path) -> tuple[list[Box], list[Reject]]:
         if row_number == 1 and _is_nih_header(cells):
             continue
         try:
-            boxes.append(_nih_row_to_box(cells, f"row {row_number}", str(path)))
+            boxes.append(_nih_row_to_box(cells, f"row {row_number}", str(path), labels))
         except BoxError as error:
             rejects.append(Reject(str(path), f"row {row_number}", str(error), error.kind, cells[0]))
     if not boxes and not rejects:
@@ -158,7 +159,7 @@ def _is_nih_header(row: Sequence[str]) -> bool:
     return len(row) >= 2 and (row[0].strip(), row[1].strip()) == NIH_COLUMNS
 
 
-def _nih_row_to_box(row: Sequence[str], location: str, file: str = "") -> Box:
+def _nih_row_to_box(row: Sequence[str], location: str, file: str = "", labels: LabelMap | None = None) -> Box:
     cells = list(row)
     while len(cells) > 6 and cells[-1] == "":
         cells.pop()
@@ -167,13 +168,9 @@ def _nih_row_to_box(row: Sequence[str], location: str, file: str = "") -> Box:
     image, label_text = cells[0], cells[1]
     if not image:
         raise BoxError("empty image name", RejectKind.MISSING_VALUE)
-    label = parse_label(label_text)
+    label = parse_label(label_text, labels)
     x, y, w, h = (parse_number(value, name) for value, name in zip(cells[2:], "xywh", strict=True))
     return make_box(image, label, x, y, x + w, y + h, source=SOURCE_NIH_CSV, location=location, file=file)
-
-
-# --------------------------------------------------------------------------------------------------
-# labelImg Pascal VOC XML
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,11 +201,12 @@ def make_box(
     return Box(image, label, xmin, ymin, xmax, ymax, difficult, source, location, file)
 
 
-def parse_label(text: str) -> str:
+def parse_label(text: str, labels: LabelMap | None = None) -> str:
+    """The label map's name of a class (`labels`, default the shipped NIH map)."""
     if not text.strip():
         raise BoxError("empty label", RejectKind.MISSING_VALUE)
     try:
-        return canonical_label(text)
+        return (labels or default_label_map()).canonical(text)
     except UnknownLabelError as error:
         raise BoxError(str(error), RejectKind.UNKNOWN_LABEL) from error
 

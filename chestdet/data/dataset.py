@@ -1,5 +1,6 @@
 """Assemble a dataset before any image is decoded: read every annotation source, combine the boxes of
-each image, match images to files, plan one job per image; and, after the records, the reports.
+each image, match images to files, check the boxes against each image's real size, plan one job per image;
+and, after the records, the reports.
 
 The sources, earliest first: NIH's CSV, each labelImg XML folder, each Label Studio JSON export.
 
@@ -9,6 +10,7 @@ several keeps one box where a later source's box has the same class and IoU >= `
 earlier one (the later corners win), or, with `Corrections.REPLACE`, only the latest source's boxes.
 
     inputs = read_inputs(DatasetSpec(nih_csv=Path("BBox_List_2017.csv"), image_dirs=(Path("images"),)))
+    check_boxes(inputs, RecordOptions(class_ids))
     jobs = plan_jobs(inputs, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
 """
 
@@ -25,11 +27,21 @@ from object_detection.utils import np_box_ops
 
 from chestdet.core import atomic
 from chestdet.core.contracts import LABEL_MAP_FILE, REJECTS_CSV, SPLIT_CSV, SUMMARY_JSON
+from chestdet.core.imaging import ImageReadError, probe_image
+from chestdet.core.labels import LabelMap, default_label_map
 from chestdet.core.rejects import Reject, RejectKind, count_by_kind, write_rejects
-from chestdet.data.annotations import NIH_IMAGE_SIZE, SOURCE_NIH_CSV, AnnotationSet, Box, read_nih_csv, same_picture
+from chestdet.data.annotations import (
+    NIH_IMAGE_SIZE,
+    SOURCE_NIH_CSV,
+    AnnotationSet,
+    Box,
+    image_error_kind,
+    read_nih_csv,
+    same_picture,
+)
 from chestdet.data.image_index import ImageIndex
 from chestdet.data.labelstudio import read_export
-from chestdet.data.records import ImageJob, PreparedImage, WrittenShards
+from chestdet.data.records import ImageJob, PreparedImage, RecordOptions, WrittenShards, fit_boxes, no_usable_boxes
 from chestdet.data.split import (
     SPLITS,
     DataEntry,
@@ -72,6 +84,7 @@ class DatasetSpec:
     data_entry: Path | None = None
     corrections: Corrections = Corrections.MERGE
     label_studio: tuple[Path, ...] = ()  # Label Studio JSON exports, read after the XML folders
+    labels: LabelMap | None = None  # the classes boxes may name; None: the shipped NIH map
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +95,7 @@ class DatasetSpec:
             "data_entry": str(self.data_entry) if self.data_entry else None,
             "corrections": self.corrections.value,
             "label_studio": [str(path) for path in self.label_studio],
+            "classes": list((self.labels or default_label_map()).names),
         }
 
 
@@ -94,27 +108,27 @@ class AnnotationSource:
     read: Callable[[ImageIndex], AnnotationSet]
 
 
-def nih_csv_source(path: Path) -> AnnotationSource:
+def nih_csv_source(path: Path, labels: LabelMap | None = None) -> AnnotationSource:
     def read(_index: ImageIndex) -> AnnotationSet:
-        boxes, rejects = read_nih_csv(path)
+        boxes, rejects = read_nih_csv(path, labels)
         return AnnotationSet(boxes, rejects)
 
     return AnnotationSource(str(path), read)
 
 
-def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path]) -> AnnotationSource:
-    return AnnotationSource(str(xml_dir), lambda index: load_voc_dir(xml_dir, image_dirs, index=index))
+def voc_xml_source(xml_dir: Path, image_dirs: Sequence[Path], labels: LabelMap | None = None) -> AnnotationSource:
+    return AnnotationSource(str(xml_dir), lambda index: load_voc_dir(xml_dir, image_dirs, index=index, labels=labels))
 
 
-def label_studio_source(export: Path) -> AnnotationSource:
-    return AnnotationSource(str(export), lambda index: read_export(export, index))
+def label_studio_source(export: Path, labels: LabelMap | None = None) -> AnnotationSource:
+    return AnnotationSource(str(export), lambda index: read_export(export, index, labels))
 
 
 def sources_for(spec: DatasetSpec) -> list[AnnotationSource]:
     """The spec's sources, earliest first: NIH's CSV, then each XML folder, then each Label Studio export."""
-    sources = [nih_csv_source(spec.nih_csv)] if spec.nih_csv is not None else []
-    sources += [voc_xml_source(xml_dir, spec.image_dirs) for xml_dir in spec.xml_dirs]
-    return sources + [label_studio_source(export) for export in spec.label_studio]
+    sources = [nih_csv_source(spec.nih_csv, spec.labels)] if spec.nih_csv is not None else []
+    sources += [voc_xml_source(xml_dir, spec.image_dirs, spec.labels) for xml_dir in spec.xml_dirs]
+    return sources + [label_studio_source(export, spec.labels) for export in spec.label_studio]
 
 
 @dataclass
@@ -128,6 +142,7 @@ class Inputs:
     rejects: list[Reject] = field(default_factory=list)
     notes: Counter = field(default_factory=Counter)
     source_boxes: dict[str, int] = field(default_factory=dict)  # boxes each source gave, before combining
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # the real size each image's boxes fit
 
 
 def read_inputs(spec: DatasetSpec, sources: Sequence[AnnotationSource] | None = None) -> Inputs:
@@ -249,6 +264,30 @@ def _real_corners(box: Box, real_size: tuple[int, int] | None) -> np.ndarray:
 # Jobs
 
 
+def check_boxes(inputs: Inputs, options: RecordOptions) -> None:
+    """Fit every image's boxes to its real size (read from the file's header) as the records keep them,
+    before any split is planned: a rejected box never steers the split, and an image left without boxes,
+    or unreadable, is rejected here and placed nowhere."""
+    for image, boxes in list(inputs.boxes_by_image.items()):
+        path = inputs.image_paths[image]
+        try:
+            info = probe_image(path, options.max_pixels)
+        except ImageReadError as error:
+            inputs.rejects.append(Reject(str(path), "image", f"{error.reason} ({len(boxes)} boxes not written)",
+                                         image_error_kind(error), image))
+            del inputs.boxes_by_image[image]
+            continue
+        size = (info.width, info.height)
+        kept, rejects, notes = fit_boxes(image, path, boxes, size, options)
+        inputs.rejects += rejects
+        inputs.notes.update(notes)
+        if not kept:
+            inputs.rejects.append(no_usable_boxes(image, path, len(boxes)))
+            del inputs.boxes_by_image[image]
+            continue
+        inputs.boxes_by_image[image], inputs.sizes[image] = list(kept), size
+
+
 def plan_jobs(inputs: Inputs, fractions: Mapping[str, float], seed: int = 0) -> list[ImageJob]:
     """One job per image, with its patient and split, in split order and then by name."""
     items = split_items(inputs)
@@ -269,7 +308,7 @@ def split_items(inputs: Inputs) -> list[SplitItem]:
 
 def image_job(inputs: Inputs, item: SplitItem, split: str) -> ImageJob:
     return ImageJob(item.image, inputs.image_paths.get(item.image) or inputs.unlabeled[item.image], item.patient,
-                    split, tuple(inputs.boxes_by_image.get(item.image, [])))
+                    split, tuple(inputs.boxes_by_image.get(item.image, [])), inputs.sizes.get(item.image))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,10 +25,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lxml import etree
 
-from chestdet.core.contracts import EXPORT_RECORD
 from chestdet.core.detections import Detection
 from chestdet.core.imaging import ImageReadError, probe_image
-from chestdet.core.labels import UnknownLabelError, canonical_label, class_colour
+from chestdet.core.labels import LabelMap, UnknownLabelError, class_colour, default_label_map
 from chestdet.core.rejects import Reject, RejectKind
 from chestdet.data.annotations import AnnotationSet, Box, BoxError, fit_boxes_to_image, image_error_kind, make_box
 from chestdet.data.image_index import ImageIndex
@@ -56,24 +55,6 @@ NOTE_REAL_SIZE = "Label Studio regions without original_width/height: real image
 
 # --------------------------------------------------------------------------------------------------
 # Out: tasks and the labeling config
-
-
-def model_version(export_dir: Path) -> str:
-    """The export folder's name and its checkpoint's training step, from export.json: 'nih step 12000'.
-
-    A checkpoint saved outside training has no step: then its name ('nih ckpt-1'); without
-    export.json, the folder's name alone.
-    """
-    name = export_dir.resolve().name
-    try:
-        record = json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return name
-    if not isinstance(record, dict):
-        return name
-    if record.get("step") is not None:
-        return f"{name} step {record['step']}"
-    return f"{name} {PurePosixPath(str(record['checkpoint'])).name}" if record.get("checkpoint") else name
 
 
 def image_url(image: str, prefix: str = DEFAULT_IMAGE_URL_PREFIX) -> str:
@@ -168,14 +149,16 @@ class _Annotation:
         return self.found.name if self.found is not None else (self.names[0] if self.names else self.url)
 
 
-def read_export(path: str | Path, index: ImageIndex) -> AnnotationSet:
+def read_export(path: str | Path, index: ImageIndex, labels: LabelMap | None = None) -> AnnotationSet:
     """Read a Label Studio JSON export: the boxes of each image's latest annotation, and rejects.
 
     Images are found by file name in `index`. Several annotations of one image (in one task or
     several) give the latest by updated_at (else created_at; else the last listed); the others are
-    counted, as are cancelled annotations and tasks nobody annotated.
+    counted, as are cancelled annotations and tasks nobody annotated. Labels must be in `labels`
+    (default: the shipped NIH map).
     """
     path = Path(path)
+    labels = labels or default_label_map()
     result = AnnotationSet()
     by_image: dict[str, list[_Annotation]] = {}
     ordered: list[tuple[int, Reject]] = []  # rejects in the order of the file's tasks
@@ -189,7 +172,7 @@ def read_export(path: str | Path, index: ImageIndex) -> AnnotationSet:
             result.notes[NOTE_SUPERSEDED] += len(candidates) - 1
         chosen = _latest(candidates)
         before = len(result.rejects)
-        _read_annotation(path, image, chosen, result)
+        _read_annotation(path, image, chosen, result, labels)
         ordered += [(chosen.order, reject) for reject in result.rejects[before:]]
     if ordered:
         result.rejects = [reject for _, reject in sorted(ordered, key=lambda pair: pair[0])]
@@ -234,7 +217,7 @@ def _task_annotations(
     live = [a for a in annotations if not (isinstance(a, dict) and a.get("was_cancelled"))]
     if len(live) < len(annotations):
         result.notes[NOTE_CANCELLED] += len(annotations) - len(live)
-    if not live:
+    if not annotations:  # a task skipped through a cancelled annotation is counted once, above
         result.notes[NOTE_UNANNOTATED] += 1
     for number, annotation in enumerate(live, start=1):
         if not isinstance(annotation, dict):
@@ -279,7 +262,8 @@ def _latest(annotations: Sequence[_Annotation]) -> _Annotation:
     return max(annotations, key=lambda a: a.order)
 
 
-def _read_annotation(path: Path, image: str, annotation: _Annotation, result: AnnotationSet) -> None:
+def _read_annotation(path: Path, image: str, annotation: _Annotation, result: AnnotationSet,
+                     labels: LabelMap) -> None:
     """The annotation's boxes in the real image's pixels, or the reject saying why not."""
     def reject(location: str, reason: str, kind: RejectKind) -> None:
         result.rejects.append(Reject(str(path), location, reason, kind, image))
@@ -301,7 +285,7 @@ def _read_annotation(path: Path, image: str, annotation: _Annotation, result: An
         result.notes[NOTE_NO_BOXES] += 1
     for number, item in enumerate(annotation.result, start=1):
         location = f"{annotation.location}, result {number}"
-        for label in _labels_of(item, location, reject):
+        for label in _labels_of(item, location, reject, labels):
             try:
                 box, declared = _region_box(item, image, label, real_size, location, str(path), result)
                 [box], notes = fit_boxes_to_image([box], declared, real_size)
@@ -312,20 +296,21 @@ def _read_annotation(path: Path, image: str, annotation: _Annotation, result: An
             result.notes.update(notes)
 
 
-def _labels_of(item: Any, location: str, reject: Callable[[str, str, RejectKind], None]) -> list[str]:
+def _labels_of(item: Any, location: str, reject: Callable[[str, str, RejectKind], None],
+               labels: LabelMap) -> list[str]:
     """The canonical class names of a rectanglelabels region; [] after rejecting anything else."""
     try:
         value = _check_region(item)
-        labels = value.get("rectanglelabels")
-        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        named = value.get("rectanglelabels")
+        if not isinstance(named, list) or not named or not all(isinstance(x, str) for x in named):
             raise BoxError("a region without a class (value.rectanglelabels)", RejectKind.MISSING_VALUE)
     except BoxError as error:
         reject(location, str(error), error.kind)
         return []
     known = []
-    for label in labels:
+    for label in named:
         try:
-            known.append(canonical_label(label))
+            known.append(labels.canonical(label))
         except UnknownLabelError as error:
             reject(location, str(error), RejectKind.UNKNOWN_LABEL)
     return known

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import hashlib
 import logging
 import multiprocessing
@@ -55,6 +54,7 @@ class ImageJob:
     patient: str
     split: str
     boxes: tuple[Box, ...] = ()
+    size: tuple[int, int] | None = None  # the real size its boxes were fitted to (dataset.check_boxes)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class PreparedImage:
 
 
 def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
-    """Read and check one image, fit its boxes to it and serialise its Example."""
+    """Read and check one image, fit its boxes to it (unless they were, to the size it still has) and
+    serialise its Example."""
     result = PreparedImage(job)
     try:
         stored = stored_image(job.path, options.max_size, options.max_pixels)
@@ -92,12 +93,19 @@ def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
         result.rejects.append(Reject(str(job.path), "image", error.reason + suffix, image_error_kind(error), job.image))
         return result
     real_size = (stored.original_width, stored.original_height)
-    result.boxes = _fit_boxes(job, real_size, options, result)
+    if job.size is not None and job.size != real_size:
+        result.rejects.append(Reject(str(job.path), "image", f"changed while the records were written (was "
+                                     f"{job.size[0]}x{job.size[1]}, now {real_size[0]}x{real_size[1]})",
+                                     RejectKind.UNREADABLE_FILE, job.image))
+        return result
+    if job.size is not None:
+        result.boxes = job.boxes
+    else:
+        result.boxes, rejects, notes = fit_boxes(job.image, job.path, job.boxes, real_size, options)
+        result.rejects += rejects
+        result.notes.update(notes)
     if job.boxes and not result.boxes:
-        result.rejects.append(
-            Reject(str(job.path), "image", f"all {len(job.boxes)} boxes rejected; image not written",
-                   RejectKind.NO_USABLE_BOXES, job.image)
-        )
+        result.rejects.append(no_usable_boxes(job.image, job.path, len(job.boxes)))
         return result
     result.notes["images stored unchanged" if stored.conversion is None else f"converted: {stored.conversion}"] += 1
     result.width, result.height = real_size
@@ -106,24 +114,32 @@ def prepare_image(job: ImageJob, options: RecordOptions) -> PreparedImage:
     return result
 
 
-def _fit_boxes(job: ImageJob, real_size: tuple[int, int], options: RecordOptions, result: PreparedImage) -> tuple:
-    kept = []
-    for box in job.boxes:
+def no_usable_boxes(image: str, path: Path, count: int) -> Reject:
+    return Reject(str(path), "image", f"all {count} boxes rejected; image not written", RejectKind.NO_USABLE_BOXES,
+                  image)
+
+
+def fit_boxes(image: str, path: Path, boxes: Sequence[Box], real_size: tuple[int, int],
+              options: RecordOptions) -> tuple[tuple[Box, ...], list[Reject], Counter]:
+    """The boxes of one image as the records keep them: in the label map, NIH's CSV boxes scaled to the
+    real image, clipped to its border when they cross it by a little; a reject for each of the others.
+    Records, the patient split and evaluate all take their boxes from here."""
+    kept, rejects, notes = [], [], Counter()
+    for box in boxes:
         try:
             if box.label not in options.class_ids:
                 raise BoxError(f"label {box.label!r} is not in the label map", RejectKind.LABEL_NOT_IN_MAP)
             if box.source == SOURCE_NIH_CSV:
-                [box], notes = fit_boxes_to_image([box], options.csv_image_size, real_size)
-                result.notes.update(notes)
+                [box], fitted = fit_boxes_to_image([box], options.csv_image_size, real_size)
+                notes.update(fitted)
             box, clipped = clip_to_image(box, *real_size)
         except BoxError as error:
-            result.rejects.append(
-                Reject(box.file, box.location or job.image, f"{job.image}: {error}", error.kind, job.image))
+            rejects.append(Reject(box.file, box.location or image, f"{image}: {error}", error.kind, image))
             continue
         if clipped:
-            result.notes["boxes clipped to the image border"] += 1
+            notes["boxes clipped to the image border"] += 1
         kept.append(box)
-    return tuple(kept)
+    return tuple(kept), rejects, notes
 
 
 def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]) -> bytes:
@@ -159,13 +175,6 @@ def serialize_example(stored: StoredImage, image: str, boxes: Sequence[Box], cla
         _shared_feature(Keys.object_difficult, "int64_list", tuple(int(box.difficult) for box in boxes)),
     ]
     return b"".join([per_image, *shared])
-
-
-def build_example(stored: StoredImage, image: str, boxes: Sequence[Box], class_ids: Mapping[str, int]):
-    """serialize_example as a tf.train.Example message."""
-    from tensorflow.core.example import example_pb2
-
-    return example_pb2.Example.FromString(serialize_example(stored, image, boxes, class_ids))
 
 
 def _example_bytes(features: Mapping[str, tuple[str, Sequence]]) -> bytes:
@@ -420,9 +429,6 @@ def remove_stale_shards(output_dir: Path, keep: Sequence[Path]) -> list[Path]:
 
 
 def shard_glob(output_dir: str | Path, split: str) -> str:
-    """The pattern the OD API's tf_record_input_reader.input_path should use for a split."""
+    """The pattern of a split's shards in a records folder: what training's input_path, cross-validation
+    and evaluation use to find them."""
     return str(Path(output_dir) / f"{split}-?????-of-?????.tfrecord")
-
-
-def existing_shards(output_dir: str | Path, split: str) -> list[str]:
-    return sorted(glob.glob(shard_glob(output_dir, split)))

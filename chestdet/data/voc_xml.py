@@ -17,6 +17,7 @@ from chestdet.core.imaging import (
     ImageReadError,
     probe_image,
 )
+from chestdet.core.labels import LabelMap
 from chestdet.core.rejects import Reject, RejectKind
 from chestdet.data.annotations import (
     SOURCE_VOC_XML,
@@ -36,18 +37,20 @@ MAX_XML_BYTES = 10_000_000
 
 
 def read_voc_xml(
-    path: str | Path, image_dirs: Sequence[str | Path] = (), require_image: bool = True
+    path: str | Path, image_dirs: Sequence[str | Path] = (), require_image: bool = True,
+    labels: LabelMap | None = None,
 ) -> tuple[list[Box], list[Reject]]:
     """Read one labelImg XML file; boxes are keyed by the image's file name (with its extension)."""
-    annotation = parse_voc_xml(path, image_dirs, require_image=require_image)
+    annotation = parse_voc_xml(path, image_dirs, require_image=require_image, labels=labels)
     return annotation.boxes, annotation.rejects
 
 
 def read_voc_dir(
-    directory: str | Path, image_dirs: Sequence[str | Path] = (), require_image: bool = True
+    directory: str | Path, image_dirs: Sequence[str | Path] = (), require_image: bool = True,
+    labels: LabelMap | None = None,
 ) -> tuple[list[Box], list[Reject]]:
     """Read every *.xml under a folder (recursively)."""
-    result = load_voc_dir(directory, image_dirs, require_image=require_image)
+    result = load_voc_dir(directory, image_dirs, require_image=require_image, labels=labels)
     return result.boxes, result.rejects
 
 
@@ -56,6 +59,7 @@ def load_voc_dir(
     image_dirs: Sequence[str | Path] = (),
     require_image: bool = True,
     index: ImageIndex | None = None,
+    labels: LabelMap | None = None,
 ) -> AnnotationSet:
     """Like read_voc_dir, but also returns the images found and the counted conversions."""
     directory = Path(directory)
@@ -71,7 +75,7 @@ def load_voc_dir(
     if not xml_files:
         result.rejects.append(Reject(str(directory), "folder", "no .xml files found", RejectKind.NOTHING_FOUND))
     for xml_path in xml_files:
-        result.add(parse_voc_xml(xml_path, image_dirs, require_image=require_image, index=index))
+        result.add(parse_voc_xml(xml_path, image_dirs, require_image=require_image, index=index, labels=labels))
     return result
 
 
@@ -80,6 +84,7 @@ def parse_voc_xml(
     image_dirs: Sequence[str | Path] = (),
     require_image: bool = True,
     index: ImageIndex | None = None,
+    labels: LabelMap | None = None,
 ) -> VocAnnotation:
     """Parse one XML safely, find its image inside the allowed folders, and fit boxes to it.
 
@@ -101,7 +106,7 @@ def parse_voc_xml(
         annotation.declared_size = _declared_size(root)
     except BoxError as error:
         return _reject_file(annotation, "size", str(error), error.kind)
-    boxes = _voc_objects(root, annotation)
+    boxes = _voc_objects(root, annotation, labels)
     if annotation.image_path is None or not boxes:
         annotation.boxes = boxes
         return annotation
@@ -207,20 +212,21 @@ def _declared_size(root: Element) -> tuple[int, int] | None:
     return round(width), round(height)
 
 
-def _voc_objects(root: Element, annotation: VocAnnotation) -> list[Box]:
+def _voc_objects(root: Element, annotation: VocAnnotation, labels: LabelMap | None) -> list[Box]:
     boxes = []
     for number, element in enumerate(root.findall("object"), start=1):
         location = f"object {number}"
         try:
-            boxes.append(_voc_object_to_box(element, annotation.image or "", location, str(annotation.xml_path)))
+            boxes.append(_voc_object_to_box(element, annotation.image or "", location, str(annotation.xml_path),
+                                            labels))
         except BoxError as error:
             annotation.rejects.append(
                 Reject(str(annotation.xml_path), location, str(error), error.kind, annotation.image or ""))
     return boxes
 
 
-def _voc_object_to_box(element: Element, image: str, location: str, file: str) -> Box:
-    label = parse_label(_text(element, "name"))
+def _voc_object_to_box(element: Element, image: str, location: str, file: str, labels: LabelMap | None) -> Box:
+    label = parse_label(_text(element, "name"), labels)
     bndbox = element.find("bndbox")
     if bndbox is None:
         raise BoxError(f"{label} object without <bndbox>", RejectKind.MISSING_VALUE)

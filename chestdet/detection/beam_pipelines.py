@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from chestdet.core import atomic
+from chestdet.core import atomic, compat
 from chestdet.core.detections import ImageResult
 from chestdet.core.errors import ChestdetError
 from chestdet.core.system import available_cpus
@@ -174,8 +174,9 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 
 def _run(pipeline: beam.Pipeline) -> dict[str, int]:
-    result = pipeline.run()
-    result.wait_until_finish()
+    with compat.native_output_filtered():  # the worker processes' import-time warnings
+        result = pipeline.run()
+        result.wait_until_finish()
     return stage_counts(result)
 
 

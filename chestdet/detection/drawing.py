@@ -80,6 +80,83 @@ def encode_bgr(bgr: np.ndarray, fmt: str) -> bytes:
     return data.tobytes()
 
 
+# ---------------------------------------------------------------- explanations (detect --explain)
+
+
+def heatmap_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(h, w) of the image scaled so that its longer side is at most `max_side`, never enlarged."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+PANEL_MAX_SIDE = 512  # each panel of an explanation's .png
+HEAT_OPACITY = 0.6  # a pixel of heat 1 is this much its box's colour, the rest film
+
+
+def overlaps(a: Detection, b: Detection) -> bool:
+    return min(a.xmax, b.xmax) > max(a.xmin, b.xmin) and min(a.ymax, b.ymax) > max(a.ymin, b.ymin)
+
+
+def group_panels(detections: Sequence[Detection]) -> list[list[int]]:
+    """Indices of the detections per panel, best score first: a box joins the first panel none of whose
+    boxes it overlaps, so overlapping boxes never share a panel."""
+    panels: list[list[int]] = []
+    for index in sorted(range(len(detections)), key=lambda i: -detections[i].score):
+        for panel in panels:
+            if not any(overlaps(detections[index], detections[other]) for other in panel):
+                panel.append(index)
+                break
+        else:
+            panels.append([index])
+    return panels
+
+
+def render_explanation(pixels: np.ndarray, detections: Sequence[Detection], heatmaps: np.ndarray,
+                       class_names: Mapping[int, str]) -> bytes:
+    """PNG of one panel per group of non-overlapping boxes (up to 3 side by side, then more rows).
+
+    In a panel each pixel takes the colour of the box whose heatmap is strongest there (the box's
+    class colour, as in drawn/), as opaque as that heat; the boxes and their labels are drawn on top.
+    """
+    height, width = pixels.shape[:2]
+    size = heatmap_size(height, width, PANEL_MAX_SIDE)
+    film = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+    heat = np.stack([cv2.resize(heatmap, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                     for heatmap in heatmaps])
+    scale_y, scale_x = size[0] / height, size[1] / width
+    boxes = [_scaled(d, scale_x, scale_y) for d in detections]
+    panels = [_panel(film, heat[members], [boxes[i] for i in members], class_names)
+              for members in group_panels(detections)]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    gap = 8
+    canvas = np.full((rows * size[0] + (rows - 1) * gap, columns * size[1] + (columns - 1) * gap, 3), 255, np.uint8)
+    for index, panel in enumerate(panels):
+        top, left = (index // columns) * (size[0] + gap), (index % columns) * (size[1] + gap)
+        canvas[top:top + size[0], left:left + size[1]] = panel
+    return encode_bgr(canvas, "png")
+
+
+def _panel(
+    film: np.ndarray, heat: np.ndarray, boxes: Sequence[Detection], class_names: Mapping[int, str]
+) -> np.ndarray:
+    """BGR panel: `film` (float32 gray or RGB, panel-sized) tinted by the boxes' heatmaps `heat` [n, h, w]."""
+    colours = np.array([class_colour(box.class_id) for box in boxes], dtype=np.float32)  # [n, 3] RGB
+    strongest = heat.argmax(axis=0) if len(boxes) > 1 else None
+    opacity = HEAT_OPACITY * (heat.max(axis=0) if strongest is not None else heat[0])
+    tinted = np.empty((*film.shape[:2], 3), np.uint8)
+    for channel in range(3):
+        base = film if film.ndim == 2 else film[:, :, channel]
+        colour = colours[strongest, channel] if strongest is not None else colours[0, channel]
+        tinted[:, :, channel] = base + opacity * (colour - base) + 0.5  # in [0, 255]; + 0.5 rounds
+    return draw_detections_bgr(tinted, boxes, class_names)
+
+
+def _scaled(detection: Detection, scale_x: float, scale_y: float) -> Detection:
+    return Detection(detection.class_id, detection.score, detection.xmin * scale_x, detection.ymin * scale_y,
+                     detection.xmax * scale_x, detection.ymax * scale_y)
+
+
 def dashed_rectangle(canvas: np.ndarray, box: Sequence[float], colour: tuple[int, int, int], thickness: int,
                      dash: int) -> None:
     """A rectangle of dashes `dash` pixels long with gaps as long, drawn in place."""

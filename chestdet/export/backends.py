@@ -21,6 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from chestdet.core import compat
 from chestdet.core.contracts import EXPORT_RECORD, PIPELINE_FILE, SAVED_MODEL_DIR, TFLITE_FILE
 from chestdet.core.detections import Detection
 from chestdet.core.errors import BackendError
@@ -211,8 +212,9 @@ class TFLiteBackend:
         import tensorflow as tf
 
         try:
-            interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=self.threads)
-            interpreter.allocate_tensors()
+            with compat.native_output_filtered():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+                interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=self.threads)
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise BackendError(f"{self.path}: cannot load the TFLite model ({error})") from error
         return interpreter

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from chestdet.core import atomic
+from chestdet.core import atomic, compat
 from chestdet.core.contracts import (
     BEST_RECORD,
     CHECKPOINT_DIR,
@@ -30,6 +30,7 @@ from chestdet.core.contracts import (
     TFLITE_FILE,
 )
 from chestdet.core.errors import ExportError
+from chestdet.core.labels import load_label_map
 from chestdet.core.resources import DEFAULT_LABEL_MAP, resource
 from chestdet.training.checkpoints import checkpoint_sha256, checkpoint_step
 from chestdet.training.pipeline_config import image_size, load_configs
@@ -87,8 +88,6 @@ def export_model(
     check_checkpoint_has_model(prefix)
     if output_dir.exists() and not overwrite:
         raise ExportError(f"{output_dir}: already exists; choose another --output-dir or pass --overwrite")
-
-    from chestdet.core import compat
 
     compat.apply()
     started = time.perf_counter()
@@ -213,13 +212,7 @@ def resolve_label_map(label_map: str | Path | None, configs: dict, pipeline_conf
 
 def check_label_map(path: Path, num_classes: int) -> None:
     """The label map must name ids 1..num_classes, the classes the model predicts."""
-    from object_detection.utils import label_map_util
-
-    try:
-        items = label_map_util.load_labelmap(str(path)).item
-    except Exception as error:  # text_format.ParseError or label_map_util's ValueError
-        raise ExportError(f"{path}: not a valid label map ({error})") from error
-    ids = sorted(item.id for item in items)
+    ids = sorted(load_label_map(path))  # a malformed one: LabelMapError naming its line and column
     if ids != list(range(1, num_classes + 1)):
         raise ExportError(
             f"{path}: label map ids are {ids}, but the model predicts {num_classes} classes (ids 1..{num_classes})"
@@ -307,7 +300,9 @@ def write_tflite(
         )
         log.info("  TFLite graph exported in %.1f s; converting", time.perf_counter() - started)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(work / SAVED_MODEL_DIR))
-        tflite_path.write_bytes(converter.convert())
+        with compat.native_output_filtered():  # the converter prints its op summary on file descriptor 2
+            converted = converter.convert()
+        tflite_path.write_bytes(converted)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,7 +12,15 @@ import shutil
 from pathlib import Path
 
 from chestdet.core import atomic
-from chestdet.core.contracts import BEST_DIR, BEST_RECORD
+from chestdet.core.contracts import (
+    BEST_DIR,
+    BEST_RECORD,
+    CHECKPOINT_STATE,
+    EXPORT_RECORD,
+    PIPELINE_FILE,
+    RUN_EXPORT_DIR,
+    SAVED_MODEL_DIR,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ def checkpoint_exists(prefix: str | Path) -> bool:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -71,14 +80,20 @@ def has_model_variables(prefix: str | Path) -> bool:
 
 def run_folder_hint(path: str | Path) -> str | None:
     """When `path` is a training run folder (or its best/ copy) rather than an export, what to run instead."""
+    from chestdet.core.shell import command, shown
+
     path = Path(path)
     run = path.parent if path.name == BEST_DIR and (path.parent / BEST_RECORD).is_file() else path
-    if not (run / "pipeline.config").is_file() or not (run / "checkpoint").is_file() or (run / "saved_model").is_dir():
+    is_run = (run / PIPELINE_FILE).is_file() and (run / CHECKPOINT_STATE).is_file()
+    if not is_run or (run / SAVED_MODEL_DIR).is_dir():
         return None
+    exported = run / RUN_EXPORT_DIR
+    if (exported / EXPORT_RECORD).is_file():
+        return f"{path} is a training run folder, not an export; its export is {shown(exported)}: pass that"
     source = run / BEST_RECORD if (run / BEST_RECORD).is_file() else run
     return (f"{path} is a training run folder, not an export: export it first with "
-            f"scripts/export.sh --checkpoint {source}, then pass the export folder "
-            f"(workspace/exports/{run.name} by default) to --model")
+            f"{command('export')} --checkpoint {shown(source)}, then pass the export folder "
+            f"({shown(exported)} by default) to --model")
 
 
 def latest_checkpoint(model_dir: str | Path) -> Path | None:
@@ -206,7 +221,7 @@ def copy_checkpoint(prefix: Path, directory: Path) -> Path:
     staging.mkdir(parents=True)
     for path in checkpoint_files(prefix):
         shutil.copy2(path, staging / path.name)
-    (staging / "checkpoint").write_text(
+    (staging / CHECKPOINT_STATE).write_text(
         f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n', encoding="utf-8"
     )
     old = directory.with_name(f".{directory.name}.old")

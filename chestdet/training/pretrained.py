@@ -25,6 +25,7 @@ from pathlib import Path
 from chestdet.core import atomic, http_download
 from chestdet.core.errors import ChestdetError
 from chestdet.core.resources import workspace
+from chestdet.training.checkpoints import checkpoint_files, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ def check_sha256(value: str) -> str:
     return value
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digests(path: Path) -> dict:
     """Size, SHA-256 and git blob id of a file, in one read."""
     size = path.stat().st_size
@@ -144,8 +137,6 @@ def verify_checkpoint(prefix: str | Path) -> dict:
 
     Returns {"verified", "model" (the zoo name or None), "reason" (when not verified), "files": digests}.
     """
-    from chestdet.training.checkpoints import checkpoint_files
-
     found = {path.name: file_digests(path) for path in checkpoint_files(prefix)}
     reasons = []
     for model, pinned in ZOO_DIGESTS.items():
@@ -221,7 +212,7 @@ def fetch_checkpoint(
         elif not Path(archive).is_file():
             raise FetchError(f"archive not found: {archive}")
         archive_path = downloaded if archive is None else Path(archive)
-        actual = sha256_of(archive_path)
+        actual = sha256_file(archive_path)
         verify(name, archive_path, actual, expected)
         source = {"name": name, "url": url if archive is None else None,
                   "archive": str(archive_path) if archive is not None else f"{name}.tar.gz",

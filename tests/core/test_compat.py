@@ -43,7 +43,10 @@ def decode():
 
 report = {"needed_before": compat.tf_slim_needs_control_flow_shim(), "without": decode()}
 compat.apply()
+compat.apply()  # a second call changes nothing
+from tensorflow.python.ops import control_flow_ops
 report["needed_after"] = compat.tf_slim_needs_control_flow_shim()
+report["shimmed_as_tf"] = control_flow_ops.case is tf.case and control_flow_ops.cond is tf.cond
 report["with"] = decode()
 print(json.dumps(report))
 """
@@ -52,7 +55,7 @@ print(json.dumps(report))
 def test_the_shim_is_still_needed_and_makes_the_od_api_decoder_work():
     image = SAMPLE_IMAGES / "00000032_037.png"
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(image)], capture_output=True, text=True, cwd=REPO, timeout=600
+        [sys.executable, "-c", PROBE, str(image)], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -60,19 +63,12 @@ def test_the_shim_is_still_needed_and_makes_the_od_api_decoder_work():
     # fails, tf_slim or TensorFlow fixed it: delete the shim from chestdet/core/compat.py and this test.
     assert report["needed_before"] is True
     assert "has no attribute 'case'" in report["without"]["error"]
-    # Still working: with it the same record decodes to the real 1024x1024 film and its box.
-    assert report["needed_after"] is False
+    # Still working, applied twice: tf_slim's names are TensorFlow's own functions, and the same record
+    # decodes to the real 1024x1024 film and its box.
+    assert report["needed_after"] is False and report["shimmed_as_tf"] is True
     assert report["with"]["shape"] == [1024, 1024, 3]
     assert report["with"]["boxes"] == [[0.125, 0.25, 0.5, 0.75]]
     assert report["with"]["classes"] == [2]
-
-
-def test_apply_is_idempotent():
-    from chestdet.core import compat
-
-    compat.apply()
-    compat.apply()
-    assert not compat.tf_slim_needs_control_flow_shim()
 
 
 QUIET_PROBE = """
@@ -92,7 +88,7 @@ def run_probe(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run([sys.executable, "-c", QUIET_PROBE, *args], capture_output=True, text=True, env=env,
-                            timeout=300, check=True)
+                            timeout=120, check=True)
     assert "imported" in result.stdout
     return result.stderr
 

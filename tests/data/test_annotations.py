@@ -11,6 +11,7 @@ from chestdet.data.annotations import Box, BoxError, Reject, clip_to_image, fit_
 from chestdet.data.image_index import ImageIndex
 from chestdet.data.voc_xml import parse_voc_xml, read_voc_dir, read_voc_xml
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES
+from tests.support.annotations import symlinked_copy, write_labelimg_xml
 
 HOSTILE = Path(__file__).resolve().parent.parent / "fixtures" / "hostile"
 IMAGE = "00000032_037.png"
@@ -24,19 +25,6 @@ def sample_boxes() -> list[Box]:
 
 def corners(box: Box) -> tuple:
     return (box.image, box.label, box.xmin, box.ymin, box.xmax, box.ymax)
-
-
-def write_labelimg_xml(folder: Path, image: str, boxes, size=(1024, 1024, 1), filename=None, difficult=False,
-                       local_path=None) -> Path:
-    """An XML file written by labelImg's own writer."""
-    from libs.pascal_voc_io import PascalVocWriter
-
-    writer = PascalVocWriter("images", filename or image, list(size), local_img_path=local_path)
-    for box in boxes:
-        writer.add_bnd_box(box.xmin, box.ymin, box.xmax, box.ymax, box.label, difficult)
-    target = folder / (Path(image).stem + ".xml")
-    writer.save(target_file=str(target))
-    return target
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,14 +236,6 @@ def test_path_outside_the_folders_is_refused():
     assert boxes == []
     assert [(r.location, r.reason) for r in rejects] == [
         ("filename", "<path> '/etc/ssl/certs/../../hostname' resolves outside the allowed folders; refused")]
-
-
-def symlinked_copy(source: Path, folder: Path) -> Path:
-    """A folder of per-file symlinks to `source`'s files, as DVC, git-annex and DataLad check data out."""
-    folder.mkdir(parents=True)
-    for path in sorted(source.iterdir()):
-        (folder / path.name).symlink_to(path)
-    return folder
 
 
 @pytest.mark.parametrize("keep", ["copies", "symlinks"])

@@ -20,11 +20,14 @@ import pytest
 from chestdet.commands.cli import run_main
 from chestdet.commands.generate_tfrecords import main
 from chestdet.core.contracts import REJECT_COLUMNS
+from chestdet.core.labels import CLASS_NAMES
+from chestdet.core.rejects import RejectKind
 from chestdet.data import dataset
 from chestdet.data.annotations import Box, read_nih_csv
+from chestdet.data.records import RecordOptions
 from tests.conftest import SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
-from tests.data.test_annotations import symlinked_copy, write_labelimg_xml
-from tests.data.test_records import decode_records
+from tests.support.annotations import symlinked_copy, write_labelimg_xml
+from tests.support.records import decode_records
 from tests.support.spreadsheets import as_spreadsheet, with_latin1_row
 
 TWO_BOXES = ("00000732_005.png", "00008841_025.png")  # sample images NIH gives two boxes each
@@ -262,3 +265,56 @@ def test_a_git_annex_checkout_is_read_once_not_also_from_its_object_store(tmp_pa
     summary = json.loads((output / "summary.json").read_text())
     assert summary["totals"]["images"] == 40 and summary["splits"]["train"]["negatives"] == 4
     assert dataset.NOTE_UNANNOTATED not in summary["conversions"]
+
+
+def bad_nodule_rows(image: str) -> str:
+    """Two Nodule rows of `image` that the records step rejects: a negative size, and a box 176 px
+    beyond the 1024x1024 film's right edge."""
+    return f"{image},Nodule,500,500,-40,30,,,\n{image},Nodule,1200,300,60,60,,,\n"
+
+
+def test_rejected_rows_change_nothing_in_the_split(tmp_path):
+    """The split is planned on the boxes the records keep: an image's rejected Nodule rows make it no
+    Nodule image, and every image lands in the split the clean CSV gives it."""
+    clean = tmp_path / "clean.csv"
+    shutil.copyfile(SAMPLE_CSV, clean)
+    dirty = tmp_path / "dirty.csv"
+    images = sorted(path.name for path in SAMPLE_IMAGES.glob("*.png"))[:6]
+    dirty.write_text(SAMPLE_CSV.read_text() + "".join(bad_nodule_rows(image) for image in images))
+    outputs = {}
+    for name, csv_path in (("clean", clean), ("dirty", dirty)):
+        argv = ["--nih-csv", str(csv_path), "--image-dir", str(SAMPLE_IMAGES), "--data-entry", str(SAMPLE_DATA_ENTRY),
+                "--unlabeled-dir", str(SAMPLE_UNLABELED), "--output-dir", str(tmp_path / name)]
+        assert main(argv) == 0
+        outputs[name] = tmp_path / name
+    assert (outputs["dirty"] / "split.csv").read_text() == (outputs["clean"] / "split.csv").read_text()
+    rejected = [row for row in rows(outputs["dirty"] / "rejects.csv") if row["image"] in images]
+    assert len(rejected) == 2 * len(images)
+    assert {row["image"] for row in rejected if "outside" in row["reason"] or "beyond" in row["reason"]} \
+        == set(images), rejected
+
+
+def test_the_split_sees_only_the_boxes_the_records_keep(tmp_path):
+    image = sorted(path.name for path in SAMPLE_IMAGES.glob("*.png"))[0]
+    csv_path = tmp_path / "boxes.csv"
+    csv_path.write_text(SAMPLE_CSV.read_text() + bad_nodule_rows(image))
+    spec = dataset.DatasetSpec(nih_csv=csv_path, image_dirs=(SAMPLE_IMAGES,))
+    inputs = dataset.read_inputs(spec)
+    labels_before = {item.image: item.labels for item in dataset.split_items(inputs)}
+    dataset.check_boxes(inputs, RecordOptions({name: i for i, name in enumerate(CLASS_NAMES, start=1)}))
+    labels_after = {item.image: item.labels for item in dataset.split_items(inputs)}
+    assert "Nodule" in labels_before[image] and "Nodule" not in labels_after[image]
+    assert all(box.xmax <= 1024 for box in inputs.boxes_by_image[image])
+    jobs = dataset.plan_jobs(inputs, {"train": 0.7, "val": 0.15, "test": 0.15})
+    assert {job.image: job.size for job in jobs}[image] == (1024, 1024)
+
+
+def test_an_image_whose_boxes_are_all_rejected_is_placed_in_no_split(tmp_path):
+    image = sorted(path.name for path in SAMPLE_IMAGES.glob("*.png"))[0]
+    csv_path = tmp_path / "boxes.csv"
+    csv_path.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + f"{image},Nodule,1200,300,60,60,,,\n")
+    spec = dataset.DatasetSpec(nih_csv=csv_path, image_dirs=(SAMPLE_IMAGES,))
+    inputs = dataset.read_inputs(spec)
+    dataset.check_boxes(inputs, RecordOptions({"Nodule": 6}))
+    assert dataset.split_items(inputs) == []
+    assert [reject.kind for reject in inputs.rejects][-1] == RejectKind.NO_USABLE_BOXES

@@ -1,4 +1,5 @@
-"""k-fold cross-validation: fold invariants on the 440 NIH images, and generate_tfrecords --folds."""
+"""k-fold cross-validation: fold invariants on the bundled sample and the 440 NIH images, and
+generate_tfrecords --folds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from chestdet.data import dataset
 from chestdet.data.folds import plan_folds
 from chestdet.data.split import fold_splits, split_into_folds
 from tests.conftest import SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
-from tests.data.test_records import decode_records
+from tests.support.records import decode_records
 
 VAL_SHARE = 0.15 / 0.85
 
@@ -60,6 +61,34 @@ def test_folds_on_440_images_keep_patients_apart_and_spread_every_class(nih_inpu
         assert max(counts.values()) - min(counts.values()) <= max(2, 0.2 * sum(counts.values()) / 5) + largest[label]
 
 
+@pytest.fixture(params=["bundled sample", "440 NIH images"])
+def any_inputs(request) -> dataset.Inputs:
+    """The bundled sample (always there), and the full NIH copy where it is."""
+    if request.param == "440 NIH images":
+        return request.getfixturevalue("nih_inputs")
+    spec = dataset.DatasetSpec(nih_csv=SAMPLE_CSV, image_dirs=(SAMPLE_IMAGES,), unlabeled_dirs=(SAMPLE_UNLABELED,),
+                               data_entry=SAMPLE_DATA_ENTRY)
+    return dataset.read_inputs(spec)
+
+
+def test_every_fold_keeps_each_patient_on_one_side(any_inputs):
+    items = dataset.split_items(any_inputs)
+    folds_count = 5 if len(items) > 100 else 3
+    plan = plan_folds(any_inputs, folds_count, VAL_SHARE, seed=0)
+    patient = {item.image: item.patient for item in items}
+    folds_of_patient = defaultdict(set)
+    for image, fold in plan.fold_of.items():
+        folds_of_patient[patient[image]].add(fold)
+    assert all(len(found) == 1 for found in folds_of_patient.values())
+    assert set(plan.fold_of) == set(patient) and set(plan.fold_of.values()) == set(range(1, folds_count + 1))
+    for splits in plan.splits:
+        parts = defaultdict(set)
+        for image, split in splits.items():
+            parts[split].add(patient[image])
+        assert not parts["val"] & parts["test"] and not parts["train"] & parts["test"]
+        assert not parts["val"] & parts["train"] and parts["train"] and parts["test"]
+
+
 def test_each_folds_val_comes_from_its_training_patients(nih_inputs):
     items = dataset.split_items(nih_inputs)
     patient = {item.image: item.patient for item in items}
@@ -82,10 +111,11 @@ def test_each_folds_val_comes_from_its_training_patients(nih_inputs):
     assert set(tested.values()) == {1} and len(tested) == len(items)
 
 
-def test_same_seed_same_folds_other_seed_other_folds(nih_inputs):
-    first = plan_folds(nih_inputs, 5, VAL_SHARE, seed=3)
-    again = plan_folds(nih_inputs, 5, VAL_SHARE, seed=3)
-    other = plan_folds(nih_inputs, 5, VAL_SHARE, seed=4)
+def test_same_seed_same_folds_other_seed_other_folds(any_inputs):
+    folds_count = 5 if len(dataset.split_items(any_inputs)) > 100 else 3
+    first = plan_folds(any_inputs, folds_count, VAL_SHARE, seed=3)
+    again = plan_folds(any_inputs, folds_count, VAL_SHARE, seed=3)
+    other = plan_folds(any_inputs, folds_count, VAL_SHARE, seed=4)
     assert first.fold_of == again.fold_of and first.splits == again.splits and first.jobs == again.jobs
     assert first.fold_of != other.fold_of
 

@@ -38,8 +38,8 @@ from chestdet.data.image_index import ImageIndex
 from chestdet.detection.review import ReviewOptions
 from chestdet.detection.thresholds import Thresholds
 from tests.conftest import LABEL_MAP, REPO, SAMPLE_CSV, SAMPLE_IMAGES
-from tests.data.test_records import decode_records
 from tests.detection.test_detect import CLASS_NAMES, SAMPLE_NAMES, run
+from tests.support.records import decode_records
 
 FIXTURES = REPO / "tests" / "fixtures" / "label_studio"
 EXPORT = FIXTURES / "export.json"
@@ -425,16 +425,6 @@ def test_with_xml_replaces_csv_an_annotation_without_boxes_removes_the_images_ni
 
 # --------------------------------------------------------------------------------------------------
 # Command line
-
-
-def test_model_version_names_the_export_and_its_checkpoint_step(tmp_path: Path):
-    export = tmp_path / "nih v2"
-    export.mkdir()
-    assert labelstudio.model_version(export) == "nih v2"
-    (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": 12000}))
-    assert labelstudio.model_version(export) == "nih v2 step 12000"
-    (export / "export.json").write_text(json.dumps({"checkpoint": "/runs/nih/ckpt-13", "step": None}))
-    assert labelstudio.model_version(export) == "nih v2 ckpt-13"
 
 
 def test_image_url_prefix_needs_label_studio(tmp_path: Path, caplog):

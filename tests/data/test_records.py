@@ -16,35 +16,9 @@ from chestdet.core.labels import class_id
 from chestdet.data.annotations import read_nih_csv
 from chestdet.data.records import KEY_SHA256, shard_glob
 from tests.conftest import SAMPLE_CSV, SAMPLE_DATA_ENTRY, SAMPLE_IMAGES, SAMPLE_UNLABELED
+from tests.support.records import decode_records
 
 TOLERANCE = 1e-6
-
-
-def decode_records(paths) -> dict[str, dict]:
-    """Every example in `paths`, decoded by the OD API's TfExampleDecoder, by file name."""
-    import tensorflow as tf
-
-    from chestdet.core import compat
-
-    compat.apply()
-    from object_detection.core.standard_fields import InputDataFields as Fields
-    from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
-
-    decoder = TfExampleDecoder()
-    decoded = {}
-    for raw in tf.data.TFRecordDataset([str(path) for path in paths]):
-        tensors = decoder.decode(raw)
-        name = tensors[Fields.filename].numpy().decode()
-        decoded[name] = {
-            "source_id": tensors[Fields.source_id].numpy().decode(),
-            "key": tensors[Fields.key].numpy().decode(),
-            "image_shape": tuple(tensors[Fields.image].shape),
-            "boxes": tensors[Fields.groundtruth_boxes].numpy(),
-            "classes": tensors[Fields.groundtruth_classes].numpy().tolist(),
-            "difficult": tensors[Fields.groundtruth_difficult].numpy().tolist(),
-            "raw": raw.numpy(),
-        }
-    return decoded
 
 
 def csv_boxes_by_image(csv_path: Path) -> dict[str, list]:

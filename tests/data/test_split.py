@@ -52,10 +52,10 @@ def test_whole_nih_list_split_keeps_patients_apart_and_every_class_everywhere():
 
 
 def test_bundled_sample_of_40_images_puts_every_class_in_every_split():
-    names = {path.name for path in SAMPLE_IMAGES.iterdir()}
+    names = {path.name for path in sorted(SAMPLE_IMAGES.iterdir())}
     entries, _ = read_data_entry(SAMPLE_DATA_ENTRY)
     items = items_from_csv(SAMPLE_CSV, names, entries)
-    items += [SplitItem(path.name, patient_of(path.name, entries)) for path in SAMPLE_UNLABELED.iterdir()]
+    items += [SplitItem(path.name, patient_of(path.name, entries)) for path in sorted(SAMPLE_UNLABELED.iterdir())]
     assert len(items) == 40
     assignment = split_by_patient(items, seed=0)
     assert_patients_disjoint(items, assignment)

@@ -15,10 +15,9 @@ pytest.importorskip("apache_beam", reason="apache-beam is not installed (require
 from chestdet.core.system import available_cpus  # noqa: E402
 from chestdet.detection import beam_pipelines, detect
 from chestdet.detection.inputs import list_inputs  # noqa: E402
-from tests.commands.test_generate_tfrecords_cli import dataset  # noqa: E402, F401
-from tests.commands.test_generate_tfrecords_cli import run as run_records  # noqa: E402
 from tests.conftest import SAMPLE_IMAGES  # noqa: E402
 from tests.detection.test_detect import CLASS_NAMES, FakeBackend, mixed_inputs  # noqa: E402, F401
+from tests.support.datasets import make_messy_dataset, run_records  # noqa: E402
 
 IN_MEMORY = "--direct_running_mode=in_memory --direct_num_workers=1"
 TWO_THREADS = "--direct_running_mode=multi_threading --direct_num_workers=2"
@@ -135,7 +134,8 @@ def test_the_command_refuses_resume_and_stray_beam_options(tmp_path: Path, caplo
 # ------------------------------------------------------------------ records
 
 
-def test_records_pipeline_writes_the_local_shards_rejects_and_summary(dataset: Path, tmp_path: Path):  # noqa: F811
+def test_records_pipeline_writes_the_local_shards_rejects_and_summary(tmp_path: Path):
+    dataset = make_messy_dataset(tmp_path)
     local, beam = tmp_path / "local", tmp_path / "beam"
     assert run_records(dataset, local) == 0
     assert run_records(dataset, beam, "--beam", f"--beam-options={IN_MEMORY}") == 0

@@ -10,21 +10,9 @@ import pytest
 
 from chestdet.core.contracts import EXPLAIN_ARRAYS
 from chestdet.core.labels import class_colour
-from chestdet.detection.explain import (
-    HEAT_OPACITY,
-    MATCH_MIN_IOU,
-    SAME_BOX_IOU,
-    Explanation,
-    best_anchors,
-    explain_paths,
-    finish_heatmap,
-    group_panels,
-    heatmap_size,
-    image_stem,
-    normalised_boxes,
-    render_explanation,
-    write_explanation,
-)
+from chestdet.detection.drawing import HEAT_OPACITY, group_panels, heatmap_size, render_explanation
+from chestdet.detection.explain import HEATMAP_MAX_SIDE, Explanation, explain_paths, image_stem, write_explanation
+from chestdet.detection.gradcam import MATCH_MIN_IOU, SAME_BOX_IOU, best_anchors, finish_heatmap, normalised_boxes
 from chestdet.export.backends import Detection
 
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 5: "Mass"}
@@ -89,7 +77,7 @@ def test_the_model_decodes_and_scores_the_anchors_as_its_postprocess_does(tiny_s
     import tensorflow as tf
 
     from chestdet.core import compat
-    from chestdet.detection.explain import GradCam
+    from chestdet.detection.gradcam import GradCam
 
     model, configs, blank = tiny_ssd
     grad_cam = GradCam(model, configs, blank)
@@ -124,9 +112,9 @@ def test_a_finished_heatmap_is_upsampled_in_place_and_scaled_to_0_1():
 
 
 def test_heatmaps_keep_the_aspect_ratio_and_are_never_enlarged():
-    assert heatmap_size(1024, 1024) == (256, 256)
-    assert heatmap_size(2000, 1000) == (256, 128)
-    assert heatmap_size(100, 60) == (100, 60)
+    assert heatmap_size(1024, 1024, HEATMAP_MAX_SIDE) == (256, 256)
+    assert heatmap_size(2000, 1000, HEATMAP_MAX_SIDE) == (256, 128)
+    assert heatmap_size(100, 60, HEATMAP_MAX_SIDE) == (100, 60)
 
 
 def test_overlapping_boxes_get_their_own_panels_and_the_others_share_the_best_ones():
@@ -152,7 +140,7 @@ def test_paths_mirror_the_input_folders_without_the_suffix(tmp_path: Path):
 
 def explanation_of(detections: list[Detection], size: tuple[int, int]) -> Explanation:
     """Heatmaps hot at each box's centre, as a model that looked at the box would give."""
-    height, width = heatmap_size(*size)
+    height, width = heatmap_size(*size, HEATMAP_MAX_SIDE)
     heatmaps = np.zeros((len(detections), height, width), np.float32)
     for i, d in enumerate(detections):
         cx, cy = (d.xmin + d.xmax) / 2 * width / size[1], (d.ymin + d.ymax) / 2 * height / size[0]
@@ -193,7 +181,8 @@ def test_the_files_hold_the_arrays_and_a_picture_in_the_boxes_colours(tmp_path: 
 def test_a_large_image_is_drawn_in_smaller_panels_in_rows_of_three(tmp_path: Path):
     pixels = np.zeros((1024, 2048, 3), np.uint8)
     detections = [Detection(1, 0.9 - i / 10, 100, 100, 600, 600) for i in range(4)]  # all overlap
-    png = render_explanation(pixels, explanation_of(detections, (1024, 2048)), CLASS_NAMES)
+    explanation = explanation_of(detections, (1024, 2048))
+    png = render_explanation(pixels, explanation.detections, explanation.heatmaps, CLASS_NAMES)
     picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape == (2 * 256 + 8, 3 * 512 + 2 * 8, 3)
 

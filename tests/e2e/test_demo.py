@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE_CSV
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,10 @@ def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path):
 
     assert (out / "export" / "saved_model" / "saved_model.pb").is_file()
     assert (out / "export" / "model.tflite").is_file()
+    # The evaluation covers the test split's images and every NIH box on them.
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert metrics, "metrics.json is empty"
+    assert metrics["images"] == len(test_images)
+    truth = pd.read_csv(SAMPLE_CSV, dtype=str)
+    assert sum(metrics["boxes"].values()) == truth.iloc[:, 0].isin(test_images).sum() > 0
+    assert 0.0 <= metrics["coco"]["overall"]["ap50"] <= 1.0
     assert (out / "evaluation" / "report.md").read_text().startswith("# Detection evaluation")

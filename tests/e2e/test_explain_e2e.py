@@ -14,18 +14,23 @@ import pandas as pd
 import pytest
 
 from chestdet.core.imaging import read_image
-from chestdet.detection.explain import Explainer, finish_heatmap
+from chestdet.detection.explain import Explainer
+from chestdet.detection.gradcam import finish_heatmap
 from chestdet.export.backends import Detection, open_backend, to_pixels
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.model_fixtures import overfit_images
 
 pytestmark = pytest.mark.slow
 
-DRAW_SCORE = 0.3  # detect.py's default --min-score: the boxes that get explained
-POINTING_SCORE = 0.5
-POINTING_MARGIN = 0.15  # above the rate that box area gives by chance
-# Builds of the model score 6 to 18 of their boxes 0.5 or more: fewer than 5 means it did not train.
-POINTING_MIN_DETECTIONS = 5
+# The boxes explained are each image's most confident ones, whatever their scores: builds of the model
+# are not reproducible, and how many of their boxes pass a fixed score varies from build to build (2 to
+# 21 at 0.5), while every build gives each image its boxes.
+BOXES_PER_IMAGE = 2
+DRAW_SCORE = 0.1  # detect --explain's threshold in the file test: every build draws boxes above it
+# The pointing game on each image's top box (16 boxes). Three builds gave 14/16, 14/16 and 15/16 against
+# a chance (box area) of 0.25-0.30; the floor leaves room for a weaker build and stays far above chance.
+POINTING_MIN_RATE = 0.6
+POINTING_MARGIN = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +39,15 @@ def explainer(trained_export: Path) -> Explainer:
 
 
 def detect(export: Path, backend: str, names: list[str]) -> dict[str, tuple[np.ndarray, list[Detection]]]:
-    """{image: (pixels, detections scoring >= DRAW_SCORE)} from one of the export's backends."""
+    """{image: (pixels, its BOXES_PER_IMAGE most confident detections)} from one of the export's backends."""
     runner = open_backend(backend, export)
     runner.load()
     found = {}
     for name in names:
         pixels = read_image(SAMPLE_IMAGES / name)
         output = runner.infer([runner.prepare(pixels)])[0]
-        found[name] = (pixels, to_pixels(output, pixels.shape[1], pixels.shape[0], DRAW_SCORE))
+        boxes = sorted(to_pixels(output, pixels.shape[1], pixels.shape[0]), key=lambda box: -box.score)
+        found[name] = (pixels, boxes[:BOXES_PER_IMAGE])
     return found
 
 
@@ -65,17 +71,15 @@ def test_pointing_game_the_maps_peak_inside_their_own_boxes(explained: dict):
     hits, chance = [], []
     for explanation in explained.values():
         height, width = explanation.image_size
-        for detection, heatmap in zip(explanation.detections, explanation.heatmaps, strict=True):
-            if detection.score >= POINTING_SCORE:
-                hits.append(peak_in_box(heatmap, detection, height, width))
-                chance.append((detection.xmax - detection.xmin) * (detection.ymax - detection.ymin) / (height * width))
-    rate, chance_rate = float(np.mean(hits or [0])), float(np.mean(chance or [0]))
+        top = max(range(len(explanation.detections)), key=lambda i: explanation.detections[i].score)
+        detection, heatmap = explanation.detections[top], explanation.heatmaps[top]
+        hits.append(peak_in_box(heatmap, detection, height, width))
+        chance.append((detection.xmax - detection.xmin) * (detection.ymax - detection.ymin) / (height * width))
+    rate, chance_rate = float(np.mean(hits)), float(np.mean(chance))
     summary = f"{sum(hits)}/{len(hits)} = {rate:.2f} against chance {chance_rate:.2f}"
-    assert len(hits) >= POINTING_MIN_DETECTIONS, summary
-    # Well above chance on every build of the model. The issue's goal, 80%, is met by some builds
-    # only: training is not deterministic, and eight builds gave 0.58-0.84 (chance 0.24-0.46; the
-    # overfit boxes are large). Random maps would score about chance, and empty ones about 0.
-    assert rate >= chance_rate + POINTING_MARGIN, summary
+    assert len(hits) == len(explained) == 16, summary
+    # Random maps would score about chance, and empty ones about 0.
+    assert rate >= POINTING_MIN_RATE and rate >= chance_rate + POINTING_MARGIN, summary
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import threading
 import time
@@ -15,10 +17,12 @@ import pytest
 
 from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.train import main
-from chestdet.training import checkpoints
+from chestdet.core.shell import command
+from chestdet.training import checkpoints, supervisor
 from chestdet.training import train as training
 from tests.conftest import REPO
 from tests.support import training_data
+from tests.support.model_fixtures import OVERFIT_OVERRIDES, OVERFIT_STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +30,10 @@ STEPS = 30
 EVERY = 10
 
 
-class RecordingChildren(training.Children):
+class RecordingChildren(supervisor.Children):
     """Children that remember themselves, so the test can see every process was stopped."""
 
-    instances: list[training.Children] = []
+    instances: list[supervisor.Children] = []
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,7 +76,7 @@ def start_checkpoint(workspace: Path) -> Path:
     return training_data.make_start_checkpoint(workspace / "start" / "pipeline.config", workspace / "start")
 
 
-def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoint: Path, monkeypatch):
+def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoint: Path, monkeypatch, caplog):
     monkeypatch.setattr(training, "Children", RecordingChildren)
     run = workspace / "run"
     argv = [
@@ -91,6 +95,10 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert record["sessions"][0]["status"] == "interrupted"
     stopped_at = record["sessions"][0]["reached_step"]
     assert EVERY <= stopped_at < STEPS
+    said = re.fullmatch(rf"interrupted at step (\d+) of {STEPS}; the last checkpoint is step {stopped_at}\. To "
+                        rf"continue from it, run the same command again: (.*)", caplog.records[-1].getMessage())
+    assert said and stopped_at <= int(said.group(1)) < STEPS
+    assert said.group(2) == f"{command('train')} {shlex.join(argv)}"
 
     # The fine-tune path: the step-0 checkpoint holds the start checkpoint's feature extractor.
     assert_same_feature_extractor(start_checkpoint, run / "ckpt-1")
@@ -134,7 +142,7 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert as_run["train_config"].batch_size == 2
     assert as_run["train_config"].fine_tune_checkpoint == str(start_checkpoint)
     assert list(as_run["train_input_config"].tf_record_input_reader.input_path) == [
-        str(workspace / "train records" / "train-*")
+        str(workspace / "train records" / "train-?????-of-?????.tfrecord")
     ]
     assert list(as_run["eval_input_configs"][0].tf_record_input_reader.input_path) == [
         str(workspace / "val records" / "train-*")
@@ -146,17 +154,15 @@ def test_fine_tune_interrupt_resume_and_evaluate(workspace: Path, start_checkpoi
     assert checkpoints.latest_step(run) == STEPS
 
 
-def test_another_config_in_the_same_run_folder_is_refused(workspace: Path, start_checkpoint: Path, caplog):
-    run = workspace / "run"
-    if not (run / "pipeline.config").is_file():
-        pytest.skip("needs the run of the test above")
-    argv = ["--model-dir", str(run), "--records", str(workspace / "train records"),
-            "--set", f"val_records={workspace / 'val records' / 'train-*'}",
-            "--fine-tune-checkpoint", str(start_checkpoint), "--allow-unverified", "--steps", str(STEPS),
-            "--checkpoint-every", str(EVERY), "--batch-size", "4", "--set", "image_size=128"]
+def test_another_config_in_the_same_run_folder_is_refused(overfit_run: Path, caplog):
+    before = {path: path.stat().st_mtime_ns for path in overfit_run.rglob("*")}
+    same = [arg for name, value in OVERFIT_OVERRIDES.items() for arg in ("--set", f"{name}={value}")]
+    argv = ["--model-dir", str(overfit_run), "--records", str(overfit_run.parent / "records"), "--from-scratch",
+            "--steps", str(OVERFIT_STEPS), "--checkpoint-every", str(OVERFIT_STEPS), "--batch-size", "2", *same]
     assert run_main(main, argv) == ExitStatus.ERROR
-    assert f"error: {run} holds a run with another config" in caplog.text
-    assert "-  batch_size: 2\n+  batch_size: 4" in caplog.text
+    assert f"error: {overfit_run} holds a run with another config" in caplog.text
+    assert "-  batch_size: 4\n+  batch_size: 2" in caplog.text
+    assert {path: path.stat().st_mtime_ns for path in overfit_run.rglob("*")} == before
 
 
 def assert_same_feature_extractor(start: Path, trained: Path) -> None:

@@ -2,8 +2,10 @@
 
 Ground truth comes from the NIH CSV, detections from the trained checkpoint on the original PNGs,
 so records with x and y swapped, or class ids off by one, would teach the model the wrong boxes and
-fail the mAP bar. Settings (256x256, batch 4, no augmentation, cosine from 0.04 with a
-50-step warm-up, batch-norm decay 0.9), at 400 steps instead of 800: 0.79 mAP@0.5 when measured.
+fail the mAP bar. The run is the session's `overfit_run` (tests/conftest.py), which the detection and
+explanation tests export and use too: the library's train() from scratch at 256x256, batch 4, no
+augmentation, cosine from 0.04 with a 50-step warm-up, batch-norm decay 0.9, 400 steps (0.79 mAP@0.5
+when measured).
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from chestdet.commands.cli import ExitStatus, run_main
-from chestdet.commands.train import main
-from chestdet.training import checkpoints
+from chestdet.training import checkpoints, pipeline_config
 from tests.support import training_data
+from tests.support.model_fixtures import OVERFIT_STEPS
 
 pytestmark = pytest.mark.slow
 
-STEPS = 400
+STEPS = OVERFIT_STEPS
 MIN_MAP50 = 0.5
 MIS_WIRED_MARGIN = 0.15
 
@@ -32,21 +33,15 @@ def class_off_by_one(results: list[dict]) -> list[dict]:
     return [dict(r, category_id=r["category_id"] % 8 + 1) for r in results]
 
 
-def test_overfitting_16_images_finds_their_boxes(tmp_path: Path):
+def test_overfitting_16_images_finds_their_boxes(overfit_run: Path):
     boxes = training_data.overfit_boxes()
     images = [box.image for box in boxes]
     assert len(images) == len(set(images)) == 16
-    records = training_data.write_records(tmp_path / "records", boxes)
-    run = tmp_path / "overfit run"
+    run = overfit_run
+    as_run = pipeline_config.load_configs(run / "pipeline.config")
+    assert pipeline_config.image_size(as_run) == (256, 256) and as_run["train_config"].batch_size == 4
+    assert not as_run["train_config"].data_augmentation_options and not as_run["train_config"].fine_tune_checkpoint
 
-    status = run_main(main, [
-        "--model-dir", str(run), "--records", str(records), "--from-scratch",
-        "--steps", str(STEPS), "--checkpoint-every", str(STEPS), "--batch-size", "4",
-        "--set", "image_size=256", "--set", "augment=False", "--set", "learning_rate=0.04",
-        "--set", "warmup_steps=50", "--set", "batch_norm_decay=0.9",
-    ])
-
-    assert status == ExitStatus.SUCCESS
     final = checkpoints.latest_checkpoint(run)
     assert checkpoints.checkpoint_step(final) == STEPS
     results = training_data.checkpoint_detections(run / "pipeline.config", final, images)

@@ -17,7 +17,7 @@ from chestdet.evaluation.crossval import CrossvalOptions, run_crossval
 from chestdet.evaluation.cv_evaluation import figures
 from chestdet.evaluation.evaluate import run_evaluation
 from tests.conftest import SAMPLE_CSV
-from tests.evaluation.test_crossval import FakeCommands, folds_dir  # noqa: F401  (folds_dir is a fixture)
+from tests.support.crossval_steps import FakeSteps
 from tests.support.evaluation_inputs import fake_detections, write_detections_folder
 
 
@@ -38,10 +38,10 @@ def split_tests(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cv_runs(folds_dir, tmp_path_factory) -> Path:  # noqa: F811
+def cv_runs(folds_dir, tmp_path_factory) -> Path:
     """A crossval folder whose folds' detections are jittered copies of the test images' NIH boxes."""
     runs = tmp_path_factory.mktemp("cv eval") / "cv runs"
-    run_crossval(CrossvalOptions(folds_dir, runs), FakeCommands().steps())
+    run_crossval(CrossvalOptions(folds_dir, runs), FakeSteps().steps())
     boxes, _ = read_nih_csv(SAMPLE_CSV)
     for fold in (1, 2):
         folder = runs / f"fold-{fold}"

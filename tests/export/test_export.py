@@ -231,15 +231,3 @@ def test_cli_refuses_the_from_scratch_ckpt_1(tmp_path, caplog):
     [message] = errors(caplog)
     assert message.startswith(f"error: {prefix}: holds 0 model variables (")
     assert not out.exists()
-
-
-def test_default_output_and_config_follow_the_run_folder(tmp_path):
-    from chestdet.commands.export import EXPORTS_DIR, default_config, run_folder
-
-    run = tmp_path / "nih"
-    best = fake_checkpoint(run / "best", 4)
-    shutil.copyfile(PIPELINE, run / "pipeline.config")
-    assert run_folder(best) == run  # train.py's best/ copy belongs to the run above it
-    assert run_folder(fake_checkpoint(run, 8)) == run
-    assert default_config(best, run_folder(best)) == run / "pipeline.config"
-    assert EXPORTS_DIR == REPO / "workspace" / "exports"

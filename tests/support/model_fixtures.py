@@ -1,7 +1,8 @@
-"""Small real models for tests: the project's SSD at a small input size, random weights, exported.
+"""Small real models for tests: the project's SSD at a small input size, with random weights or trained on
+the 16 overfit sample images, exported.
 
-Building and exporting costs minutes on a CPU, so tests share one export per session through the
-`tiny_export` fixture in tests/conftest.py.
+Building, training and exporting cost minutes on a CPU, so tests share them per session through the
+`tiny_export`, `overfit_run` and `trained_export` fixtures in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -79,53 +80,20 @@ def overfit_images(per_class: int = 4) -> dict[str, list]:
     return chosen
 
 
-def write_overfit_records(path: Path) -> Path:
-    """One TFRecord of the overfit images, built by the project's records module."""
-    import tensorflow as tf
-
-    from chestdet.core.imaging import stored_image
-    from chestdet.core.labels import CLASS_NAMES, class_id
-    from chestdet.data.records import build_example
-
-    class_ids = {name: class_id(name) for name in CLASS_NAMES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for image, boxes in overfit_images().items():
-            example = build_example(stored_image(SAMPLE_IMAGES / image), image, boxes, class_ids)
-            writer.write(example.SerializeToString())
-    return path
+OVERFIT_STEPS = 400
+# The overfit run's settings: no augmentation, a fast cosine from 0.04, batch-norm statistics that keep up.
+OVERFIT_OVERRIDES = {"image_size": 256, "augment": False, "learning_rate": 0.04, "warmup_steps": 50,
+                     "batch_norm_decay": 0.9}
 
 
-def make_trained_checkpoint(model_dir: Path, image_size: int = 128, steps: int = 300) -> Path:
-    """Train the project's SSD from scratch on the overfit images with model_lib_v2.train_loop, so that
-    its scores are confident (an untrained model scores everything about 0.01); returns the final prefix.
+def train_overfit_run(folder: Path, steps: int = OVERFIT_STEPS) -> Path:
+    """The project's SSD trained from scratch on the 16 overfit images by the library's train() (what
+    train.sh runs), at 256x256, batch 4, on records generate_tfrecords writes; returns the run folder.
+    Its scores on those images are confident (an untrained model scores everything about 0.01)."""
+    from chestdet.training.train import TrainOptions, train
+    from tests.support.training_data import overfit_boxes, write_records
 
-    Batch 4, no augmentation and a fast batch-norm decay (0.997 lags far behind in short runs).
-    """
-    from object_detection import model_lib_v2
-
-    from chestdet.core import compat
-
-    records = write_overfit_records(model_dir / "overfit.record")
-    config_path = write_tiny_config(
-        model_dir, image_size, train_records=str(records), batch_size=4, num_steps=steps,
-        batch_norm_decay=0.9, augment=False,
-    )
-    compat.apply()
-    import tensorflow as tf
-
-    tf.keras.utils.set_random_seed(0)  # the same start and data order each build: its boxes' scores vary less
-    model_lib_v2.train_loop(
-        pipeline_config_path=str(config_path), model_dir=str(model_dir), train_steps=steps,
-        checkpoint_every_n=steps, record_summaries=False,
-    )
-    return Path(tf.train.latest_checkpoint(str(model_dir)))
-
-
-def make_trained_export(out_dir: Path, image_size: int = 128, steps: int = 300) -> Path:
-    """make_trained_checkpoint into out_dir/model, exported (SavedModel + TFLite) to out_dir/export."""
-    from chestdet.export.exporter import export_model
-
-    model_dir = out_dir / "model"
-    make_trained_checkpoint(model_dir, image_size, steps)
-    return export_model(model_dir, model_dir / "pipeline.config", out_dir / "export", tflite=True)
+    records = write_records(folder / "records", overfit_boxes())
+    options = TrainOptions(records=records, model_dir=folder / "run", from_scratch=True, steps=steps,
+                           checkpoint_every=steps, batch_size=4, overrides=OVERFIT_OVERRIDES, progress=False)
+    return train(options).model_dir

@@ -73,7 +73,8 @@ def serving(files: Files) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(files))
     server.daemon_threads = True
     server.block_on_close = False  # a slow answer to a killed client must not hold up the test
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # a short poll: shutdown() waits for the serving loop to look, 0.5 s by default, at the end of every test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

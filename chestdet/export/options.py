@@ -1,0 +1,64 @@
+"""What to export and where: `ExportOptions`, and `export`, which fills in the run folder's defaults,
+checks the options and runs chestdet.export.exporter.export_model.
+
+    from chestdet.export.options import ExportOptions, export
+    export(ExportOptions(checkpoint=Path("workspace/runs/nih/best.json")))   # -> workspace/runs/nih/export
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from chestdet.core.contracts import PIPELINE_FILE, RUN_EXPORT_DIR
+from chestdet.core.errors import ExportError
+from chestdet.export import exporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """export_model's settings. `checkpoint` is a run folder (its latest checkpoint), a prefix such as
+    run/ckpt-12, or a run's best.json; `config` defaults to the pipeline.config of the checkpoint's run
+    folder, `output_dir` to <run folder>/export, `label_map` to the config's label_map_path."""
+
+    checkpoint: Path
+    config: Path | None = None
+    output_dir: Path | None = None
+    tflite: bool = True
+    label_map: Path | None = None
+    overwrite: bool = False
+    tflite_nms: str = "regular"
+    tflite_min_score: float = exporter.TFLITE_MIN_SCORE
+
+
+def export(options: ExportOptions) -> Path:
+    """Export as `options` ask; returns the export folder. Raises ExportError when it cannot."""
+    if not 0.0 <= options.tflite_min_score < 1.0:
+        raise ExportError(f"--tflite-min-score {options.tflite_min_score}: must be at least 0 and below 1")
+    prefix = exporter.resolve_checkpoint(options.checkpoint)
+    run_dir = run_folder(prefix)
+    config = options.config or default_config(prefix, run_dir)
+    output_dir = options.output_dir or run_dir / RUN_EXPORT_DIR
+    log.info("exporting %s with %s to %s", prefix, config, output_dir)
+    return exporter.export_model(
+        prefix, config, output_dir, tflite=options.tflite, label_map=options.label_map, overwrite=options.overwrite,
+        tflite_nms=options.tflite_nms, tflite_min_score=options.tflite_min_score,
+    )
+
+
+def run_folder(prefix: Path) -> Path:
+    """The run folder a checkpoint belongs to: its own folder, or the one above training's best/ copy."""
+    folder = prefix.parent
+    if not (folder / PIPELINE_FILE).is_file() and (folder.parent / PIPELINE_FILE).is_file():
+        return folder.parent
+    return folder
+
+
+def default_config(prefix: Path, run_dir: Path) -> Path:
+    config = run_dir / PIPELINE_FILE
+    if not config.is_file():
+        raise ExportError(f"{prefix}: no {PIPELINE_FILE} in its run folder {run_dir}; pass --config")
+    return config
