@@ -11,9 +11,11 @@ unlabeled/ (films without findings, written as negatives). Steps:
 1. records: generate_tfrecords, split by patient (--split, --seed), images stored at --max-size;
 2. a short calibration run measures this machine's steps per second, and the budget becomes a step
    count, so that the cosine learning-rate schedule ends where the budget does;
-3. training from scratch with the `--preset` overrides (chestdet.training.pipeline_config.PRESETS),
-   with the OD API's evaluation of val beside it: best.json keeps the best val mAP@0.5;
-4. export of that checkpoint, detection on the val and test films, and evaluation of each split with
+3. training from scratch (chestdet.training.train) with the `--preset` overrides
+   (chestdet.training.pipeline_config.PRESETS), with the OD API's evaluation of val beside it:
+   best.json keeps the best val mAP@0.5;
+4. export of that checkpoint (chestdet.export), detection on the val and test films (the detect
+   command, which has no library entry yet), and evaluation of each split (chestdet.evaluation) with
    the baseline from the train rows' boxes.
 
 Printed: per-class AP@0.5 beside the baseline's, on val and test; the training curve (loss, and val
@@ -82,20 +84,23 @@ def make_records(args: argparse.Namespace, records: Path) -> None:
     run_command(generate_tfrecords.main, argv)
 
 
-def train_argv(args: argparse.Namespace, records: Path, run: Path, steps: int, every: int) -> list[str]:
+def train_options(args: argparse.Namespace, records: Path, run: Path, steps: int, every: int,
+                  evaluate: bool):  # noqa: ANN201 - a TrainOptions
+    """From scratch, with the preset's overrides (the library's TrainOptions)."""
     from chestdet.training.pipeline_config import preset_overrides
+    from chestdet.training.train import TrainOptions
 
-    sets = [item for name, value in preset_overrides(args.preset).items() for item in ("--set", f"{name}={value!r}")]
-    return ["--model-dir", str(run), "--records", str(records), "--steps", str(steps), "--batch-size",
-            str(args.batch_size), "--checkpoint-every", str(every), "--from-scratch", *sets]
+    return TrainOptions(records=records, model_dir=run, steps=steps, batch_size=args.batch_size, checkpoint_every=every,
+                        from_scratch=True, overrides=preset_overrides(args.preset), evaluate=evaluate,
+                        eval_interval=30, progress=False)
 
 
 def calibrate(args: argparse.Namespace, records: Path, folder: Path) -> float:
     """Steps per second of this machine for this preset and batch, from train_loop's own chunk timings."""
-    from chestdet.commands import train
     from chestdet.training.checkpoints import read_scalars
+    from chestdet.training.train import train
 
-    run_command(train.main, train_argv(args, records, folder, CALIBRATION_STEPS, CALIBRATION_STEPS))
+    train(train_options(args, records, folder, CALIBRATION_STEPS, CALIBRATION_STEPS, evaluate=False))
     rates = read_scalars(folder / "train").get("steps_per_sec", {})
     later = [rate for step, rate in sorted(rates.items())][1:] or list(rates.values())
     if not later:
@@ -112,7 +117,7 @@ def plan(minutes: float, rate: float) -> tuple[int, int]:
 
 
 def train_for_budget(args: argparse.Namespace, records: Path, out: Path) -> tuple[Path, dict]:
-    from chestdet.commands import train
+    from chestdet.training.train import train
 
     started = time.monotonic()
     rate = calibrate(args, records, out / "calibration")
@@ -122,18 +127,18 @@ def train_for_budget(args: argparse.Namespace, records: Path, out: Path) -> tupl
           f"{args.minutes:g} min -> {steps} steps, val evaluated every {every}", flush=True)
     run = out / "run"
     started = time.monotonic()
-    run_command(train.main, [*train_argv(args, records, run, steps, every), "--eval", "--eval-interval", "30"])
+    train(train_options(args, records, run, steps, every, evaluate=True))
     return run, {"rate": rate, "steps": steps, "every": every, "train_seconds": time.monotonic() - started}
 
 
 def export_and_detect(args: argparse.Namespace, run: Path, out: Path) -> Path:
     """The best val checkpoint (else the last) exported, and detection on every val and test film."""
-    from chestdet.commands import detect, export
+    from chestdet.commands import detect
     from chestdet.data.split import TEST, VAL, read_split
+    from chestdet.export.options import ExportOptions, export
 
     best = run / "best.json"
-    run_command(export.main, ["--checkpoint", str(best if best.is_file() else run), "--output-dir",
-                              str(out / "export"), "--no-tflite"])
+    export(ExportOptions(checkpoint=best if best.is_file() else run, output_dir=out / "export", tflite=False))
     held_out = [row.image for row in read_split(out / "records" / "split.csv") if row.split in (VAL, TEST)]
     folders = [args.data / "images", args.data / "unlabeled"]
     paths = [str(folder / name) for name in held_out for folder in folders if (folder / name).is_file()]
