@@ -1,10 +1,11 @@
 """The evaluation stage: read detections and ground truth, decide which images count, compute, write.
 
 `evaluate_detections` is the library entry point (for training's checkpoint choice, for instance);
-`run_evaluation` adds the files: it reads a detections folder, NIH CSV / labelImg XML / TFRecord
-ground truth and an optional split, and writes metrics.json, report.md, report.html, plots and
-rejects.csv. Images are matched by file name, so `sub/00000001_000.png` in detections.csv meets
-`00000001_000.png` in BBox_List_2017.csv.
+`run_evaluation` adds the files: it reads a detections folder (detection_set), NIH CSV / labelImg
+XML / TFRecord ground truth (ground_truth) and an optional split (selection), puts the trivial
+baseline beside the model (baseline), and writes metrics.json, report.md, report.html,
+operating_points.json, plots, the error gallery and rejects.csv. Images are matched by file name, so
+`sub/00000001_000.png` in detections.csv meets `00000001_000.png` in BBox_List_2017.csv.
 """
 
 from __future__ import annotations
