@@ -6,6 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two test processes (pytest-xdist), a test file each at a time: exporting, tracing and loading models is
+# mostly single-threaded, and the model fixtures are built once for both (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: venv test test-fast lint demo bench lock clean-demo
 
@@ -27,10 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m chestdet.commands.demo

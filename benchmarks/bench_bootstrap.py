@@ -39,7 +39,7 @@ def build_parser():
 
 
 def check_parity(metrics, truth, detections, images) -> bool:
-    """Every weight 1 must give the point estimates (COCO AP of pycocotools, FROC of metrics.froc)."""
+    """Every weight 1 must give the point estimates (COCO AP of pycocotools, FROC of froc.froc)."""
     from chestdet.core.labels import CLASS_NAMES
     from chestdet.evaluation import bootstrap
 
@@ -63,10 +63,10 @@ def check_parity(metrics, truth, detections, images) -> bool:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from chestdet.data.split import patient_of
-    from chestdet.evaluation import bootstrap, evaluate, metrics
+    from chestdet.evaluation import bootstrap, ground_truth, metrics
 
     images, boxes, detections = make_case(args.data_dir, args.images, args.per_image, args.seed)
-    truth = evaluate.ground_truth_frame(boxes)
+    truth = ground_truth.ground_truth_frame(boxes)
     patients = [patient_of(image) for image in images]
     print(f"{len(images)} images of {len(set(patients))} patients, {len(truth)} boxes, {len(detections)} "
           f"detections ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)")

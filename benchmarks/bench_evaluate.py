@@ -126,19 +126,19 @@ def write_detections_folder(folder: Path, images, detections) -> Path:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from chestdet.evaluation import evaluate, metrics
+    from chestdet.evaluation import coco, confusion, evaluate, froc, ground_truth, image_level, iobb, metrics
 
     images, boxes, detections = make_case(args.data_dir, args.images, args.per_image, args.seed)
-    truth = evaluate.ground_truth_frame(boxes)
+    truth = ground_truth.ground_truth_frame(boxes)
     print(f"{len(images)} images, {len(truth)} boxes, {len(detections)} detections "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)")
     settings = metrics.EvaluationSettings()
     parts = {
-        "COCO AP (pycocotools, 11 IoU thresholds)": lambda: metrics.coco_average_precision(truth, detections, images),
-        "FROC": lambda: metrics.froc(truth, detections, images),
-        "T(IoBB)": lambda: metrics.iobb_localisation(truth, detections, images),
-        "image level + confusion matrix": lambda: (metrics.image_level(truth, detections, images),
-                                                   metrics.confusion_matrix(truth, detections, images)),
+        "COCO AP (pycocotools, 11 IoU thresholds)": lambda: coco.coco_average_precision(truth, detections, images),
+        "FROC": lambda: froc.froc(truth, detections, images),
+        "T(IoBB)": lambda: iobb.iobb_localisation(truth, detections, images),
+        "image level + confusion matrix": lambda: (image_level.image_level(truth, detections, images),
+                                                   confusion.confusion_matrix(truth, detections, images)),
         "all metrics (compute_metrics)": lambda: metrics.compute_metrics(truth, detections, images, settings),
     }
     timings = {name: best_time(function, args.repeat) for name, function in parts.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,22 @@ def full_nih() -> Path:
     return FULL_NIH
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """A model fixture built once per test run: under pytest-xdist, the first worker that needs it builds
+    it, under a file lock, in the run's temporary folder that all workers share, and the others reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    done = root / f"{name}.path"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            folder = root / name
+            folder.mkdir(exist_ok=True)
+            done.write_text(str(build(folder)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Path:
     """One export (SavedModel + TFLite, 128x128, random weights) of the project's SSD per test session.
@@ -35,7 +53,7 @@ def tiny_export(tmp_path_factory) -> Path:
     """
     from tests.support.model_fixtures import make_tiny_export
 
-    return make_tiny_export(tmp_path_factory.mktemp("tiny export"), image_size=128)
+    return built_once(tmp_path_factory, "tiny export", lambda folder: make_tiny_export(folder, image_size=128))
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +63,7 @@ def overfit_run(tmp_path_factory) -> Path:
     About 5 minutes on a 2-core CPU; tests that need a trained model share it."""
     from tests.support.model_fixtures import train_overfit_run
 
-    return train_overfit_run(tmp_path_factory.mktemp("overfit run"))
+    return built_once(tmp_path_factory, "overfit run", train_overfit_run)
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +72,8 @@ def trained_export(overfit_run, tmp_path_factory) -> Path:
     About 4 more minutes on a 2-core CPU."""
     from chestdet.export.options import ExportOptions, export
 
-    output_dir = tmp_path_factory.mktemp("trained export") / "export"
-    return export(ExportOptions(checkpoint=overfit_run, output_dir=output_dir))
+    return built_once(tmp_path_factory, "trained export",
+                      lambda folder: export(ExportOptions(checkpoint=overfit_run, output_dir=folder / "export")))
 
 
 @pytest.fixture(scope="session")

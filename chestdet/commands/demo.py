@@ -23,7 +23,7 @@ from chestdet.core.contracts import DETECTIONS_CSV, DRAWN_DIR, REPORT_MD, SPLIT_
 from chestdet.core.errors import StageError
 from chestdet.core.resources import workspace
 from chestdet.data.split import read_split, split_images
-from chestdet.evaluation.evaluate import run_evaluation
+from chestdet.evaluation.evaluate import EvaluationRun, run_evaluation
 from chestdet.evaluation.report import summary_text
 from chestdet.export.options import ExportOptions, export
 from chestdet.training.checkpoints import checkpoint_exists
@@ -54,6 +54,11 @@ def run_stage(number: int, name: str, stage: Callable[[], object]) -> None:
     started = time.monotonic()
     stage()
     log.info("[%d/5] %s done in %.0f s", number, name, time.monotonic() - started)
+
+
+def _scored(run: EvaluationRun) -> tuple:
+    """The summary's inputs: the metrics and the trivial baseline of the split's train rows beside them."""
+    return run.metrics, run.baseline
 
 
 def command_stage(name: str, command: Callable[[list[str]], int], argv: list[str]) -> Callable[[], None]:
@@ -125,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     run_stage(4, "detection", command_stage("detection", detect.main, [
         "--model", str(exported), "--input", str(out / "held_out.txt"), "--output-dir", str(detections),
         "--voc-xml", "--format", "jpg"]))
-    run_stage(5, "evaluation", lambda: log.info("%s", summary_text(run_evaluation(
+    run_stage(5, "evaluation", lambda: log.info("%s", summary_text(*_scored(run_evaluation(
         detections / DETECTIONS_CSV, args.sample / "BBox_List_2017.csv", evaluation, records / SPLIT_CSV,
-        "test").metrics)))
+        "test")))))
     log.info("demo finished in %.1f min", (time.monotonic() - started) / 60)
     log.info("drawn images: %s", detections / DRAWN_DIR)
     log.info("labelImg XML: %s", detections / VOC_DIR)

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import REJECTS_CSV
+from chestdet.core.contracts import OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_MD
+from chestdet.data.split import TEST
 from chestdet.evaluation.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
 from chestdet.evaluation.gallery import DEFAULT_PER_CLASS
 from chestdet.evaluation.metrics import EvaluationSettings
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evaluate.py",
         description="Score detections against ground-truth boxes: per-class COCO AP (pycocotools), FROC, "
         "the ChestX-ray8 T(IoBB) localisation accuracy beside the paper's, image-level sensitivity and "
-        "specificity, and a confusion matrix; writes metrics.json, report.md/.html and PNG plots.",
+        "specificity, and a confusion matrix, each class beside a trivial baseline; writes metrics.json, "
+        "report.md/.html, PNG plots and operating_points.json (per-class thresholds for detect).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean ± sd across folds, and all test folds pooled")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the report goes")
     parser.add_argument("--split-file", type=Path, help="split.csv of the dataset step: evaluate one split only")
-    parser.add_argument("--split", default="test",
+    parser.add_argument("--split", default=TEST,
                         help="which split of --split-file (and which shards of a TFRecord folder); default test")
     parser.add_argument("--score-threshold", type=fraction, default=0.3,
                         help="detections scoring above this count for T(IoBB), image-level metrics and the "
@@ -84,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-dir", type=Path,
                         help="where the gallery finds the images (by their images.csv name or file name); "
                         "default: the paths in images.csv")
+    parser.add_argument("--baseline-from", type=Path, metavar="SOURCE",
+                        help="take the trivial baseline's boxes from this ground truth (a records folder's train "
+                        "shards, an NIH CSV, labelImg XML); default: the boxes of --split-file's train rows")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="leave out the trivial baseline (each class's median training box on every image, "
+                        "scored by the class frequency) that the report puts beside each class")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--overwrite", action="store_true", help="replace a report already in --output-dir")
     parser.add_argument("--strict", action="store_true",
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cv is not None and (args.detections is not None or args.split_file is not None):
         parser.error("--cv takes each fold's detections and split.csv from its folder; drop --detections/--split-file")
-    if args.cv is not None and args.split != "test":
+    if args.cv is not None and args.split != TEST:
         parser.error("--cv evaluates each fold's test images; drop --split")
     if args.cv is None and (args.detections is None or args.ground_truth is None):
         parser.error("the following arguments are required: --detections, --ground-truth (or --cv RUNS_DIR)")
@@ -108,15 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"{args.output_dir}: exists and is not a folder")
     settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
+    if args.no_baseline and args.baseline_from is not None:
+        parser.error("--no-baseline and --baseline-from contradict each other; drop one")
     options = ReportOptions(plots=not args.no_plots, bootstrap=args.bootstrap, seed=args.seed,
-                            gallery=args.gallery, image_dir=args.image_dir)
+                            gallery=args.gallery, image_dir=args.image_dir, baseline=not args.no_baseline,
+                            baseline_from=args.baseline_from)
     if args.cv is not None:
         return _cross_validation(args, settings, options)
     run = run_evaluation(
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
     )
-    log.info("%s", summary_text(run.metrics))
-    log.info("report: %s", run.output_dir / "report.md")
+    log.info("%s", summary_text(run.metrics, run.baseline))
+    log.info("operating points: %s%s", run.output_dir / OPERATING_POINTS_JSON,
+             "" if args.split_file is not None and args.split != TEST else
+             " (choose detect's from a validation split's evaluation, --split val, never the test split's)")
+    log.info("report: %s", run.output_dir / REPORT_MD)
     if run.inputs.rejects:
         log.warning("%d input rows rejected, listed in %s", len(run.inputs.rejects), run.output_dir / REJECTS_CSV)
         if args.strict:
@@ -126,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions) -> int:
     from chestdet.evaluation.cv_evaluation import evaluate_crossval, overall_table
-    from chestdet.evaluation.report import text_table
+    from chestdet.evaluation.report_tables import text_table
 
     result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options)
     log.info("cross-validation, %d folds\n%s", len(result.folds), text_table(*overall_table(result.summary)))
-    log.info("report: %s", result.output_dir / "report.md")
+    log.info("report: %s", result.output_dir / REPORT_MD)
     rejects = sum(len(run.inputs.rejects) for run in [*result.folds.values(), result.pooled])
     if rejects:
         log.warning("%d input rows rejected, listed in the folds' and pooled %s", rejects, REJECTS_CSV)

@@ -22,6 +22,7 @@ from chestdet.core.errors import InputError
 from chestdet.core.rejects import Reject, RejectKind
 
 SPLITS = ("train", "val", "test")
+TRAIN, VAL, TEST = SPLITS
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 # When a class has fewer patients than splits, these splits get it first.
 COVERAGE_PRIORITY = ("train", "test", "val")

@@ -1,4 +1,5 @@
-"""Draw detections on an X-ray so a reader can review them, and encode the result.
+"""Draw detections on an X-ray so a reader can review them, and encode the result; evaluation's error
+gallery draws its dashed ground truth and encodes with the same functions.
 
 OpenCV rather than the OD API's visualization_utils: its labels fall back to PIL's 11-pixel bitmap
 font when arial.ttf is absent (it is, on Linux), unreadable on a 1024x1024 film, and it draws through
@@ -154,3 +155,17 @@ def _panel(
 def _scaled(detection: Detection, scale_x: float, scale_y: float) -> Detection:
     return Detection(detection.class_id, detection.score, detection.xmin * scale_x, detection.ymin * scale_y,
                      detection.xmax * scale_x, detection.ymax * scale_y)
+
+
+def dashed_rectangle(canvas: np.ndarray, box: Sequence[float], colour: tuple[int, int, int], thickness: int,
+                     dash: int) -> None:
+    """A rectangle of dashes `dash` pixels long with gaps as long, drawn in place."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, length + 1, 2 * dash):
+            end = min(start + dash, length)
+            f0, f1 = start / max(length, 1), end / max(length, 1)
+            p0 = (int(round(ax + (bx - ax) * f0)), int(round(ay + (by - ay) * f0)))
+            p1 = (int(round(ax + (bx - ax) * f1)), int(round(ay + (by - ay) * f1)))
+            cv2.line(canvas, p0, p1, colour, thickness, cv2.LINE_8)

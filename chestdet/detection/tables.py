@@ -3,6 +3,7 @@ errors.csv, detections.json (COCO results) and coco_images.json.
 
 `TableWriter` appends each image's rows as it finishes, to temporary files published together by
 `close()`, so memory does not grow with the number of images and no half table ever looks whole.
+`read_detections_folder` reads detections.csv and images.csv back for the stages after detection.
 Another output written per image sits beside it with the same `add(item, result)` / `close()` /
 `abort()` (a `ResultWriter`); `ResultWriters` drives several as one.
 """
@@ -12,9 +13,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
+
+import pandas as pd
 
 from chestdet.core import atomic
 from chestdet.core.contracts import (
@@ -27,7 +31,9 @@ from chestdet.core.contracts import (
     IMAGE_COLUMNS,
     IMAGES_CSV,
 )
+from chestdet.core.csvfiles import read_frame
 from chestdet.core.detections import ImageResult
+from chestdet.core.errors import InputError
 from chestdet.detection.inputs import InputImage
 
 
@@ -183,3 +189,37 @@ class TableWriter(PublishedWhole):
         """Remove the unfinished tables; earlier published ones stay as they were."""
         for pending in self._files.values():
             pending.discard()
+
+
+@dataclass(frozen=True)
+class DetectionsFolder:
+    """A detections folder's detections.csv and images.csv as written: every cell a string, each row's
+    index its line number minus 2 (csvfiles.read_frame)."""
+
+    detections: pd.DataFrame
+    detections_path: Path
+    images: pd.DataFrame | None  # None when images.csv is absent (a detections.csv handed on its own)
+    images_path: Path
+
+
+def read_detections_folder(path: str | Path) -> DetectionsFolder:
+    """detections.csv (or the folder holding it) and the images.csv beside it."""
+    path = Path(path)
+    csv_path = path / DETECTIONS_CSV if path.is_dir() else path
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path}: detections file not found")
+    detections = read_frame(csv_path)
+    images_path = csv_path.parent / IMAGES_CSV
+    images = read_frame(images_path) if images_path.is_file() else None
+    return DetectionsFolder(detections, csv_path, images, images_path)
+
+
+def write_detections_folder(folder: Path, detections: pd.DataFrame, images: pd.DataFrame | None) -> None:
+    """A detections folder from tables read by read_detections_folder (concatenated, for instance); no
+    images.csv when `images` is None (an earlier one is removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(folder / DETECTIONS_CSV, detections.to_csv(index=False, lineterminator="\n"))
+    if images is not None:
+        atomic.write_text(folder / IMAGES_CSV, images.to_csv(index=False, lineterminator="\n"))
+    else:
+        (folder / IMAGES_CSV).unlink(missing_ok=True)

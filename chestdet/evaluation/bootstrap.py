@@ -3,9 +3,9 @@
 Each replicate draws as many patients as were evaluated, with replacement, and weighs every image by
 how many times its patient was drawn. The matching of detections to boxes within an image does not
 depend on the other images, so it is done once: COCOeval's per-detection outcomes
-(`CocoResult.matches`) and the FROC and image-level outcomes of `chestdet.evaluation.metrics` are reweighted
-per replicate with matrix products, which is what makes 1,000 replicates cheap. With every weight 1
-the functions here give the point estimates exactly (tests check it against pycocotools).
+(`CocoResult.matches`) and the outcomes of `froc` and `image_level` are reweighted per replicate with
+matrix products, which is what makes 1,000 replicates cheap. With every weight 1 the functions here
+give the point estimates exactly (tests check it against pycocotools).
 
 The interval is the percentile interval: the 2.5th and 97.5th percentiles of the replicates (for
 level 0.95), replicates where a figure is undefined (a class drawn without boxes) left out.
@@ -21,24 +21,12 @@ import numpy as np
 import pandas as pd
 
 from chestdet.core.labels import CLASS_NAMES
-from chestdet.evaluation.metrics import (
-    BOOTSTRAP_UNIT,
-    COCO_EXTRA_IOU,
-    FALSE_POSITIVE,
-    HIT,
-    BootstrapResult,
-    ClassMatches,
-    EvaluationSettings,
-    Metrics,
-    difficult_flags,
-    froc_outcomes,
-    group_boxes,
-    image_level_flags,
-)
-
-LEVEL = 0.95
-UNIT = BOOTSTRAP_UNIT
-Interval = list[float] | None  # [low, high]; None where no replicate defines the figure
+from chestdet.evaluation.boxes import difficult_flags, group_boxes
+from chestdet.evaluation.coco import COCO_EXTRA_IOU, ClassMatches
+from chestdet.evaluation.froc import FALSE_POSITIVE, HIT, froc_outcomes
+from chestdet.evaluation.image_level import image_level_flags
+from chestdet.evaluation.intervals import LEVEL, BootstrapResult, interval
+from chestdet.evaluation.metrics import EvaluationSettings, Metrics
 
 
 def patient_weights(patients: Sequence[str], replicates: int, seed: int) -> np.ndarray:
@@ -49,17 +37,6 @@ def patient_weights(patients: Sequence[str], replicates: int, seed: int) -> np.n
     counts = np.zeros((replicates, len(unique)), dtype=np.float64)
     np.add.at(counts, (np.repeat(np.arange(replicates), len(unique)), draws.ravel()), 1.0)
     return counts[:, codes]
-
-
-def interval(values: np.ndarray, level: float = LEVEL) -> Interval:
-    """Percentile interval of one figure's replicates (NaN where a replicate leaves it undefined)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return None
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return [float(low), float(high)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +108,7 @@ class FrocOutcomes:
     """One curve's detections (a class, or all pooled): what each is, its score and image."""
 
     scores: np.ndarray
-    outcomes: np.ndarray  # metrics.HIT, DUPLICATE, FALSE_POSITIVE or IGNORED
+    outcomes: np.ndarray  # froc.HIT, DUPLICATE, FALSE_POSITIVE or IGNORED
     image: np.ndarray  # index into the evaluated images
     boxes: np.ndarray  # [I] ordinary boxes per image
 
@@ -139,7 +116,7 @@ class FrocOutcomes:
 def froc_outcome_table(
     ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], hit_iou: float
 ) -> dict[str, FrocOutcomes]:
-    """{class or "overall": FrocOutcomes}, labelled by metrics.label_froc_detections."""
+    """{class or "overall": FrocOutcomes}, labelled by froc.label_froc_detections."""
     position = {image: k for k, image in enumerate(images)}
     gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
     ordinary = ground_truth[~difficult_flags(ground_truth)]
@@ -158,7 +135,7 @@ def froc_outcome_table(
 
 
 def weighted_froc(found: FrocOutcomes, weights: np.ndarray, fp_rates: Sequence[float]) -> np.ndarray:
-    """[replicates, rates] sensitivity at each FP rate, as metrics.froc_curve computes it, per weighting.
+    """[replicates, rates] sensitivity at each FP rate, as froc.froc_curve computes it, per weighting.
 
     A hit counts at a rate when the false positives scoring at least as high as it (ties enter
     together) stay within the rate times the replicate's images. NaN where a weighting leaves no box.
@@ -188,7 +165,7 @@ def weighted_froc(found: FrocOutcomes, weights: np.ndarray, fp_rates: Sequence[f
 def weighted_image_level(
     flags: tuple[np.ndarray, np.ndarray, np.ndarray], weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[replicates] sensitivity and specificity of one class from metrics.image_level_flags."""
+    """[replicates] sensitivity and specificity of one class from image_level.image_level_flags."""
     positive, predicted, ignored = flags
     counted = ~ignored
 

@@ -26,20 +26,29 @@ from pathlib import Path
 import pandas as pd
 
 from chestdet.core import atomic
-from chestdet.core.contracts import DETECTIONS_CSV, FOLD_DIR, IMAGES_CSV, METRICS_JSON, SPLIT_CSV
-from chestdet.core.csvfiles import read_frame
+from chestdet.core.contracts import (
+    CV_DETECTIONS_DIR,
+    CV_POOLED_DIR,
+    DETECTIONS_CSV,
+    FOLD_DIR,
+    METRICS_JSON,
+    REPORT_HTML,
+    REPORT_MD,
+    SPLIT_CSV,
+)
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import CLASS_NAMES
-from chestdet.data.split import read_split, write_split
-from chestdet.evaluation.crossval import DETECTIONS_DIR, fold_dirs, folds_records
+from chestdet.data.records import shard_glob
+from chestdet.data.split import TEST, read_split, write_split
+from chestdet.detection.tables import read_detections_folder, write_detections_folder
+from chestdet.evaluation.crossval import fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
-from chestdet.evaluation.evaluate import _json_ready as json_ready
-from chestdet.evaluation.metrics import EvaluationSettings, Metrics
-from chestdet.evaluation.report import markdown_table, number, render_html
+from chestdet.evaluation.metrics import EvaluationSettings, Metrics, write_metrics_json
+from chestdet.evaluation.report import render_html
+from chestdet.evaluation.report_tables import markdown_table, number, verdict
 
 log = logging.getLogger("chestdet.evaluation.evaluate")
 
-POOLED_DIR = "pooled"
 OVERALL = "all"
 # (key, heading): the figures compared across folds, per class and overall
 MEASURES = (
@@ -47,7 +56,7 @@ MEASURES = (
     ("sensitivity_at_1fp", "sensitivity at 1 FP/image"), ("image_sensitivity", "image-level sensitivity"),
     ("image_specificity", "image-level specificity"),
 )
-CV_OUTPUT_FILES = (METRICS_JSON, "report.md", "report.html")
+CV_OUTPUT_FILES = (METRICS_JSON, REPORT_MD, REPORT_HTML)
 
 
 @dataclass
@@ -77,6 +86,16 @@ def figures(metrics: Metrics) -> dict[str, dict[str, float | None]]:
     return {name: {key: _defined(value) for key, value in values.items()} for name, values in table.items()}
 
 
+def baseline_figures(run: EvaluationRun) -> dict[str, dict] | None:
+    """A fold's trivial baseline: {class or "all": {"ap50": its AP@0.5, "beaten": the model's is above it}}."""
+    if run.baseline is None:
+        return None
+    beaten = run.baseline.beaten(run.metrics)
+    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    scores[OVERALL] = run.baseline.metrics.coco.overall.ap50
+    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*CLASS_NAMES, OVERALL]}
+
+
 def _defined(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
@@ -101,7 +120,7 @@ def evaluate_crossval(
     """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report."""
     options = options or ReportOptions()
     every = fold_dirs(runs_dir)
-    folds = [(fold, folder) for fold, folder in every if (folder / DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
+    folds = [(fold, folder) for fold, folder in every if (folder / CV_DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
     missing = [fold for fold, _ in every if fold not in dict(folds)]
     if missing:
         log.warning("folds %s have no detections yet and are left out", ", ".join(map(str, missing)))
@@ -113,19 +132,20 @@ def evaluate_crossval(
     runs: dict[int, EvaluationRun] = {}
     fold_options = replace(options, gallery=0)  # the pooled report holds the gallery
     for fold, folder in folds:
-        log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / DETECTIONS_DIR)
+        log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / CV_DETECTIONS_DIR)
         truth = ground_truth if ground_truth is not None else str(records / FOLD_DIR.format(fold=fold))
-        runs[fold] = run_evaluation(folder / DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
-                                    folder / SPLIT_CSV, "test", settings, options=fold_options)
-    pooled_dir = output_dir / POOLED_DIR
+        runs[fold] = run_evaluation(folder / CV_DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
+                                    folder / SPLIT_CSV, TEST, settings, options=fold_options)
+    pooled_dir = output_dir / CV_POOLED_DIR
     pool_inputs([folder for _, folder in folds], pooled_dir)
-    truth = ground_truth if ground_truth is not None else str(records / "fold-*" / "test-*.tfrecord")
+    truth = ground_truth if ground_truth is not None else shard_glob(records / FOLD_DIR.format(fold="*"), TEST)
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
-    pooled = run_evaluation(pooled_dir / DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, "test",
-                            settings, options=options)
+    # the pooled images are every fold's test images, each a training image of the other folds: no baseline
+    pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
+                            settings, options=replace(options, baseline=False))
     summary = crossval_block(runs, pooled, missing)
     sources = {"cross-validation": str(runs_dir), "ground truth": ground_truth or f"test records of {records}"}
-    atomic.write_json(output_dir / METRICS_JSON, json_ready({"sources": sources, "cross_validation": summary}))
+    write_metrics_json(output_dir / METRICS_JSON, {"sources": sources, "cross_validation": summary})
     write_cv_reports(summary, output_dir, sources)
     return CrossvalEvaluation(runs, pooled, summary, output_dir)
 
@@ -138,7 +158,8 @@ def crossval_block(runs: dict[int, EvaluationRun], pooled: EvaluationRun, missin
         "folds": list(runs),
         "missing_folds": list(missing),
         "per_fold": [
-            {"fold": fold, "images": run.metrics.images, "boxes": sum(run.metrics.boxes.values()), **table}
+            {"fold": fold, "images": run.metrics.images, "boxes": sum(run.metrics.boxes.values()), **table,
+             "baseline": baseline_figures(run)}
             for (fold, run), table in zip(runs.items(), per_fold, strict=True)
         ],
         "mean": mean,
@@ -152,21 +173,16 @@ def pool_inputs(fold_folders: Sequence[Path], pooled_dir: Path) -> None:
     """The folds' detections.csv, images.csv (paths made absolute) and test rows of split.csv, concatenated."""
     detections, images, splits = [], [], []
     for folder in fold_folders:
-        found = folder / DETECTIONS_DIR
-        detections.append(read_frame(found / DETECTIONS_CSV))
-        if (found / IMAGES_CSV).is_file():
-            frame = read_frame(found / IMAGES_CSV)
+        found = read_detections_folder(folder / CV_DETECTIONS_DIR)
+        detections.append(found.detections)
+        if found.images is not None:
+            frame = found.images
             if "path" in frame.columns:
-                frame["path"] = [_absolute(path, found) for path in frame["path"]]
+                frame["path"] = [_absolute(path, found.detections_path.parent) for path in frame["path"]]
             images.append(frame)
-        splits += [row for row in read_split(folder / SPLIT_CSV) if row.split == "test"]
-    target = pooled_dir / DETECTIONS_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    _write_frame(pd.concat(detections, ignore_index=True), target / DETECTIONS_CSV)
-    if len(images) == len(fold_folders):
-        _write_frame(pd.concat(images, ignore_index=True), target / IMAGES_CSV)
-    else:
-        (target / IMAGES_CSV).unlink(missing_ok=True)
+        splits += [row for row in read_split(folder / SPLIT_CSV) if row.split == TEST]
+    write_detections_folder(pooled_dir / CV_DETECTIONS_DIR, pd.concat(detections, ignore_index=True),
+                            pd.concat(images, ignore_index=True) if len(images) == len(fold_folders) else None)
     write_split(pooled_dir / SPLIT_CSV, splits)
 
 
@@ -175,10 +191,6 @@ def _absolute(path: str, folder: Path) -> str:
     if not path or os.path.isabs(path) or Path(path).exists() or not (folder / path).exists():
         return path
     return str((folder / path).absolute())
-
-
-def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    atomic.write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +228,28 @@ def overall_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def baseline_section(summary: dict) -> list[str]:
+    """Per fold, each class's AP@0.5 beside its trivial baseline's, and the classes that do not beat it."""
+    folds = [fold for fold in summary["per_fold"] if fold.get("baseline")]
+    if not folds:
+        return []
+    header = ["class", *(f"fold {fold['fold']}: model vs baseline" for fold in folds)]
+    rows = [[name, *(f"{number(fold[name]['ap50'])} vs {number(fold['baseline'][name]['ap50'])} "
+                     f"({verdict(fold['baseline'][name]['beaten'])})" for fold in folds)]
+            for name in [*CLASS_NAMES, OVERALL]]
+    lines = []
+    for fold in folds:
+        behind = [name for name, row in fold["baseline"].items() if row["beaten"] is False]
+        lines.append(f"- fold {fold['fold']}: " + (f"**not better than the baseline: {', '.join(behind)}**"
+                                                   if behind else "every class with boxes beats the baseline"))
+    return [
+        "## Against the trivial baseline (AP@0.5), per fold", "",
+        "Each fold's baseline places each class's median box over that fold's training images on every test "
+        "image, scored by the class frequency (see the fold's full report).", "",
+        markdown_table(header, rows), "", *lines, "",
+    ]
+
+
 def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
     folds = summary["folds"]
     parts = ["# Cross-validation evaluation", ""]
@@ -232,15 +266,16 @@ def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
     for key, heading in MEASURES:
         rows = [*CLASS_NAMES, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else CLASS_NAMES
         parts += [f"## {heading}", "", markdown_table(*measure_table(summary, rows, key)), ""]
+    parts += baseline_section(summary)
     parts += ["## Full reports", ""]
-    parts += [f"- [fold {fold}]({FOLD_DIR.format(fold=fold)}/report.md)" for fold in folds]
-    parts += [f"- [pooled]({POOLED_DIR}/report.md) (with the error gallery)", ""]
+    parts += [f"- [fold {fold}]({FOLD_DIR.format(fold=fold)}/{REPORT_MD})" for fold in folds]
+    parts += [f"- [pooled]({CV_POOLED_DIR}/{REPORT_MD}) (with the error gallery)", ""]
     return "\n".join(parts)
 
 
 def write_cv_reports(summary: dict, output_dir: Path, sources: dict[str, str]) -> list[Path]:
     text = render_cv_markdown(summary, sources)
-    atomic.write_text(output_dir / "report.md", text)
-    atomic.write_text(output_dir / "report.html",
-                      render_html(text.replace("/report.md)", "/report.html)"), "Cross-validation evaluation"))
-    return [output_dir / "report.md", output_dir / "report.html"]
+    atomic.write_text(output_dir / REPORT_MD, text)
+    atomic.write_text(output_dir / REPORT_HTML,
+                      render_html(text.replace(f"/{REPORT_MD})", f"/{REPORT_HTML})"), "Cross-validation evaluation"))
+    return [output_dir / REPORT_MD, output_dir / REPORT_HTML]

@@ -14,7 +14,7 @@ conspicuous ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +26,10 @@ from chestdet.core import atomic
 from chestdet.core.geometry import pairwise_iou
 from chestdet.core.imaging import ImageReadError, read_image, to_rgb
 from chestdet.core.labels import CLASS_NAMES
-from chestdet.evaluation.metrics import (
-    FALSE_POSITIVE,
-    HIT,
-    NO_BOXES,
-    BoxArrays,
-    EvaluationSettings,
-    group_boxes,
-    label_froc_detections,
-)
+from chestdet.detection.drawing import FONT, dashed_rectangle, encode_bgr
+from chestdet.evaluation.boxes import NO_BOXES, BoxArrays, group_boxes
+from chestdet.evaluation.froc import FALSE_POSITIVE, HIT, label_froc_detections
+from chestdet.evaluation.metrics import EvaluationSettings
 
 log = logging.getLogger("chestdet.evaluation.gallery")
 
@@ -136,20 +131,6 @@ def _area(box: tuple[float, float, float, float]) -> float:
 # Drawing
 
 
-def dashed_rectangle(canvas: np.ndarray, box: Sequence[float], colour: tuple[int, int, int], thickness: int,
-                     dash: int) -> None:
-    """A rectangle of dashes `dash` pixels long with gaps as long, drawn in place."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
-        length = max(abs(bx - ax), abs(by - ay))
-        for start in range(0, length + 1, 2 * dash):
-            end = min(start + dash, length)
-            f0, f1 = start / max(length, 1), end / max(length, 1)
-            p0 = (int(round(ax + (bx - ax) * f0)), int(round(ay + (by - ay) * f0)))
-            p1 = (int(round(ax + (bx - ax) * f1)), int(round(ay + (by - ay) * f1)))
-            cv2.line(canvas, p0, p1, colour, thickness, cv2.LINE_8)
-
-
 def draw_case(pixels: np.ndarray, case: GalleryCase) -> np.ndarray:
     """An RGB picture: the image (scaled to at most MAX_SIDE), truth dashed, detection solid, the caption
     on a black band above."""
@@ -165,14 +146,14 @@ def draw_case(pixels: np.ndarray, case: GalleryCase) -> np.ndarray:
         dashed_rectangle(canvas, [v * scale for v in box], TRUTH_RGB, thickness, dash=4 * thickness)
         if k < len(case.truth_labels):
             corner = (int(round(box[0] * scale)) + thickness, int(round(box[3] * scale)) - 2 * thickness)
-            cv2.putText(canvas, case.truth_labels[k], corner, cv2.FONT_HERSHEY_SIMPLEX, font_scale, TRUTH_RGB, 1,
+            cv2.putText(canvas, case.truth_labels[k], corner, FONT, font_scale, TRUTH_RGB, 1,
                         cv2.LINE_AA)
     if case.detection is not None:
         x0, y0, x1, y1 = (int(round(v * scale)) for v in case.detection)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), DETECTION_RGB, thickness, cv2.LINE_8)
-    (_, text_height), baseline = cv2.getTextSize(case.caption(), cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    (_, text_height), baseline = cv2.getTextSize(case.caption(), FONT, font_scale, 1)
     band = np.zeros((text_height + baseline + 12, canvas.shape[1], 3), dtype=np.uint8)
-    cv2.putText(band, case.caption(), (6, text_height + 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, CAPTION_RGB, 1,
+    cv2.putText(band, case.caption(), (6, text_height + 6), FONT, font_scale, CAPTION_RGB, 1,
                 cv2.LINE_AA)
     return np.vstack([band, canvas])
 
@@ -216,10 +197,8 @@ def _write_cases(cases: list[GalleryCase], folder: Path, kind: str, find_image: 
             continue
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{kind}-{number:02d}.png"
-        ok, encoded = cv2.imencode(".png", cv2.cvtColor(draw_case(pixels, case), cv2.COLOR_RGB2BGR))
-        if ok:
-            atomic.write_bytes(path, encoded.tobytes())
-            paths.append(path)
+        atomic.write_bytes(path, encode_bgr(cv2.cvtColor(draw_case(pixels, case), cv2.COLOR_RGB2BGR), "png"))
+        paths.append(path)
     return paths
 
 

@@ -13,8 +13,9 @@ import pytest
 from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.evaluate import build_parser, main
 from chestdet.core.contracts import REJECT_COLUMNS, REJECTS_CSV
+from chestdet.data.annotations import read_nih_csv
 from tests.conftest import REPO, SAMPLE_CSV, SAMPLE_IMAGES
-from tests.evaluation.test_evaluate import (
+from tests.support.evaluation_inputs import (
     BOXED,
     fake_detections,
     sample_boxes,
@@ -37,7 +38,8 @@ def test_full_run_writes_every_output_and_ends_with_the_summary(tmp_path, detect
                              "--output-dir", str(out)])
     assert status == ExitStatus.SUCCESS
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png", "rejects.csv"]
+        ["metrics.json", "report.md", "report.html", "pr_curves.png", "froc.png", "confusion_matrix.png", "rejects.csv",
+         "operating_points.json"]
     )
     document = json.loads((out / "metrics.json").read_text())
     assert document["images"] == 8 and document["rejects"] == 0
@@ -215,3 +217,22 @@ def test_a_csv_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, detec
     assert status == ExitStatus.ERROR
     assert capsys.readouterr().err.strip() == (
         f"error: {bad}: line {line}: not UTF-8 text (byte 0xE9 at column {column}); save the file as UTF-8 CSV")
+
+
+def test_baseline_flags(tmp_path, detections, capsys):
+    out = tmp_path / "with baseline"
+    assert run_main(main, ["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--output-dir",
+                           str(out), "--no-plots", "--baseline-from", str(SAMPLE_CSV)]) == ExitStatus.SUCCESS
+    block = json.loads((out / "metrics.json").read_text())["baseline"]
+    assert block["training_images"] == len({box.image for box in read_nih_csv(SAMPLE_CSV)[0]} - set(BOXED))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-3].startswith(("Every class with boxes here beats the trivial baseline",
+                                 "Not better than the trivial baseline on AP@0.5: "))
+    assert "AP@0.5 baseline" in next(line for line in lines if line.startswith("class "))
+    assert lines[-2] == (f"operating points: {out / 'operating_points.json'} (choose detect's from a validation "
+                         "split's evaluation, --split val, never the test split's)")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--detections", str(detections), "--ground-truth", str(SAMPLE_CSV), "--output-dir", str(tmp_path / "x"),
+              "--no-baseline", "--baseline-from", str(SAMPLE_CSV)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("--no-baseline and --baseline-from contradict each other; drop one")

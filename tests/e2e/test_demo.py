@@ -44,4 +44,9 @@ def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path):
     truth = pd.read_csv(SAMPLE_CSV, dtype=str)
     assert sum(metrics["boxes"].values()) == truth.iloc[:, 0].isin(test_images).sum() > 0
     assert 0.0 <= metrics["coco"]["overall"]["ap50"] <= 1.0
-    assert (out / "evaluation" / "report.md").read_text().startswith("# Detection evaluation")
+    report = (out / "evaluation" / "report.md").read_text()
+    assert report.startswith("# Detection evaluation")
+    # The trivial baseline of the split's train rows stands beside the model, in the file and the report.
+    train_images = set(split.loc[split["split"] == "train", "image"])
+    assert metrics["baseline"]["training_images"] == len(train_images) > 0
+    assert "## The trivial baseline" in report and "| AP@0.5 baseline |" in report

@@ -10,9 +10,10 @@ import pytest
 from chestdet.core.labels import CLASS_NAMES
 from chestdet.data.annotations import read_nih_csv
 from chestdet.data.split import patient_of
-from chestdet.evaluation import bootstrap, evaluate, metrics
-from chestdet.evaluation.metrics import DIFFICULT, compute_metrics
-from tests.evaluation.test_metrics import random_case
+from chestdet.evaluation import bootstrap, coco, froc, ground_truth, image_level, metrics
+from chestdet.evaluation.boxes import DETECTION_TABLE_COLUMNS, DIFFICULT
+from chestdet.evaluation.metrics import compute_metrics
+from tests.support.metric_tables import random_case
 
 
 def with_difficult(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -44,10 +45,10 @@ def test_weights_of_one_give_pycocotools_ap_and_the_froc_exactly(seed):
     table = bootstrap.froc_outcome_table(truth, found, images, 0.5)
     for name in [*CLASS_NAMES, "overall"]:
         curve = result.froc.overall if name == "overall" else result.froc.per_class[name]
-        got = bootstrap.weighted_froc(table[name], ones, metrics.FROC_FP_RATES)[0]
+        got = bootstrap.weighted_froc(table[name], ones, froc.FROC_FP_RATES)[0]
         want = np.array([np.nan if v is None else v for v in curve.at_rates])
         np.testing.assert_allclose(got, want, atol=1e-12, equal_nan=True)
-    flags = metrics.image_level_flags(truth, found, images)
+    flags = image_level.image_level_flags(truth, found, images)
     for name in CLASS_NAMES:
         sensitivity, specificity = bootstrap.weighted_image_level(flags[name], ones)
         level = result.image_level[name]
@@ -64,8 +65,8 @@ def test_integer_weights_equal_pycocotools_on_the_resampled_image_list():
     rename = pd.DataFrame(copies, columns=["image", "copy"])
     truth2 = truth.merge(rename, on="image").drop(columns="image").rename(columns={"copy": "image"})
     found2 = found.merge(rename, on="image").drop(columns="image").rename(columns={"copy": "image"})
-    expected = metrics.coco_average_precision(truth2, found2, [copy for _, copy in copies])
-    full = metrics.coco_average_precision(truth, found, images)
+    expected = coco.coco_average_precision(truth2, found2, [copy for _, copy in copies])
+    full = coco.coco_average_precision(truth, found, images)
     got = bootstrap.coco_replicates(full.matches, full.iou_thresholds, full.recall_thresholds,
                                     weights[None, :].astype(float))
     for name in CLASS_NAMES:
@@ -150,13 +151,13 @@ def test_real_nih_boxes_of_the_440_images(full_nih):
     """The 440-image copy: real boxes, patients from the file names, intervals around the estimates."""
     names = sorted(path.name for path in (full_nih / "images").glob("*.png"))
     boxes = [b for b in read_nih_csv(full_nih / "BBox_List_2017.csv")[0] if b.image in set(names)]
-    truth = evaluate.ground_truth_frame(boxes)
+    truth = ground_truth.ground_truth_frame(boxes)
     rng = np.random.default_rng(0)
     rows = [(b.image, b.label, float(rng.random()), b.xmin + rng.normal(0, 10), b.ymin + rng.normal(0, 10),
              b.xmax + rng.normal(0, 10), b.ymax + rng.normal(0, 10)) for b in boxes for _ in range(2)]
     rows += [(name, CLASS_NAMES[rng.integers(8)], float(rng.random()) * 0.6, 100.0, 100.0, 300.0, 300.0)
              for name in names for _ in range(3)]
-    found = pd.DataFrame(rows, columns=metrics.DETECTION_COLUMNS)
+    found = pd.DataFrame(rows, columns=DETECTION_TABLE_COLUMNS)
     result = compute_metrics(truth, found, names)
     patients = [patient_of(name) for name in names]
     assert len(set(patients)) < len(names)  # several images per patient: the unit matters

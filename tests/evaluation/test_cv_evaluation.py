@@ -12,18 +12,24 @@ import pytest
 from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.evaluate import main
 from chestdet.data.annotations import read_nih_csv
+from chestdet.data.split import read_split
 from chestdet.evaluation.crossval import CrossvalOptions, run_crossval
 from chestdet.evaluation.cv_evaluation import figures
 from chestdet.evaluation.evaluate import run_evaluation
 from tests.conftest import SAMPLE_CSV
-from tests.evaluation.test_evaluate import fake_detections, write_detections_folder
 from tests.support.crossval_steps import FakeSteps
+from tests.support.evaluation_inputs import fake_detections, write_detections_folder
 
 
-def flat(table: dict) -> dict:
-    """{class: {measure: value}} -> {(class, measure): value}, for pytest.approx."""
-    return {(name, key): value for name, values in table.items() if isinstance(values, dict)
-            for key, value in values.items()}
+def flat(table: dict, prefix: tuple = ()) -> dict:
+    """{class: {measure: value}} -> {(class, measure): value} (any depth), for pytest.approx."""
+    items = {}
+    for name, values in table.items():
+        if isinstance(values, dict):
+            items.update(flat(values, (*prefix, name)))
+        elif prefix:
+            items[(*prefix, name)] = values
+    return items
 
 
 def split_tests(folder: Path) -> list[str]:
@@ -62,7 +68,7 @@ def test_per_fold_figures_are_those_of_separate_runs_and_mean_sd_summarise_them(
         folder = cv_runs / f"fold-{fold}"
         run = run_evaluation(folder / "detections", SAMPLE_CSV, tmp_path / f"alone {fold}", folder / "split.csv")
         separate.append(figures(run.metrics))
-        entry = block["per_fold"][fold - 1]
+        entry = {key: value for key, value in block["per_fold"][fold - 1].items() if key != "baseline"}
         assert entry["fold"] == fold and entry["images"] == len(split_tests(folder)) == run.metrics.images
         assert flat(entry) == pytest.approx(flat(separate[-1]))
         assert json.loads((cv_report / f"fold-{fold}" / "metrics.json").read_text())["images"] == run.metrics.images
@@ -161,3 +167,28 @@ def test_fold_folders_made_elsewhere_are_evaluated_with_a_ground_truth(cv_runs, 
                            "--no-plots", "--gallery", "0"]) == ExitStatus.SUCCESS
     assert (json.loads((out / "metrics.json").read_text())["cross_validation"]
             == json.loads((cv_report / "metrics.json").read_text())["cross_validation"])
+
+
+def test_report_carries_each_folds_baseline(cv_runs, cv_report, tmp_path):
+    block = json.loads((cv_report / "metrics.json").read_text())["cross_validation"]
+    text = (cv_report / "report.md").read_text()
+    assert "## Against the trivial baseline (AP@0.5), per fold" in text
+    for fold in (1, 2):
+        folder = cv_runs / f"fold-{fold}"
+        train = [row for row in read_split(folder / "split.csv") if row.split == "train"]
+        assert train, "the sample folds have train rows"
+        run = run_evaluation(folder / "detections", SAMPLE_CSV, tmp_path / f"alone {fold}", folder / "split.csv")
+        assert run.baseline is not None and run.baseline.images == len(train)
+        entry = block["per_fold"][fold - 1]["baseline"]
+        for name in ("Cardiomegaly", "all"):
+            expected = (run.baseline.metrics.coco.overall if name == "all"
+                        else run.baseline.metrics.coco.per_class[name]).ap50
+            assert entry[name]["ap50"] == pytest.approx(expected)
+            assert entry[name]["beaten"] == run.baseline.beaten(run.metrics)[name]
+            model = block["per_fold"][fold - 1][name]["ap50"]
+            cell = f"{model:.3f} vs {expected:.3f} ({'yes' if entry[name]['beaten'] else '**NO**'})"
+            assert cell in text
+        fold_report = (cv_report / f"fold-{fold}" / "report.md").read_text()
+        assert "## The trivial baseline" in fold_report
+    pooled = json.loads((cv_report / "pooled" / "metrics.json").read_text())
+    assert "baseline" not in pooled  # pooled test images are the other folds' training images

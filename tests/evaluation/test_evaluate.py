@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -19,66 +18,19 @@ from chestdet.core.errors import ChestdetError as UserError
 from chestdet.core.labels import CLASS_NAMES as CLASS_NAMES_BY_ID
 from chestdet.core.labels import class_id
 from chestdet.data.annotations import Box, read_nih_csv
+from chestdet.data.split import read_split
 from chestdet.detection.inputs import list_inputs
-from chestdet.evaluation import evaluate
+from chestdet.evaluation import detection_set, evaluate, ground_truth, selection
 from chestdet.evaluation.metrics import EvaluationSettings, compute_metrics
 from tests.conftest import SAMPLE_CSV, SAMPLE_IMAGES, SAMPLE_UNLABELED
-
-# Real NIH images of the bundled sample, 7 boxes of 7 classes: 00000732_005 has two (Cardiomegaly,
-# Pneumothorax).
-BOXED = ["00000032_037.png", "00000072_000.png", "00000732_005.png", "00001558_016.png",
-         "00002290_001.png", "00006821_002.png"]
-DETECTION_COLUMNS = ["image", "width", "height", "class_id", "class_name", "score", "xmin", "ymin", "xmax", "ymax"]
-
-
-def unlabeled_images() -> list[str]:
-    return sorted(path.name for path in SAMPLE_UNLABELED.glob("*.png"))[:2]
-
-
-def sample_boxes() -> list[Box]:
-    boxes, _ = read_nih_csv(SAMPLE_CSV)
-    chosen = [box for box in boxes if box.image in BOXED]
-    assert {box.image for box in chosen} <= set(BOXED)
-    return chosen
-
-
-def fake_detections(boxes: list[Box], negatives: list[str], prefix: str = "") -> list[list]:
-    """Jittered copies of the boxes (one with the wrong class), plus false positives on negatives."""
-    rng = random.Random(7)
-    rows = []
-    for number, box in enumerate(boxes):
-        label = "Nodule" if number == 0 else box.label
-        jitter = [rng.uniform(-0.12, 0.12) * min(box.width, box.height) for _ in range(4)]
-        rows.append([prefix + box.image, 1024, 1024, class_id(label), label, round(rng.uniform(0.2, 0.99), 3),
-                     box.xmin + jitter[0], box.ymin + jitter[1], box.xmax + jitter[2], box.ymax + jitter[3]])
-    for name in negatives:
-        rows.append([prefix + name, 1024, 1024, 5, "Mass", 0.45, 300.0, 300.0, 420.0, 400.0])
-    return rows
-
-
-def write_detections_folder(folder: Path, rows: list[list], images: list[str] | None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "detections.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(DETECTION_COLUMNS)
-        writer.writerows(rows)
-    if images is not None:
-        with open(folder / "images.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image", "path", "width", "height", "detections"])
-            for name in images:
-                count = sum(1 for row in rows if row[0] == name)
-                writer.writerow([name, f"/data/{name}", 1024, 1024, count])
-    return folder / "detections.csv"
-
-
-def write_nih_csv(path: Path, boxes: list[Box]) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
-        for box in boxes:
-            writer.writerow([box.image, box.label, repr(box.xmin), repr(box.ymin), repr(box.width), repr(box.height)])
-    return path
+from tests.support.evaluation_inputs import (
+    BOXED,
+    fake_detections,
+    sample_boxes,
+    unlabeled_images,
+    write_detections_folder,
+    write_nih_csv,
+)
 
 
 def write_voc_folder(folder: Path, boxes: list[Box]) -> Path:
@@ -199,7 +151,7 @@ def test_three_ground_truth_sources_give_the_same_metrics(tmp_path, sample_case)
     assert_same_metrics(documents["csv"], documents["voc"])
     assert_same_metrics(documents["csv"], documents["tfrecord"])
     # The boxes themselves agree too, the TFRecord ones to float32 precision.
-    truth = {name: evaluate.prepare_inputs(detections, spec).ground_truth
+    truth = {name: selection.prepare_inputs(detections, spec).ground_truth
              for name, spec in (("csv", csv_gt), ("voc", voc_gt), ("tfrecord", records))}
     key = ["image", "label", "xmin"]
     reference = truth["csv"].sort_values(key).reset_index(drop=True)
@@ -233,13 +185,13 @@ def test_difficult_flags_of_labelimg_xml_and_records_are_honoured(tmp_path, samp
 
 def test_patients_come_from_the_split_file_else_from_nih_file_names(tmp_path):
     split = write_split(tmp_path / "split.csv", [("00000032_037.png", "test"), ("scan.png", "test")])
-    patients, note = evaluate.image_patients(["00000032_037.png", "00000072_000.png", "other.png"])
+    patients, note = selection.image_patients(["00000032_037.png", "00000072_000.png", "other.png"])
     assert patients == ["00000032", "00000072", "other.png"]
     assert note.startswith("bootstrap: 1 images have no patient id")
     frame = pd.read_csv(split, dtype=str)
     frame.loc[frame["image"] == "scan.png", "patient"] = "P9"
     frame.to_csv(split, index=False)
-    patients, note = evaluate.image_patients(["00000032_037.png", "scan.png"], split)
+    patients, note = selection.image_patients(["00000032_037.png", "scan.png"], read_split(split))
     assert patients == [frame.loc[0, "patient"], "P9"] and note == ""
 
 
@@ -247,7 +199,7 @@ def test_downscaled_records_are_scored_in_the_pixels_detection_saw(tmp_path, sam
     boxes, negatives, images, detections = sample_case
     image_paths = [SAMPLE_IMAGES / name for name in BOXED] + [SAMPLE_UNLABELED / name for name in negatives]
     small = write_tfrecords(tmp_path / "small" / "test-00000-of-00001.tfrecord", image_paths, boxes, downscale_to=512)
-    assert evaluate.read_ground_truth(small).sizes[BOXED[0]] == (512, 512)
+    assert ground_truth.read_ground_truth(small).sizes[BOXED[0]] == (512, 512)
     from_records = evaluate.run_evaluation(detections, small, tmp_path / "a", plots=False)
     from_csv = evaluate.run_evaluation(detections, SAMPLE_CSV, tmp_path / "b", plots=False)
     assert from_records.inputs.rejects == []
@@ -264,7 +216,7 @@ def test_record_of_another_aspect_ratio_than_the_detected_image_is_rejected(tmp_
     rows = [[BOXED[0], 1024, 800, 4, "Infiltrate", 0.9, 1, 1, 50, 50]]
     folder = tmp_path / "d"
     write_detections_folder(folder, rows, None)
-    inputs = evaluate.prepare_inputs(folder, records)
+    inputs = selection.prepare_inputs(folder, records)
     assert inputs.ground_truth.empty
     assert [r.reason for r in inputs.rejects] == [
         f"{BOXED[0]}: the boxes are for a 1024x1024 image but detection saw 1024x800 (different aspect ratio)"]
@@ -295,16 +247,16 @@ def test_tfrecord_folder_glob_and_split_shards(tmp_path):
     write_tfrecords(folder / "test-00000-of-00001.tfrecord", test_images, boxes)
     write_tfrecords(folder / "val-00000-of-00001.tfrecord", [SAMPLE_IMAGES / BOXED[1]], boxes)
     (folder / "test-summary.json").write_text("{}")  # not a record: skipped
-    test_truth = evaluate.read_ground_truth(folder, split="test")
+    test_truth = ground_truth.read_ground_truth(folder, split="test")
     assert test_truth.images == [BOXED[0], unlabeled_images()[0]]
     assert {box.image for box in test_truth.boxes} == {BOXED[0]}
     assert test_truth.rejects == []
-    val_truth = evaluate.read_ground_truth(folder, split="val")
+    val_truth = ground_truth.read_ground_truth(folder, split="val")
     assert val_truth.images == [BOXED[1]]
-    by_glob = evaluate.read_ground_truth(str(folder / "*-00000-of-00001.tfrecord"))
+    by_glob = ground_truth.read_ground_truth(str(folder / "*-00000-of-00001.tfrecord"))
     assert sorted(by_glob.images) == sorted([*test_truth.images, *val_truth.images])
     shutil.copy(folder / "test-00000-of-00001.tfrecord", folder / "test-00001-of-00001.tfrecord")
-    twice = evaluate.read_ground_truth(folder, split="test")
+    twice = ground_truth.read_ground_truth(folder, split="test")
     assert twice.images == test_truth.images and len(twice.boxes) == len(test_truth.boxes)
     assert [(r.location, r.reason) for r in twice.rejects] == [
         ("record 1", f"{BOXED[0]} is in an earlier record too"),
@@ -321,7 +273,7 @@ def test_corrupt_tfrecord_is_a_reject_not_a_crash(tmp_path):
     bad = tmp_path / "test-00001-of-00002.tfrecord"
     data = good.read_bytes()
     bad.write_bytes(data[:20] + bytes(b ^ 0xFF for b in data[20:60]) + data[60:])
-    truth = evaluate.read_ground_truth(tmp_path, split="test")
+    truth = ground_truth.read_ground_truth(tmp_path, split="test")
     assert truth.images == [BOXED[0]]
     assert len(truth.rejects) == 1
     assert truth.rejects[0].source == str(bad)
@@ -336,7 +288,7 @@ def test_tfrecord_with_unknown_class_id_rejects_that_box(tmp_path):
     path = tmp_path / "one.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(example.SerializeToString())
-    truth = evaluate.read_ground_truth(path)
+    truth = ground_truth.read_ground_truth(path)
     assert truth.boxes == [] and truth.images == [BOXED[0]]
     assert truth.rejects[0].location == f"record 1 ({BOXED[0]}) object 1"
     assert truth.rejects[0].reason == "class id 12 is outside 1..8"
@@ -356,7 +308,7 @@ def test_images_are_matched_by_file_name(tmp_path, sample_case):
 
 def test_whole_nih_list_keeps_only_processed_images_and_says_so(tmp_path, sample_case):
     _, _, _, detections = sample_case
-    inputs = evaluate.prepare_inputs(detections, SAMPLE_CSV)
+    inputs = selection.prepare_inputs(detections, SAMPLE_CSV)
     assert inputs.images == [*BOXED, *unlabeled_images()]
     assert set(inputs.ground_truth["image"]) == set(BOXED)
     assert "874 ground-truth images (977 boxes) were not among the evaluated images and are left out" in inputs.notes
@@ -403,7 +355,7 @@ def test_split_restricts_ground_truth_and_detections(tmp_path, sample_case):
     boxes, negatives, images, detections = sample_case
     test_images = [BOXED[0], BOXED[5], negatives[0]]
     split = write_split(tmp_path / "split.csv", [(name, "test" if name in test_images else "train") for name in images])
-    inputs = evaluate.prepare_inputs(detections, SAMPLE_CSV, split, "test")
+    inputs = selection.prepare_inputs(detections, SAMPLE_CSV, split, "test")
     assert inputs.images == [BOXED[0], BOXED[5], negatives[0]]
     assert set(inputs.ground_truth["image"]) == {BOXED[0], BOXED[5]}
     assert set(inputs.detections["image"]) <= set(test_images)
@@ -422,7 +374,7 @@ def test_split_without_images_csv_adds_the_split_images(tmp_path):
     negative = unlabeled_images()[0]
     folder = write_detections_folder(tmp_path / "d", fake_detections(boxes, []), None)
     split = write_split(tmp_path / "split.csv", [(BOXED[0], "test"), (negative, "test"), (BOXED[1], "val")])
-    inputs = evaluate.prepare_inputs(folder, SAMPLE_CSV, split, "test")
+    inputs = selection.prepare_inputs(folder, SAMPLE_CSV, split, "test")
     assert inputs.images == [BOXED[0], negative]
     assert any("plus every image of the split" in note for note in inputs.notes)
 
@@ -431,7 +383,7 @@ def test_unknown_split_names_the_splits_present(tmp_path, sample_case):
     _, _, images, detections = sample_case
     split = write_split(tmp_path / "split.csv", [(name, "train") for name in images])
     with pytest.raises(UserError) as error:
-        evaluate.prepare_inputs(detections, SAMPLE_CSV, split, "test")
+        selection.prepare_inputs(detections, SAMPLE_CSV, split, "test")
     assert str(error.value) == f"{split}: no image is in split 'test' (splits present: train)"
 
 
@@ -462,16 +414,16 @@ def test_duplicate_file_names_in_different_folders_are_refused(tmp_path):
     rows = [["a/x.png", 10, 10, 5, "Mass", 0.5, 1, 1, 2, 2]]
     folder = write_detections_folder(tmp_path / "d", rows, ["a/x.png", "b/x.png"])
     with pytest.raises(UserError, match="2 processed images share a file name|processed images share a file name"):
-        evaluate.prepare_inputs(folder, SAMPLE_CSV)
+        selection.prepare_inputs(folder, SAMPLE_CSV)
 
 
 def test_ground_truth_that_is_neither_xml_nor_records(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(UserError) as error:
-        evaluate.read_ground_truth(tmp_path)
+        ground_truth.read_ground_truth(tmp_path)
     assert str(error.value) == f"{tmp_path}: holds neither labelImg .xml files nor test-* TFRecord shards"
     with pytest.raises(UserError, match="no TFRecord files match this pattern"):
-        evaluate.read_ground_truth(str(tmp_path / "test-*.tfrecord"))
+        ground_truth.read_ground_truth(str(tmp_path / "test-*.tfrecord"))
 
 
 def test_ground_truth_without_a_usable_box_is_an_error(tmp_path, sample_case):
@@ -479,7 +431,7 @@ def test_ground_truth_without_a_usable_box_is_an_error(tmp_path, sample_case):
     bad = tmp_path / "boxes.csv"
     bad.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000032_037.png,Tumour,1,1,5,5\n")
     with pytest.raises(UserError) as error:
-        evaluate.prepare_inputs(detections, bad)
+        selection.prepare_inputs(detections, bad)
     assert str(error.value) == f"{bad}: no usable ground-truth box (1 rejected)"
 
 
@@ -504,7 +456,7 @@ def test_detections_csv_without_class_columns_is_refused(tmp_path):
     path = tmp_path / "detections.csv"
     path.write_text("image,score,xmin,ymin,xmax,ymax\nx.png,0.5,1,1,2,2\n")
     with pytest.raises(UserError) as error:
-        evaluate.read_detections(path)
+        detection_set.read_detections(path)
     assert str(error.value) == f"{path}: missing column(s) class_name"
 
 
@@ -513,7 +465,7 @@ def test_xml_folder_beside_its_images_uses_the_real_image(tmp_path):
     boxes = [b for b in sample_boxes() if b.image == BOXED[0]]
     folder = write_voc_folder(tmp_path / "labelled", boxes)
     shutil.copy(SAMPLE_IMAGES / BOXED[0], folder / BOXED[0])
-    truth = evaluate.read_ground_truth(folder)
+    truth = ground_truth.read_ground_truth(folder)
     assert [(b.image, b.label) for b in truth.boxes] == [(b.image, b.label) for b in boxes]
     assert truth.rejects == []
 

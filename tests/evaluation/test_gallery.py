@@ -7,13 +7,8 @@ import numpy as np
 import pandas as pd
 
 from chestdet.evaluation import gallery
-from chestdet.evaluation.metrics import (
-    BOX_COLUMNS,
-    DETECTION_COLUMNS,
-    DIFFICULT,
-    GROUND_TRUTH_COLUMNS,
-    EvaluationSettings,
-)
+from chestdet.evaluation.boxes import BOX_COLUMNS, DETECTION_TABLE_COLUMNS, DIFFICULT, GROUND_TRUTH_COLUMNS
+from chestdet.evaluation.metrics import EvaluationSettings
 
 
 def truth_table(*rows) -> pd.DataFrame:
@@ -23,7 +18,7 @@ def truth_table(*rows) -> pd.DataFrame:
 
 
 def detection_table(*rows) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=DETECTION_COLUMNS).astype({c: float for c in ["score", *BOX_COLUMNS]})
+    return pd.DataFrame(rows, columns=DETECTION_TABLE_COLUMNS).astype({c: float for c in ["score", *BOX_COLUMNS]})
 
 
 # a.png: a Mass box hit by the 0.9 detection; a 0.7 detection beside it overlaps it a little (FP,

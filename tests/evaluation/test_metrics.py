@@ -12,24 +12,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from chestdet.core.labels import CLASS_NAMES, class_id
-from chestdet.evaluation import metrics
+from chestdet.evaluation import boxes, coco, confusion, froc, image_level, iobb
 from chestdet.evaluation.metrics import EvaluationSettings, compute_metrics
+from tests.support.metric_tables import det, gt, random_case
 
-RATES = metrics.FROC_FP_RATES  # 0.125, 0.25, 0.5, 1, 2, 4, 8
-
-
-def gt(*rows) -> pd.DataFrame:
-    """rows: (image, label, xmin, ymin, xmax, ymax)"""
-    return pd.DataFrame(rows, columns=metrics.GROUND_TRUTH_COLUMNS).astype(
-        {c: float for c in metrics.BOX_COLUMNS}
-    )
-
-
-def det(*rows) -> pd.DataFrame:
-    """rows: (image, label, score, xmin, ymin, xmax, ymax)"""
-    return pd.DataFrame(rows, columns=metrics.DETECTION_COLUMNS).astype(
-        {c: float for c in ["score", *metrics.BOX_COLUMNS]}
-    )
+RATES = froc.FROC_FP_RATES  # 0.125, 0.25, 0.5, 1, 2, 4, 8
 
 
 NO_DETECTIONS = det()
@@ -54,7 +41,7 @@ def test_froc_hand_case_with_duplicate_false_positives_and_a_box_free_image():
         ("B", "Mass", 0.6, 0, 0, 100, 100),
         ("A", "Mass", 0.5, 500, 500, 600, 600),
     )
-    result = metrics.froc(truth, found, ["A", "B"])
+    result = froc.froc(truth, found, ["A", "B"])
     mass = result.per_class["Mass"]
     assert mass.at_rates == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
     assert mass.score == pytest.approx(5.5 / 7)
@@ -68,7 +55,7 @@ def test_froc_hand_case_with_duplicate_false_positives_and_a_box_free_image():
 
 def test_froc_no_detections_is_zero_sensitivity():
     truth = gt(("A", "Effusion", 0, 0, 10, 10))
-    result = metrics.froc(truth, NO_DETECTIONS, ["A", "B"])
+    result = froc.froc(truth, NO_DETECTIONS, ["A", "B"])
     assert result.per_class["Effusion"].at_rates == [0.0] * 7
     assert result.per_class["Effusion"].score == 0.0
     assert result.overall.score == 0.0
@@ -80,7 +67,7 @@ def test_froc_only_false_positives():
     truth = gt(("A", "Nodule", 0, 0, 10, 10))
     found = det(*[("B", "Nodule", s, 0, 0, 10, 10) for s in (0.9, 0.8)], ("A", "Nodule", 0.7, 50, 50, 60, 60),
                 ("A", "Mass", 0.95, 0, 0, 10, 10))  # right place, wrong class: a Mass false positive
-    result = metrics.froc(truth, found, ["A", "B"])
+    result = froc.froc(truth, found, ["A", "B"])
     nodule = result.per_class["Nodule"]
     assert nodule.at_rates == [0.0] * 7
     assert (nodule.hits, nodule.false_positives) == (0, 3)
@@ -93,7 +80,7 @@ def test_froc_only_false_positives():
 def test_froc_several_detections_on_one_box_count_once():
     truth = gt(("A", "Mass", 0, 0, 100, 100))
     found = det(*[("A", "Mass", s, d, d, 100, 100) for s, d in ((0.9, 0), (0.8, 5), (0.3, 10))])
-    mass = metrics.froc(truth, found, ["A"]).per_class["Mass"]
+    mass = froc.froc(truth, found, ["A"]).per_class["Mass"]
     assert (mass.hits, mass.duplicates, mass.false_positives) == (1, 2, 0)
     assert mass.at_rates == [1.0] * 7
 
@@ -102,7 +89,7 @@ def test_froc_duplicate_reaching_a_second_free_box_hits_it():
     # Two overlapping boxes; the second detection overlaps both but box 1 is taken: it hits box 2.
     truth = gt(("A", "Mass", 0, 0, 100, 100), ("A", "Mass", 10, 0, 110, 100))
     found = det(("A", "Mass", 0.9, 0, 0, 100, 100), ("A", "Mass", 0.8, 5, 0, 105, 100))
-    mass = metrics.froc(truth, found, ["A"]).per_class["Mass"]
+    mass = froc.froc(truth, found, ["A"]).per_class["Mass"]
     assert (mass.hits, mass.duplicates) == (2, 0)
 
 
@@ -111,9 +98,9 @@ def test_froc_images_without_boxes_dilute_false_positives():
     # The FP alone is 1/4 = 0.25 FP/image: below 0.25 the hit cannot be reached.
     truth = gt(("A", "Pneumonia", 0, 0, 10, 10))
     found = det(("B", "Pneumonia", 0.9, 0, 0, 10, 10), ("A", "Pneumonia", 0.5, 0, 0, 10, 10))
-    curve = metrics.froc(truth, found, ["A", "B", "C", "D"]).per_class["Pneumonia"]
+    curve = froc.froc(truth, found, ["A", "B", "C", "D"]).per_class["Pneumonia"]
     assert curve.at_rates == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    same_on_two_images = metrics.froc(truth, found, ["A", "B"]).per_class["Pneumonia"]
+    same_on_two_images = froc.froc(truth, found, ["A", "B"]).per_class["Pneumonia"]
     assert same_on_two_images.at_rates == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
 
 
@@ -121,7 +108,7 @@ def test_froc_tied_scores_enter_together():
     # A hit and an FP at the same score on 1 image: the hit is only reachable at 1 FP/image.
     truth = gt(("A", "Mass", 0, 0, 10, 10))
     found = det(("A", "Mass", 0.5, 0, 0, 10, 10), ("A", "Mass", 0.5, 50, 50, 60, 60))
-    curve = metrics.froc(truth, found, ["A"]).per_class["Mass"]
+    curve = froc.froc(truth, found, ["A"]).per_class["Mass"]
     assert curve.at_rates == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 
 
@@ -130,10 +117,10 @@ def test_froc_hit_iou_is_configurable():
     # detection (0,0,100,40): IoU 0.4, a hit only when hit_iou <= 0.4.
     truth = gt(("A", "Mass", 0, 0, 100, 100))
     half = det(("A", "Mass", 0.9, 0, 0, 100, 50))
-    assert metrics.froc(truth, half, ["A"], hit_iou=0.5).per_class["Mass"].hits == 1
+    assert froc.froc(truth, half, ["A"], hit_iou=0.5).per_class["Mass"].hits == 1
     forty = det(("A", "Mass", 0.9, 0, 0, 100, 40))
-    assert metrics.froc(truth, forty, ["A"], hit_iou=0.5).per_class["Mass"].false_positives == 1
-    assert metrics.froc(truth, forty, ["A"], hit_iou=0.4).per_class["Mass"].hits == 1
+    assert froc.froc(truth, forty, ["A"], hit_iou=0.5).per_class["Mass"].false_positives == 1
+    assert froc.froc(truth, forty, ["A"], hit_iou=0.4).per_class["Mass"].hits == 1
 
 
 def test_froc_overall_pools_classes():
@@ -141,7 +128,7 @@ def test_froc_overall_pools_classes():
     # Pooled: 0.9 -> (0, 1/2); 0.8 -> (0.5, 1/2). Sensitivity 0.5 at every rate.
     truth = gt(("A", "Mass", 0, 0, 10, 10), ("B", "Nodule", 0, 0, 10, 10))
     found = det(("A", "Mass", 0.9, 0, 0, 10, 10), ("A", "Nodule", 0.8, 50, 50, 60, 60))
-    result = metrics.froc(truth, found, ["A", "B"])
+    result = froc.froc(truth, found, ["A", "B"])
     assert result.overall.at_rates == [0.5] * 7
     assert result.overall.boxes == 2
     assert result.per_class["Mass"].score == 1.0 and result.per_class["Nodule"].score == 0.0
@@ -165,12 +152,12 @@ def test_iobb_hand_case():
         ("A", "Cardiomegaly", 0.2, 0, 0, 100, 125),
         ("B", "Cardiomegaly", 0.5, 0, 0, 100, 100),
     )
-    row = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.3).per_class["Cardiomegaly"]
+    row = iobb.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.3).per_class["Cardiomegaly"]
     assert row.accuracy == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert row.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.0]
     assert row.afp == [0.0, 1.0, 1.0, 1.0, 1.0]
     # With d2 kept (threshold 0.1): T=.5 and .75: 0.8 > T, g hit, FPs {d1,d3}; T=.9: nothing hits, 3 FPs.
-    low = metrics.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.1).per_class["Cardiomegaly"]
+    low = iobb.iobb_localisation(truth, found, ["A", "B"], score_threshold=0.1).per_class["Cardiomegaly"]
     assert low.accuracy == [1.0, 1.0, 1.0, 1.0, 0.0]
     assert low.fp_per_image == [0.5, 1.0, 1.0, 1.0, 1.5]
     assert low.afp == [0.0, 1.0, 1.0, 1.0, 2.0]
@@ -181,16 +168,16 @@ def test_iobb_rewards_a_detection_inside_the_box_where_iou_does_not():
     # A detection inside a large box: IoBB = 1 (all of it is on the box), IoU = 2500 / 40000.
     truth = gt(("A", "Effusion", 0, 0, 200, 200))
     found = det(("A", "Effusion", 0.9, 50, 50, 100, 100))
-    row = metrics.iobb_localisation(truth, found, ["A"]).per_class["Effusion"]
+    row = iobb.iobb_localisation(truth, found, ["A"]).per_class["Effusion"]
     assert row.accuracy == [1.0] * 5
-    assert metrics.froc(truth, found, ["A"]).per_class["Effusion"].hits == 0
+    assert froc.froc(truth, found, ["A"]).per_class["Effusion"].hits == 0
 
 
 def test_iobb_each_box_counts_and_classes_do_not_mix():
     # Two Mass boxes, one found; a Nodule detection on the other is no Mass hit and is a Nodule FP.
     truth = gt(("A", "Mass", 0, 0, 10, 10), ("A", "Mass", 50, 50, 60, 60))
     found = det(("A", "Mass", 0.9, 0, 0, 10, 10), ("A", "Nodule", 0.9, 50, 50, 60, 60))
-    result = metrics.iobb_localisation(truth, found, ["A"])
+    result = iobb.iobb_localisation(truth, found, ["A"])
     assert result.per_class["Mass"].accuracy == [0.5] * 5
     assert result.per_class["Mass"].afp == [0.0] * 5
     assert result.per_class["Nodule"].accuracy == [None] * 5
@@ -203,7 +190,7 @@ def test_iobb_afp_is_over_image_finding_pairs_and_boxed_images_only():
     # on an image without boxes, which the paper never evaluated. Per evaluated image: 2 / 3 images.
     truth = gt(("A", "Mass", 0, 0, 10, 10), ("A", "Nodule", 50, 50, 60, 60), ("B", "Mass", 0, 0, 10, 10))
     found = det(("A", "Mass", 0.9, 200, 200, 300, 300), ("C", "Mass", 0.9, 0, 0, 10, 10))
-    row = metrics.iobb_localisation(truth, found, ["A", "B", "C"]).per_class["Mass"]
+    row = iobb.iobb_localisation(truth, found, ["A", "B", "C"]).per_class["Mass"]
     assert row.afp == [pytest.approx(1 / 3)] * 5
     assert row.fp_per_image == [pytest.approx(2 / 3)] * 5
 
@@ -218,7 +205,7 @@ def test_image_level_hand_case():
     truth = gt(("A", "Mass", 0, 0, 10, 10), ("B", "Mass", 0, 0, 10, 10), ("B", "Mass", 20, 20, 30, 30))
     found = det(("A", "Mass", 0.9, 500, 500, 510, 510), ("B", "Mass", 0.3, 0, 0, 10, 10),
                 ("C", "Mass", 0.31, 0, 0, 10, 10))
-    result = metrics.image_level(truth, found, ["A", "B", "C", "D"], score_threshold=0.3)
+    result = image_level.image_level(truth, found, ["A", "B", "C", "D"], score_threshold=0.3)
     mass = result["Mass"]
     assert (mass.true_positives, mass.false_negatives, mass.false_positives, mass.true_negatives) == (1, 1, 1, 1)
     assert (mass.sensitivity, mass.specificity) == (0.5, 0.5)
@@ -235,7 +222,7 @@ def test_confusion_matrix_hand_case():
                ("B", "Atelectasis", 0, 0, 100, 100))
     found = det(("A", "Nodule", 0.9, 0, 0, 100, 100), ("A", "Mass", 0.8, 0, 0, 100, 90),
                 ("A", "Atelectasis", 0.1, 300, 300, 400, 400), ("B", "Atelectasis", 0.7, 0, 0, 90, 90))
-    result = metrics.confusion_matrix(truth, found, ["A", "B"], score_threshold=0.3)
+    result = confusion.confusion_matrix(truth, found, ["A", "B"], score_threshold=0.3)
     labels = result.labels
     assert labels == [*CLASS_NAMES, "background"]
     expected = np.zeros((9, 9), dtype=int)
@@ -250,8 +237,8 @@ def test_confusion_matrix_hand_case():
 def test_match_greedy_takes_highest_iou_first():
     ious = np.array([[0.6, 0.9], [0.55, 0.7]])
     # 0.9 pairs (0,1); then row 1 can only take column 0 (0.55 >= 0.5).
-    assert metrics.match_greedy(ious, 0.5) == [(0, 1), (1, 0)]
-    assert metrics.match_greedy(ious, 0.6) == [(0, 1)]
+    assert confusion.match_greedy(ious, 0.5) == [(0, 1), (1, 0)]
+    assert confusion.match_greedy(ious, 0.6) == [(0, 1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +253,7 @@ def test_coco_ap_hand_case():
     truth = gt(("A", "Pneumothorax", 0, 0, 100, 100), ("B", "Pneumothorax", 10, 10, 50, 80))
     found = det(("A", "Pneumothorax", 0.9, 0, 0, 100, 100), ("A", "Pneumothorax", 0.8, 500, 500, 600, 600),
                 ("B", "Pneumothorax", 0.7, 10, 10, 50, 80))
-    result = metrics.coco_average_precision(truth, found, ["A", "B", "C"])
+    result = coco.coco_average_precision(truth, found, ["A", "B", "C"])
     expected = (51 + 50 * 2 / 3) / 101
     row = result.per_class["Pneumothorax"]
     assert row.ap == pytest.approx(expected) and row.ap50 == pytest.approx(expected)
@@ -279,36 +266,15 @@ def test_coco_ap_at_025_differs_from_050():
     # The detection overlaps the box with IoU 1/3: a hit at 0.25 only. AP@0.25 = 1, AP@0.5 = 0.
     truth = gt(("A", "Mass", 0, 0, 100, 100))
     found = det(("A", "Mass", 0.9, 0, 50, 100, 150))
-    row = metrics.coco_average_precision(truth, found, ["A"]).per_class["Mass"]
+    row = coco.coco_average_precision(truth, found, ["A"]).per_class["Mass"]
     assert row.ap25 == pytest.approx(1.0)
     assert row.ap50 == 0.0 and row.ap == 0.0
 
 
 def test_coco_ap_without_any_detection_is_zero():
     truth = gt(("A", "Mass", 0, 0, 100, 100))
-    result = metrics.coco_average_precision(truth, NO_DETECTIONS, ["A"])
-    assert result.per_class["Mass"] == metrics.ClassAP(0.0, 0.0, 0.0)
-
-
-def random_case(seed: int, images: int = 12) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    rng = np.random.default_rng(seed)
-    names = [f"img{k:03d}.png" for k in range(images)]
-    truth_rows, det_rows = [], []
-    for name in names:
-        for _ in range(rng.integers(0, 4)):
-            label = CLASS_NAMES[rng.integers(0, 4)]
-            x, y = rng.uniform(0, 800, 2)
-            w, h = rng.uniform(20, 200, 2)
-            truth_rows.append((name, label, x, y, x + w, y + h))
-            for _ in range(rng.integers(0, 3)):  # perturbed detections, sometimes of another class
-                jitter = rng.normal(0, 0.15 * min(w, h), 4)
-                other = CLASS_NAMES[rng.integers(0, 4)] if rng.random() < 0.2 else label
-                det_rows.append((name, other, rng.random(), x + jitter[0], y + jitter[1],
-                                 x + w + jitter[2], y + h + jitter[3]))
-        for _ in range(rng.integers(0, 3)):  # stray detections
-            x, y = rng.uniform(0, 900, 2)
-            det_rows.append((name, CLASS_NAMES[rng.integers(0, 4)], rng.random(), x, y, x + 60, y + 60))
-    return gt(*truth_rows), det(*det_rows), names
+    result = coco.coco_average_precision(truth, NO_DETECTIONS, ["A"])
+    assert result.per_class["Mass"] == coco.ClassAP(0.0, 0.0, 0.0)
 
 
 def reference_cocoeval(truth: pd.DataFrame, found: pd.DataFrame, images: list[str],
@@ -345,7 +311,7 @@ def reference_cocoeval(truth: pd.DataFrame, found: pd.DataFrame, images: list[st
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_coco_ap_equals_cocoeval_on_random_cases(seed):
     truth, found, images = random_case(seed)
-    ours = metrics.coco_average_precision(truth, found, images)
+    ours = coco.coco_average_precision(truth, found, images)
     stats = reference_cocoeval(truth, found, images)
     assert ours.overall.ap == pytest.approx(stats[0], abs=1e-12)
     assert ours.overall.ap50 == pytest.approx(stats[1], abs=1e-12)
@@ -409,8 +375,8 @@ def test_settings_are_checked():
 
 def hard_gt(*rows) -> pd.DataFrame:
     """rows: (image, label, xmin, ymin, xmax, ymax, difficult)"""
-    frame = pd.DataFrame(rows, columns=[*metrics.GROUND_TRUTH_COLUMNS, metrics.DIFFICULT])
-    return frame.astype({**{c: float for c in metrics.BOX_COLUMNS}, metrics.DIFFICULT: bool})
+    frame = pd.DataFrame(rows, columns=[*boxes.GROUND_TRUTH_COLUMNS, boxes.DIFFICULT])
+    return frame.astype({**{c: float for c in boxes.BOX_COLUMNS}, boxes.DIFFICULT: bool})
 
 
 # A: an ordinary Mass box g1 and a difficult one g2. d_hard sits exactly on g2 and outscores d_easy,
@@ -425,25 +391,25 @@ def test_coco_ap_ignores_difficult_boxes_and_detections_on_them():
     # Difficult g2: missing it is no miss, AP = 1. d_hard on it is no false positive either: still 1,
     # where a false positive ranked first would halve the precision.
     ordinary = HARD_TRUTH.assign(difficult=False)
-    assert metrics.coco_average_precision(ordinary, det(D_EASY), ["A"]).per_class["Mass"].ap50 == \
+    assert coco.coco_average_precision(ordinary, det(D_EASY), ["A"]).per_class["Mass"].ap50 == \
         pytest.approx(51 / 101)
     def ap50(truth, found):
-        return metrics.coco_average_precision(truth, found, ["A"]).per_class["Mass"].ap50
+        return coco.coco_average_precision(truth, found, ["A"]).per_class["Mass"].ap50
 
     assert ap50(HARD_TRUTH, det(D_EASY)) == pytest.approx(1.0)
     assert ap50(HARD_TRUTH, det(D_EASY, D_HARD)) == pytest.approx(1.0)
-    only_hard = metrics.coco_average_precision(HARD_TRUTH.iloc[1:], det(D_HARD), ["A"]).per_class["Mass"]
+    only_hard = coco.coco_average_precision(HARD_TRUTH.iloc[1:], det(D_HARD), ["A"]).per_class["Mass"]
     assert only_hard.ap50 is None  # no ordinary box: no AP, as for a class without boxes
 
 
 def test_pycocotools_ignore_flag_alone_is_overwritten_by_iscrowd():
     # Why difficult boxes go in as crowd regions: COCOeval sets gt["ignore"] = gt["iscrowd"], so an
     # annotation with "ignore": 1 and "iscrowd": 0 is scored as an ordinary box (the miss counts).
-    dataset = metrics.coco_ground_truth(HARD_TRUTH.assign(difficult=False), ["A"])
+    dataset = coco.coco_ground_truth(HARD_TRUTH.assign(difficult=False), ["A"])
     dataset["annotations"][1]["ignore"] = 1
-    evaluator = metrics.run_cocoeval(dataset, metrics.coco_results(det(D_EASY), ["A"]))
+    evaluator = coco.run_cocoeval(dataset, coco.coco_results(det(D_EASY), ["A"]))
     assert float(np.mean(evaluator.eval["precision"][0, :, class_id("Mass") - 1, 0, 2])) == pytest.approx(51 / 101)
-    crowd = metrics.coco_ground_truth(HARD_TRUTH, ["A"])
+    crowd = coco.coco_ground_truth(HARD_TRUTH, ["A"])
     assert [a["iscrowd"] for a in crowd["annotations"]] == [0, 1]
 
 
@@ -451,27 +417,27 @@ def test_coco_crowd_rule_ignores_a_small_detection_inside_a_difficult_box():
     # COCOeval's crowd overlap is intersection over the detection's area: a 20x20 detection inside
     # g2 (IoU 0.04) is ignored in COCO AP, while FROC's IoU rule calls it a false positive.
     inside = ("A", "Mass", 0.9, 540, 540, 560, 560)
-    result = metrics.coco_average_precision(HARD_TRUTH, det(inside, D_EASY), ["A"])
+    result = coco.coco_average_precision(HARD_TRUTH, det(inside, D_EASY), ["A"])
     assert result.per_class["Mass"].ap50 == pytest.approx(1.0)
-    assert metrics.froc(HARD_TRUTH, det(inside, D_EASY), ["A"]).per_class["Mass"].false_positives == 1
+    assert froc.froc(HARD_TRUTH, det(inside, D_EASY), ["A"]).per_class["Mass"].false_positives == 1
 
 
 def test_froc_ignores_difficult_boxes_and_detections_on_them():
-    result = metrics.froc(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    result = froc.froc(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
     assert (result.boxes, result.hits, result.false_positives, result.ignored) == (1, 1, 0, 1)
     assert result.at_rates == [1.0] * 7
-    ordinary = metrics.froc(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    ordinary = froc.froc(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
     assert ordinary.at_rates == [0.5] * 7  # the same detections, g2 an ordinary box: missed
     # A detection reaching both an ordinary and a difficult box hits the ordinary one.
     both = hard_gt(("A", "Mass", *G1, True), ("A", "Mass", 0, 0, 100, 90, False))
-    assert metrics.froc(both, det(D_EASY), ["A"]).per_class["Mass"].hits == 1
+    assert froc.froc(both, det(D_EASY), ["A"]).per_class["Mass"].hits == 1
 
 
 def test_iobb_ignores_difficult_boxes_and_detections_on_them():
-    row = metrics.iobb_localisation(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
+    row = iobb.iobb_localisation(HARD_TRUTH, det(D_EASY, D_HARD), ["A"]).per_class["Mass"]
     assert row.boxes == 1 and row.accuracy == [1.0] * 5
     assert row.afp == [0.0] * 5 and row.fp_per_image == [0.0] * 5
-    ordinary = metrics.iobb_localisation(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
+    ordinary = iobb.iobb_localisation(HARD_TRUTH.assign(difficult=False), det(D_EASY), ["A"]).per_class["Mass"]
     assert ordinary.accuracy == [0.5] * 5
 
 
@@ -480,19 +446,19 @@ def test_image_level_leaves_out_images_whose_only_boxes_are_difficult():
     # A (ordinary box, detected) is a TP; C (no box, nothing detected) a TN.
     truth = hard_gt(("A", "Mass", *G1, False), ("B", "Mass", *G1, True))
     found = det(D_EASY, ("B", "Mass", 0.9, *G1))
-    mass = metrics.image_level(truth, found, ["A", "B", "C"])["Mass"]
+    mass = image_level.image_level(truth, found, ["A", "B", "C"])["Mass"]
     assert (mass.true_positives, mass.false_positives, mass.true_negatives, mass.false_negatives) == (1, 0, 1, 0)
     assert mass.ignored == 1
-    ordinary = metrics.image_level(truth.assign(difficult=False), det(D_EASY), ["A", "B", "C"])["Mass"]
+    ordinary = image_level.image_level(truth.assign(difficult=False), det(D_EASY), ["A", "B", "C"])["Mass"]
     assert ordinary.false_negatives == 1 and ordinary.ignored == 0
 
 
 def test_confusion_matrix_counts_no_difficult_box():
     # d_hard pairs with g2 (difficult): nothing counted; an unmatched difficult box is no miss.
-    result = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY, D_HARD), ["A"])
+    result = confusion.confusion_matrix(HARD_TRUTH, det(D_EASY, D_HARD), ["A"])
     at = result.labels.index
     assert result.matrix.sum() == 1 and result.matrix[at("Mass"), at("Mass")] == 1
-    missed = metrics.confusion_matrix(HARD_TRUTH, det(D_EASY), ["A"])
+    missed = confusion.confusion_matrix(HARD_TRUTH, det(D_EASY), ["A"])
     assert missed.matrix[at("Mass"), at("background")] == 0
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from chestdet.core.labels import CLASS_NAMES
 from chestdet.data.annotations import read_nih_csv
-from chestdet.evaluation import report
-from chestdet.evaluation.metrics import BOX_COLUMNS, DETECTION_COLUMNS, GROUND_TRUTH_COLUMNS, compute_metrics
+from chestdet.evaluation import paper, plots, report, report_tables
+from chestdet.evaluation.boxes import BOX_COLUMNS, DETECTION_TABLE_COLUMNS, GROUND_TRUTH_COLUMNS
+from chestdet.evaluation.metrics import compute_metrics
 from tests.conftest import SAMPLE_CSV
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -30,17 +31,17 @@ def test_paper_table4_figures_are_counts_over_the_nih_boxes():
     boxes, _ = read_nih_csv(SAMPLE_CSV)  # NIH's whole list: 984 boxes
     per_class = Counter(box.label for box in boxes)
     assert len(boxes) == 984
-    assert sorted(report.PAPER_TABLE4) == [0.1, 0.25, 0.5, 0.75, 0.9]
-    for threshold, row in report.PAPER_TABLE4.items():
+    assert sorted(paper.PAPER_TABLE4) == [0.1, 0.25, 0.5, 0.75, 0.9]
+    for threshold, row in paper.PAPER_TABLE4.items():
         for name, accuracy, afp in zip(CLASS_NAMES, row["accuracy"], row["afp"], strict=True):
             assert is_count_over(accuracy, per_class[name]), (threshold, name, accuracy)
             assert is_count_over(afp, 984), (threshold, name, afp)
     for k, name in enumerate(CLASS_NAMES):  # a stricter threshold never finds more, never fewer FPs
-        accuracies = [report.PAPER_TABLE4[t]["accuracy"][k] for t in sorted(report.PAPER_TABLE4)]
-        afps = [report.PAPER_TABLE4[t]["afp"][k] for t in sorted(report.PAPER_TABLE4)]
+        accuracies = [paper.PAPER_TABLE4[t]["accuracy"][k] for t in sorted(paper.PAPER_TABLE4)]
+        afps = [paper.PAPER_TABLE4[t]["afp"][k] for t in sorted(paper.PAPER_TABLE4)]
         assert accuracies == sorted(accuracies, reverse=True), name
         assert afps == sorted(afps), name
-    assert "CVPR 2017" in report.PAPER_CITATION and "Table 4" in report.PAPER_CITATION
+    assert "CVPR 2017" in paper.PAPER_CITATION and "Table 4" in paper.PAPER_CITATION
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def small_metrics():
     found = pd.DataFrame(
         [("A", "Mass", 0.9, 0, 0, 100, 100), ("B", "Cardiomegaly", 0.8, 300, 400, 700, 700),
          ("C", "Nodule", 0.6, 10, 10, 30, 30)],
-        columns=DETECTION_COLUMNS,
+        columns=DETECTION_TABLE_COLUMNS,
     ).astype({c: float for c in ["score", *BOX_COLUMNS]})
     metrics = compute_metrics(truth, found, ["A", "B", "C"])
     metrics.notes.append("a note for the reader")
@@ -74,7 +75,7 @@ def test_markdown_puts_our_figures_beside_the_papers(small_metrics):
                                "| 0.3333 | 0.0000 | 0.0000 |")
     assert "- Difficult boxes ignored: 0 (a detection on one is neither a hit nor a false positive, missing one " \
            "is no miss)" in lines
-    assert report.PAPER_CITATION in text
+    assert paper.PAPER_CITATION in text
     assert "| Mass | 1 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in lines
     assert "- a note for the reader" in lines
     assert "![FROC curves](froc.png)" in lines
@@ -107,33 +108,34 @@ def png_size(path) -> tuple[int, int]:
 
 
 def test_plots_are_pngs(tmp_path, small_metrics):
-    paths = report.write_plots(small_metrics, tmp_path)
-    assert [p.name for p in paths] == list(report.PLOT_FILES)
+    paths = plots.write_plots(small_metrics, tmp_path)
+    assert [p.name for p in paths] == list(plots.PLOT_FILES)
     assert png_size(tmp_path / "pr_curves.png") == (1400, 750)
     assert png_size(tmp_path / "froc.png") == (1000, 600)
     assert png_size(tmp_path / "confusion_matrix.png") == (900, 800)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(report.PLOT_FILES)  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(plots.PLOT_FILES)  # no temporary left
 
 
 def test_plots_without_any_box_or_detection(tmp_path):
     empty = compute_metrics(
-        pd.DataFrame(columns=GROUND_TRUTH_COLUMNS), pd.DataFrame(columns=DETECTION_COLUMNS).astype({"score": float}),
+        pd.DataFrame(columns=GROUND_TRUTH_COLUMNS),
+        pd.DataFrame(columns=DETECTION_TABLE_COLUMNS).astype({"score": float}),
         ["A"],
     )
-    report.write_plots(empty, tmp_path)
-    assert all(png_size(tmp_path / name)[0] > 0 for name in report.PLOT_FILES)
+    plots.write_plots(empty, tmp_path)
+    assert all(png_size(tmp_path / name)[0] > 0 for name in plots.PLOT_FILES)
     assert "| all | 0 | – |" in report.render_markdown(empty, {})
 
 
 def test_intervals_print_as_estimate_low_high(small_metrics):
     from chestdet.evaluation import bootstrap
 
-    assert report.with_interval(0.4213, [0.3104, 0.5511]) == "0.42 [0.31, 0.55]"
-    assert report.with_interval(None, [0.1, 0.2]) == "–" and report.with_interval(0.5, None) == "0.50 [–]"
+    assert report_tables.with_interval(0.4213, [0.3104, 0.5511]) == "0.42 [0.31, 0.55]"
+    assert report_tables.with_interval(None, [0.1, 0.2]) == "–" and report_tables.with_interval(0.5, None) == "0.50 [–]"
     truth = pd.DataFrame([("A", "Mass", 0, 0, 100, 100), ("B", "Cardiomegaly", 300, 400, 700, 800)],
                          columns=GROUND_TRUTH_COLUMNS).astype({c: float for c in BOX_COLUMNS})
     found = pd.DataFrame([("A", "Mass", 0.9, 0, 0, 100, 100), ("B", "Cardiomegaly", 0.8, 300, 400, 700, 700),
-                          ("C", "Nodule", 0.6, 10, 10, 30, 30)], columns=DETECTION_COLUMNS)
+                          ("C", "Nodule", 0.6, 10, 10, 30, 30)], columns=DETECTION_TABLE_COLUMNS)
     small_metrics.bootstrap = bootstrap.bootstrap_metrics(small_metrics, truth, found, ["A", "B", "C"],
                                                           ["p1", "p2", "p3"], replicates=50, seed=2)
     text = report.render_markdown(small_metrics, {})
@@ -151,7 +153,7 @@ def overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-@pytest.mark.parametrize("build", [report.froc_figure, report.pr_figure])
+@pytest.mark.parametrize("build", [plots.froc_figure, plots.pr_figure])
 def test_legends_cover_no_axes(small_metrics, build):
     figure = build(small_metrics)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -176,6 +178,7 @@ def test_report_links_the_gallery_and_counts_ignored_boxes(tmp_path, small_metri
     text = report.render_markdown(small_metrics, {}, gallery=pictures, output_dir=tmp_path)
     assert "| Mass | [1](gallery/Mass/false-positive-01.png) | none |" in text.splitlines()
     assert "- Difficult boxes ignored: 2 (Mass 2) (a detection on one" in text
-    assert report.summary_text(small_metrics).startswith("3 images (2 with boxes), 2 boxes (2 difficult ones ignored)")
+    summary = report.summary_text(small_metrics)
+    assert summary.startswith("3 images (2 with boxes), 2 boxes (2 difficult ones ignored)")
     page = report.render_html(text)
     assert '<a href="gallery/Mass/false-positive-01.png">1</a>' in page

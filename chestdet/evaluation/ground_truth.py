@@ -1,0 +1,191 @@
+"""Ground truth as evaluation takes it: NIH's CSV, labelImg XML (a file or folder) or TFRecords (a file,
+a glob, or a folder of `<split>-*` shards), as Boxes in the pixels of the image detection saw, and
+as the metrics' table."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chestdet.core.errors import EvaluationError
+from chestdet.core.labels import class_name
+from chestdet.core.logs import progress_logging
+from chestdet.data.annotations import NIH_IMAGE_SIZE, Box, Reject, read_nih_csv, same_picture
+from chestdet.data.split import TEST
+from chestdet.data.voc_xml import read_voc_dir, read_voc_xml
+from chestdet.evaluation.boxes import DIFFICULT, GROUND_TRUTH_COLUMNS, image_key
+
+log = logging.getLogger("chestdet.evaluation.evaluate")
+
+SOURCE_TFRECORD = "tfrecord"
+NOT_RECORD_SUFFIXES = {".json", ".csv", ".txt", ".md", ".pbtxt", ".config"}
+
+
+@dataclass
+class GroundTruth:
+    boxes: list[Box]
+    rejects: list[Reject]
+    images: list[str] | None  # every image the source lists, boxed or not (TFRecords); else None
+    description: str
+    # (width, height) of the image the boxes' pixels belong to, where known: a TFRecord's stored image
+    # (the dataset step may have downscaled it), NIH's 1024x1024 for its CSV. Detections are in the
+    # pixels of the image detection saw; rescale_to_detected_sizes brings the boxes there.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def read_ground_truth(spec: str | Path, split: str = TEST) -> GroundTruth:
+    """NIH CSV, a labelImg XML file or folder, or TFRecords (a file, a glob, or a folder of
+    `<split>-*` shards)."""
+    text = str(spec)
+    path = Path(text)
+    if not path.exists() and any(char in text for char in "*?["):
+        files = sorted(Path(name) for name in glob.glob(text) if Path(name).is_file())
+        if not files:
+            raise EvaluationError(f"{text}: no TFRecord files match this pattern")
+        return read_tfrecords(files)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            boxes, rejects = read_nih_csv(path)
+            # NIH's boxes are in pixels of its 1024x1024 PNGs, whatever copy detection ran on
+            sizes = {box.image: NIH_IMAGE_SIZE for box in boxes}
+            return GroundTruth(boxes, rejects, None, f"NIH CSV {path}", sizes)
+        if path.suffix.lower() == ".xml":
+            boxes, rejects = read_voc_xml(path, require_image=False)
+            return GroundTruth(boxes, rejects, None, f"labelImg XML {path}")
+        return read_tfrecords([path])
+    if path.is_dir():
+        has_xml = any(p.suffix.lower() == ".xml" for p in path.rglob("*"))
+        shards = sorted(
+            p for p in path.iterdir()
+            if p.is_file() and p.name.startswith(f"{split}-") and p.suffix.lower() not in NOT_RECORD_SUFFIXES
+        )
+        if has_xml and shards:
+            raise EvaluationError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
+        if has_xml:
+            boxes, rejects = read_voc_dir(path, require_image=False)
+            return GroundTruth(boxes, rejects, None, f"labelImg XML folder {path}")
+        if shards:
+            return read_tfrecords(shards)
+        raise EvaluationError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
+    raise EvaluationError(f"{path}: ground truth not found")
+
+
+def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
+    """Decode records with the OD API's TfExampleDecoder; boxes from normalised to pixels."""
+    from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
+    from tqdm import tqdm
+
+    from chestdet.core import compat
+
+    compat.apply()
+    decoder = TfExampleDecoder()
+    names = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
+    truth = GroundTruth([], [], [], f"TFRecords {names}")
+    with progress_logging(), tqdm(desc="ground-truth records", unit="record", disable=None, leave=False) as bar:
+        for path in files:
+            _read_record_file(path, decoder, truth, bar)
+    return truth
+
+
+def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: object) -> None:
+    import tensorflow as tf
+    from object_detection.core.standard_fields import InputDataFields as fields
+
+    number = 0
+    try:
+        for number, serialized in enumerate(tf.data.TFRecordDataset(str(path)), start=1):
+            bar.update(1)
+            try:
+                decoded = decoder.decode(serialized)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+                truth.rejects.append(Reject(str(path), f"record {number}", _tf_message(error)))
+                continue
+            image, boxes, rejects = _record_boxes(decoded, fields, str(path), number)
+            truth.rejects.extend(rejects)
+            if image in truth.sizes:
+                truth.rejects.append(Reject(str(path), f"record {number}", f"{image} is in an earlier record too",
+                                            image=image))
+            elif image:
+                truth.images.append(image)
+                truth.boxes.extend(boxes)
+                height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
+                truth.sizes[image] = (width, height)
+    except tf.errors.DataLossError as error:
+        truth.rejects.append(Reject(str(path), f"after record {number}", f"corrupt file: {_tf_message(error)}"))
+    except tf.errors.OpError as error:
+        truth.rejects.append(Reject(str(path), "file", f"cannot read as TFRecord: {_tf_message(error)}"))
+
+
+def _tf_message(error: Exception) -> str:
+    message = getattr(error, "message", str(error))
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tuple[str, list[Box], list[Reject]]:
+    where = f"record {number}"
+    image = image_key(decoded[fields.filename].numpy().decode("utf-8", "replace"))
+    if not image:
+        return "", [], [Reject(source, where, "no image/filename")]
+    height, width = (int(v) for v in decoded[fields.original_image_spatial_shape].numpy())
+    normalised = decoded[fields.groundtruth_boxes].numpy().reshape(-1, 4)
+    classes = decoded[fields.groundtruth_classes].numpy().reshape(-1)
+    difficult = decoded[fields.groundtruth_difficult].numpy().reshape(-1)
+    if len(difficult) != len(normalised):
+        difficult = np.zeros(len(normalised), dtype=bool)
+    boxes, rejects = [], []
+    for k, ((ymin, xmin, ymax, xmax), label_id, hard) in enumerate(zip(normalised, classes, difficult, strict=True)):
+        box_where = f"{where} ({image}) object {k + 1}"
+        try:
+            label = class_name(int(label_id))
+        except ValueError as error:
+            rejects.append(Reject(source, box_where, str(error), image=image))
+            continue
+        if not (xmax > xmin and ymax > ymin):
+            rejects.append(Reject(source, box_where, "box of zero or negative size", image=image))
+            continue
+        boxes.append(
+            Box(image, label, float(xmin) * width, float(ymin) * height, float(xmax) * width,
+                float(ymax) * height, bool(hard), SOURCE_TFRECORD, box_where)
+        )
+    return image, boxes, rejects
+
+
+def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int, int]]) -> GroundTruth:
+    """Bring boxes to the pixels of the image detection saw when that is another resolution of the
+    picture they were drawn on (a downscaled record, a resized copy of an NIH PNG); a different
+    aspect ratio means another picture, and its boxes are rejected."""
+    boxes, rejects, rescaled = [], list(truth.rejects), set()
+    for box in truth.boxes:
+        stored, seen = truth.sizes.get(box.image), detected.get(box.image)
+        if stored is None or seen is None or stored == seen:
+            boxes.append(box)
+            continue
+        if not same_picture(stored, seen):
+            rejects.append(Reject(truth.description, box.location or box.image,
+                                  f"{box.image}: the boxes are for a {stored[0]}x{stored[1]} image but detection "
+                                  f"saw {seen[0]}x{seen[1]} (different aspect ratio)", image=box.image))
+            continue
+        sx, sy = seen[0] / stored[0], seen[1] / stored[1]
+        boxes.append(replace(box, xmin=box.xmin * sx, ymin=box.ymin * sy, xmax=box.xmax * sx, ymax=box.ymax * sy))
+        rescaled.add(box.image)
+    if rescaled:
+        log.info("boxes of %d images rescaled to the image size detection saw", len(rescaled))
+    return replace(truth, boxes=boxes, rejects=rejects)
+
+
+
+def ground_truth_frame(boxes: Iterable[Box]) -> pd.DataFrame:
+    """The metrics' ground-truth table, with each box's difficult flag."""
+    rows = [
+        {"image": image_key(b.image), "label": b.label, "xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax,
+         DIFFICULT: bool(b.difficult)}
+        for b in boxes
+    ]
+    frame = pd.DataFrame(rows, columns=[*GROUND_TRUTH_COLUMNS, DIFFICULT])
+    return frame.astype({**{c: float for c in ("xmin", "ymin", "xmax", "ymax")}, DIFFICULT: bool})
