@@ -37,7 +37,6 @@ from chestdet.core.contracts import (
     SPLIT_CSV,
 )
 from chestdet.core.errors import EvaluationError
-from chestdet.core.labels import CLASS_NAMES
 from chestdet.data.records import shard_glob
 from chestdet.data.split import TEST, read_split, write_split
 from chestdet.detection.tables import read_detections_folder, write_detections_folder
@@ -81,7 +80,7 @@ def figures(metrics: Metrics) -> dict[str, dict[str, float | None]]:
         }
 
     table = {name: row(metrics.coco.per_class[name], metrics.froc.per_class[name], metrics.image_level[name])
-             for name in CLASS_NAMES}
+             for name in metrics.settings.classes}
     table[OVERALL] = row(metrics.coco.overall, metrics.froc.overall, None)
     return {name: {key: _defined(value) for key, value in values.items()} for name, values in table.items()}
 
@@ -91,9 +90,10 @@ def baseline_figures(run: EvaluationRun) -> dict[str, dict] | None:
     if run.baseline is None:
         return None
     beaten = run.baseline.beaten(run.metrics)
-    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    classes = run.metrics.settings.classes
+    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in classes}
     scores[OVERALL] = run.baseline.metrics.coco.overall.ap50
-    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*CLASS_NAMES, OVERALL]}
+    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*classes, OVERALL]}
 
 
 def _defined(value: float | None) -> float | None:
@@ -197,6 +197,11 @@ def _absolute(path: str, folder: Path) -> str:
 # Report
 
 
+def summary_classes(summary: dict) -> list[str]:
+    """The evaluated classes of a cross_validation block, in the label map's order."""
+    return [name for name in summary["mean"] if name != OVERALL]
+
+
 def mean_sd(mean: float | None, sd: float | None) -> str:
     """`0.42 ± 0.05` (`–` where undefined)."""
     if mean is None:
@@ -236,7 +241,7 @@ def baseline_section(summary: dict) -> list[str]:
     header = ["class", *(f"fold {fold['fold']}: model vs baseline" for fold in folds)]
     rows = [[name, *(f"{number(fold[name]['ap50'])} vs {number(fold['baseline'][name]['ap50'])} "
                      f"({verdict(fold['baseline'][name]['beaten'])})" for fold in folds)]
-            for name in [*CLASS_NAMES, OVERALL]]
+            for name in [*summary_classes(summary), OVERALL]]
     lines = []
     for fold in folds:
         behind = [name for name, row in fold["baseline"].items() if row["beaten"] is False]
@@ -264,7 +269,8 @@ def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
         "## Overall", "", markdown_table(*overall_table(summary)), "",
     ]
     for key, heading in MEASURES:
-        rows = [*CLASS_NAMES, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else CLASS_NAMES
+        classes = summary_classes(summary)
+        rows = [*classes, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else classes
         parts += [f"## {heading}", "", markdown_table(*measure_table(summary, rows, key)), ""]
     parts += baseline_section(summary)
     parts += ["## Full reports", ""]
