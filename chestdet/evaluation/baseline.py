@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chestdet.core.labels import CLASS_NAMES
+from chestdet.core.labels import CLASS_NAMES, LabelMap
 from chestdet.data.split import TRAIN, SplitRow
 from chestdet.evaluation.boxes import BOX_COLUMNS, DETECTION_TABLE_COLUMNS, difficult_flags, image_key
-from chestdet.evaluation.ground_truth import GroundTruth, ground_truth_frame, read_ground_truth
+from chestdet.evaluation.ground_truth import GroundTruth, ground_truth_frame, ground_truth_labels, read_ground_truth
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, compute_metrics
 
 FRACTION, PIXEL = "fraction", "pixel"  # units of the median boxes
@@ -118,14 +118,15 @@ def training_images(split_rows: Sequence[SplitRow] | None, source: GroundTruth, 
     return list(dict.fromkeys(image_key(image) for image in listed))
 
 
-def training_source(ground_truth_spec: str | Path, evaluated: GroundTruth, baseline_from: str | Path | None
-                    ) -> GroundTruth:
+def training_source(ground_truth_spec: str | Path, evaluated: GroundTruth, baseline_from: str | Path | None,
+                    labels: LabelMap | None = None) -> GroundTruth:
     """Where the training images' boxes are: `baseline_from`, the train shards of a records folder, or
-    the evaluation's own ground truth (an NIH CSV or labelImg XML holds every image's boxes)."""
+    the evaluation's own ground truth (an NIH CSV or labelImg XML holds every image's boxes); read with the
+    evaluation's label map."""
     if baseline_from is not None:
-        return read_ground_truth(baseline_from, TRAIN)
+        return read_ground_truth(baseline_from, TRAIN, ground_truth_labels(baseline_from, labels))
     if evaluated.images is not None and Path(ground_truth_spec).is_dir():
-        return read_ground_truth(ground_truth_spec, TRAIN)
+        return read_ground_truth(ground_truth_spec, TRAIN, labels)
     return evaluated
 
 

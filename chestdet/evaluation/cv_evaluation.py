@@ -37,11 +37,13 @@ from chestdet.core.contracts import (
     SPLIT_CSV,
 )
 from chestdet.core.errors import EvaluationError
+from chestdet.core.labels import LabelMap
 from chestdet.data.records import shard_glob
 from chestdet.data.split import TEST, read_split, write_split
 from chestdet.detection.tables import read_detections_folder, write_detections_folder
 from chestdet.evaluation.crossval import fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
+from chestdet.evaluation.ground_truth import ground_truth_labels
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, write_metrics_json
 from chestdet.evaluation.report import render_html
 from chestdet.evaluation.report_tables import markdown_table, number, verdict
@@ -115,9 +117,10 @@ def across_folds(per_fold: Sequence[dict[str, dict[str, float | None]]]) -> tupl
 
 def evaluate_crossval(
     runs_dir: Path, output_dir: Path, ground_truth: str | None = None, settings: EvaluationSettings | None = None,
-    options: ReportOptions | None = None,
+    options: ReportOptions | None = None, labels: LabelMap | None = None,
 ) -> CrossvalEvaluation:
-    """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report."""
+    """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report;
+    the classes are those of `labels`, by default the folds' records' own map, else the shipped one."""
     options = options or ReportOptions()
     every = fold_dirs(runs_dir)
     folds = [(fold, folder) for fold, folder in every if (folder / CV_DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
@@ -134,15 +137,16 @@ def evaluate_crossval(
     for fold, folder in folds:
         log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / CV_DETECTIONS_DIR)
         truth = ground_truth if ground_truth is not None else str(records / FOLD_DIR.format(fold=fold))
+        labels = ground_truth_labels(truth, labels)
         runs[fold] = run_evaluation(folder / CV_DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
-                                    folder / SPLIT_CSV, TEST, settings, options=fold_options)
+                                    folder / SPLIT_CSV, TEST, settings, options=fold_options, labels=labels)
     pooled_dir = output_dir / CV_POOLED_DIR
     pool_inputs([folder for _, folder in folds], pooled_dir)
     truth = ground_truth if ground_truth is not None else shard_glob(records / FOLD_DIR.format(fold="*"), TEST)
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
     # the pooled images are every fold's test images, each a training image of the other folds: no baseline
     pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
-                            settings, options=replace(options, baseline=False))
+                            settings, options=replace(options, baseline=False), labels=labels)
     summary = crossval_block(runs, pooled, missing)
     sources = {"cross-validation": str(runs_dir), "ground truth": ground_truth or f"test records of {records}"}
     write_metrics_json(output_dir / METRICS_JSON, {"sources": sources, "cross_validation": summary})

@@ -1,11 +1,13 @@
 """Ground truth as evaluation takes it: NIH's CSV, labelImg XML (a file or folder) or TFRecords (a file,
 a glob, or a folder of `<split>-*` shards), as Boxes in the pixels of the image detection saw, and
-as the metrics' table."""
+as the metrics' table. Its classes are a label map's: the records' own (label_map.pbtxt beside them)
+or the shipped one, and a map given for records must be theirs."""
 
 from __future__ import annotations
 
 import glob
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chestdet.core.contracts import FOLD_DIR, LABEL_MAP_FILE
 from chestdet.core.errors import EvaluationError
-from chestdet.core.labels import class_name
+from chestdet.core.labels import LabelMap, default_label_map
 from chestdet.core.logs import progress_logging
 from chestdet.data.annotations import NIH_IMAGE_SIZE, Box, Reject, read_nih_csv, same_picture
 from chestdet.data.split import TEST
@@ -39,26 +42,60 @@ class GroundTruth:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-def read_ground_truth(spec: str | Path, split: str = TEST) -> GroundTruth:
+_FOLD_NAME = re.compile("^" + FOLD_DIR.format(fold=r"\d+") + "$")
+
+
+def records_folder(spec: str | Path) -> Path | None:
+    """The folder of TFRecords ground truth (a folder of shards, or the folder of a record file or of a
+    glob's first file); None for an NIH CSV or labelImg XML."""
+    text, path = str(spec), Path(spec)
+    if not path.exists() and any(char in text for char in "*?["):
+        files = sorted(Path(name) for name in glob.glob(text) if Path(name).is_file())
+        return files[0].parent if files else None
+    if path.is_file():
+        return None if path.suffix.lower() in (".csv", ".xml") else path.parent
+    if path.is_dir() and not any(p.suffix.lower() == ".xml" for p in path.rglob("*")):
+        return path
+    return None
+
+
+def ground_truth_labels(spec: str | Path, given: LabelMap | None = None) -> LabelMap:
+    """The label map ground truth is read with: for TFRecords, the one the records step wrote beside them
+    (in a cross-validation fold's folder above), which a given map must equal; else the given map, or the
+    shipped one."""
+    folder = records_folder(spec)
+    candidates = [folder, *([folder.parent] if _FOLD_NAME.match(folder.name) else [])] if folder else []
+    own = next((f / LABEL_MAP_FILE for f in candidates if (f / LABEL_MAP_FILE).is_file()), None)
+    if own is None:
+        return given or default_label_map()
+    records = LabelMap.load(own)
+    if given is None:
+        return records
+    given.check_same_as(records, "the ground-truth records' label map")
+    return given
+
+
+def read_ground_truth(spec: str | Path, split: str = TEST, labels: LabelMap | None = None) -> GroundTruth:
     """NIH CSV, a labelImg XML file or folder, or TFRecords (a file, a glob, or a folder of
-    `<split>-*` shards)."""
+    `<split>-*` shards); classes are `labels`' (default: the shipped map)."""
     text = str(spec)
     path = Path(text)
+    labels = labels or default_label_map()
     if not path.exists() and any(char in text for char in "*?["):
         files = sorted(Path(name) for name in glob.glob(text) if Path(name).is_file())
         if not files:
             raise EvaluationError(f"{text}: no TFRecord files match this pattern")
-        return read_tfrecords(files)
+        return read_tfrecords(files, labels)
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            boxes, rejects = read_nih_csv(path)
+            boxes, rejects = read_nih_csv(path, labels)
             # NIH's boxes are in pixels of its 1024x1024 PNGs, whatever copy detection ran on
             sizes = {box.image: NIH_IMAGE_SIZE for box in boxes}
             return GroundTruth(boxes, rejects, None, f"NIH CSV {path}", sizes)
         if path.suffix.lower() == ".xml":
-            boxes, rejects = read_voc_xml(path, require_image=False)
+            boxes, rejects = read_voc_xml(path, require_image=False, labels=labels)
             return GroundTruth(boxes, rejects, None, f"labelImg XML {path}")
-        return read_tfrecords([path])
+        return read_tfrecords([path], labels)
     if path.is_dir():
         has_xml = any(p.suffix.lower() == ".xml" for p in path.rglob("*"))
         shards = sorted(
@@ -68,32 +105,33 @@ def read_ground_truth(spec: str | Path, split: str = TEST) -> GroundTruth:
         if has_xml and shards:
             raise EvaluationError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
         if has_xml:
-            boxes, rejects = read_voc_dir(path, require_image=False)
+            boxes, rejects = read_voc_dir(path, require_image=False, labels=labels)
             return GroundTruth(boxes, rejects, None, f"labelImg XML folder {path}")
         if shards:
-            return read_tfrecords(shards)
+            return read_tfrecords(shards, labels)
         raise EvaluationError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
     raise EvaluationError(f"{path}: ground truth not found")
 
 
-def read_tfrecords(files: Sequence[Path]) -> GroundTruth:
-    """Decode records with the OD API's TfExampleDecoder; boxes from normalised to pixels."""
+def read_tfrecords(files: Sequence[Path], labels: LabelMap | None = None) -> GroundTruth:
+    """Decode records with the OD API's TfExampleDecoder; boxes from normalised to pixels, class ids named by
+    `labels` (default: the shipped map)."""
     from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
     from tqdm import tqdm
 
     from chestdet.core import compat
 
     compat.apply()
-    decoder = TfExampleDecoder()
+    decoder, labels = TfExampleDecoder(), labels or default_label_map()
     names = ", ".join(str(p) for p in files[:3]) + (" ..." if len(files) > 3 else "")
     truth = GroundTruth([], [], [], f"TFRecords {names}")
     with progress_logging(), tqdm(desc="ground-truth records", unit="record", disable=None, leave=False) as bar:
         for path in files:
-            _read_record_file(path, decoder, truth, bar)
+            _read_record_file(path, decoder, truth, bar, labels)
     return truth
 
 
-def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: object) -> None:
+def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: object, labels: LabelMap) -> None:
     import tensorflow as tf
     from object_detection.core.standard_fields import InputDataFields as fields
 
@@ -106,7 +144,7 @@ def _read_record_file(path: Path, decoder: object, truth: GroundTruth, bar: obje
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
                 truth.rejects.append(Reject(str(path), f"record {number}", _tf_message(error)))
                 continue
-            image, boxes, rejects = _record_boxes(decoded, fields, str(path), number)
+            image, boxes, rejects = _record_boxes(decoded, fields, str(path), number, labels)
             truth.rejects.extend(rejects)
             if image in truth.sizes:
                 truth.rejects.append(Reject(str(path), f"record {number}", f"{image} is in an earlier record too",
@@ -127,7 +165,8 @@ def _tf_message(error: Exception) -> str:
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
-def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tuple[str, list[Box], list[Reject]]:
+def _record_boxes(decoded: dict, fields: type, source: str, number: int,
+                  labels: LabelMap) -> tuple[str, list[Box], list[Reject]]:
     where = f"record {number}"
     image = image_key(decoded[fields.filename].numpy().decode("utf-8", "replace"))
     if not image:
@@ -142,7 +181,7 @@ def _record_boxes(decoded: dict, fields: type, source: str, number: int) -> tupl
     for k, ((ymin, xmin, ymax, xmax), label_id, hard) in enumerate(zip(normalised, classes, difficult, strict=True)):
         box_where = f"{where} ({image}) object {k + 1}"
         try:
-            label = class_name(int(label_id))
+            label = labels.name_of(int(label_id))
         except ValueError as error:
             rejects.append(Reject(source, box_where, str(error), image=image))
             continue

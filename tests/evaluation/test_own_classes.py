@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from chestdet.core.labels import CLASS_NAMES
+from chestdet.data.annotations import Box
 from chestdet.evaluation import baseline, bootstrap, coco, gallery, operating_points, plots, report
 from chestdet.evaluation.cv_evaluation import across_folds, figures, render_cv_markdown
 from chestdet.evaluation.ground_truth import GroundTruth
 from chestdet.evaluation.metrics import EvaluationSettings, compute_metrics, json_ready
 from chestdet.evaluation.report_tables import iobb_rows, per_class_rows
-from chestdet.data.annotations import Box
 from tests.support.metric_tables import det, gt
 
 NINE = (*CLASS_NAMES, "Fibrosis")
