@@ -60,8 +60,8 @@ def detections_frame(frame: pd.DataFrame, source: str = "detections",
         np.isfinite(numbers).all(axis=1)
         & (numbers[:, 3] >= numbers[:, 1])  # xmax >= xmin
         & (numbers[:, 4] >= numbers[:, 2])  # ymax >= ymin
-        & np.array([bool(key) for key in keys])
-        & np.array([label is not None for label in classes])
+        & np.array([bool(key) for key in keys], dtype=bool)
+        & np.array([label is not None for label in classes], dtype=bool)
     )
     table = pd.DataFrame(numbers[good], columns=list(NUMBER_COLUMNS))
     table.insert(0, "label", [label for label, ok in zip(classes, good, strict=True) if ok])

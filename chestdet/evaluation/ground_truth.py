@@ -1,14 +1,20 @@
 """Ground truth as evaluation takes it: NIH's CSV, labelImg XML (a file or folder) or TFRecords (a file,
 a glob, or a folder of `<split>-*` shards), as Boxes in the pixels of the image detection saw, and
 as the metrics' table. Its classes are a label map's: the records' own (label_map.pbtxt beside them)
-or the shipped one, and a map given for records must be theirs."""
+or the shipped one, and a map given for records must be theirs.
+
+One ground truth for training and evaluation: records hold the boxes the records step accepted; an NIH
+CSV's or labelImg XML's boxes go through that step's own rules (duplicates dropped by
+dataset.combine_sources, then records.fit_boxes on the image detection saw), so evaluation rejects,
+rescales and clips exactly what the records step does, and leaves out an image with no box left."""
 
 from __future__ import annotations
 
 import glob
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,9 +25,22 @@ from chestdet.core.contracts import FOLD_DIR, LABEL_MAP_FILE
 from chestdet.core.errors import EvaluationError
 from chestdet.core.labels import LabelMap, default_label_map
 from chestdet.core.logs import progress_logging
-from chestdet.data.annotations import NIH_IMAGE_SIZE, Box, Reject, read_nih_csv, same_picture
+from chestdet.core.rejects import RejectKind
+from chestdet.data.annotations import (
+    NIH_IMAGE_SIZE,
+    SOURCE_NIH_CSV,
+    AnnotationSet,
+    Box,
+    BoxError,
+    Reject,
+    fit_boxes_to_image,
+    read_nih_csv,
+    same_picture,
+)
+from chestdet.data.dataset import combine_sources
+from chestdet.data.records import RecordOptions, fit_boxes
 from chestdet.data.split import TEST
-from chestdet.data.voc_xml import read_voc_dir, read_voc_xml
+from chestdet.data.voc_xml import load_voc_dir, parse_voc_xml
 from chestdet.evaluation.boxes import DIFFICULT, GROUND_TRUTH_COLUMNS, image_key
 
 log = logging.getLogger("chestdet.evaluation.evaluate")
@@ -37,9 +56,10 @@ class GroundTruth:
     images: list[str] | None  # every image the source lists, boxed or not (TFRecords); else None
     description: str
     # (width, height) of the image the boxes' pixels belong to, where known: a TFRecord's stored image
-    # (the dataset step may have downscaled it), NIH's 1024x1024 for its CSV. Detections are in the
-    # pixels of the image detection saw; rescale_to_detected_sizes brings the boxes there.
+    # (the dataset step may have downscaled it), NIH's 1024x1024 for its CSV, the image beside a labelImg
+    # XML. Detections are in the pixels of the image detection saw; fit_to_detected brings the boxes there.
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)  # image keys whose every box was rejected: not evaluated
 
 
 _FOLD_NAME = re.compile("^" + FOLD_DIR.format(fold=r"\d+") + "$")
@@ -93,8 +113,9 @@ def read_ground_truth(spec: str | Path, split: str = TEST, labels: LabelMap | No
             sizes = {box.image: NIH_IMAGE_SIZE for box in boxes}
             return GroundTruth(boxes, rejects, None, f"NIH CSV {path}", sizes)
         if path.suffix.lower() == ".xml":
-            boxes, rejects = read_voc_xml(path, require_image=False, labels=labels)
-            return GroundTruth(boxes, rejects, None, f"labelImg XML {path}")
+            annotation = parse_voc_xml(path, require_image=False, labels=labels)
+            measured = {annotation.image: annotation.real_size} if annotation.real_size and annotation.image else {}
+            return GroundTruth(annotation.boxes, annotation.rejects, None, f"labelImg XML {path}", measured)
         return read_tfrecords([path], labels)
     if path.is_dir():
         has_xml = any(p.suffix.lower() == ".xml" for p in path.rglob("*"))
@@ -105,8 +126,8 @@ def read_ground_truth(spec: str | Path, split: str = TEST, labels: LabelMap | No
         if has_xml and shards:
             raise EvaluationError(f"{path}: holds both labelImg .xml files and {split}-* TFRecord shards; name one")
         if has_xml:
-            boxes, rejects = read_voc_dir(path, require_image=False, labels=labels)
-            return GroundTruth(boxes, rejects, None, f"labelImg XML folder {path}")
+            found = load_voc_dir(path, require_image=False, labels=labels)
+            return GroundTruth(found.boxes, found.rejects, None, f"labelImg XML folder {path}", found.sizes)
         if shards:
             return read_tfrecords(shards, labels)
         raise EvaluationError(f"{path}: holds neither labelImg .xml files nor {split}-* TFRecord shards")
@@ -217,6 +238,48 @@ def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int,
         log.info("boxes of %d images rescaled to the image size detection saw", len(rescaled))
     return replace(truth, boxes=boxes, rejects=rejects)
 
+def fit_to_detected(truth: GroundTruth, detected: Mapping[str, tuple[int, int]], labels: LabelMap) -> GroundTruth:
+    """The boxes in the pixels of the image detection saw (`detected`: image key -> its width, height).
+
+    Records' boxes are those the records step accepted: only rescaled. An NIH CSV's or labelImg XML's go
+    through the records step's rules: exact duplicates dropped (dataset.combine_sources), then
+    records.fit_boxes on the detected image (the label in the map, NIH's 1024x1024 boxes scaled to it, a
+    box crossing the border a little clipped, one further out rejected). An image with no box left is
+    rejected and left out of the evaluation, as the records step writes no such image.
+    """
+    if truth.images is not None:
+        return rescale_to_detected_sizes(truth, detected)
+    merged, _ = combine_sources([AnnotationSet(list(truth.boxes))])
+    options = RecordOptions(class_ids=labels.class_ids)
+    boxes, rejects, dropped, notes = [], list(truth.rejects), set(), Counter()
+    for image, own in merged.items():
+        kept, refused, fitted = _fit_image(image, own, detected.get(image_key(image)), truth.sizes.get(image), options)
+        boxes += kept
+        rejects += refused
+        notes.update(fitted)
+        if not kept:
+            rejects.append(Reject(own[0].file, "image", f"{image}: all {len(own)} boxes rejected; image not evaluated",
+                                  RejectKind.NO_USABLE_BOXES, image))
+            dropped.add(image_key(image))
+    for note, count in sorted(notes.items()):
+        log.info("ground truth: %s: %d", note, count)
+    return replace(truth, boxes=boxes, rejects=rejects, dropped=dropped)
+
+
+def _fit_image(image: str, boxes: list[Box], seen: tuple[int, int] | None, drawn: tuple[int, int] | None,
+               options: RecordOptions) -> tuple[tuple[Box, ...], list[Reject], Counter]:
+    """One image's boxes fitted to the size detection saw (`seen`), else to the size they were drawn on;
+    boxes of neither size known (labelImg XML without its image) are taken as they are."""
+    real = seen or drawn
+    if real is None:
+        return tuple(boxes), [], Counter()
+    if boxes[0].source != SOURCE_NIH_CSV and drawn is not None and drawn != real:  # NIH's: fit_boxes scales them
+        try:
+            boxes, _ = fit_boxes_to_image(boxes, drawn, real)
+        except BoxError as error:
+            return (), [Reject(boxes[0].file, boxes[0].location or image, f"{image}: {error}", error.kind, image)], \
+                Counter()
+    return fit_boxes(image, Path(boxes[0].file), boxes, real, options)
 
 
 def ground_truth_frame(boxes: Iterable[Box]) -> pd.DataFrame:

@@ -19,10 +19,10 @@ from chestdet.evaluation.boxes import image_key
 from chestdet.evaluation.detection_set import DetectionSet, read_detections
 from chestdet.evaluation.ground_truth import (
     GroundTruth,
+    fit_to_detected,
     ground_truth_frame,
     ground_truth_labels,
     read_ground_truth,
-    rescale_to_detected_sizes,
 )
 
 
@@ -115,12 +115,16 @@ def prepare_inputs(
     map, else the shipped one (ground_truth.ground_truth_labels)."""
     labels = ground_truth_labels(ground_truth_spec, labels)
     detection_set = read_detections(detections_path, labels)
-    source = truth = read_ground_truth(ground_truth_spec, split, labels)
-    if truth.sizes:
-        truth = rescale_to_detected_sizes(truth, detection_set.sizes)
+    source = read_ground_truth(ground_truth_spec, split, labels)
+    truth = fit_to_detected(source, detection_set.sizes, labels)
     split_rows = read_split_rows(split_file) if split_file else None
     split_images = split_keys(split_rows, split, split_file) if split_rows is not None else None
     images, notes = select_images(detection_set, split_images)
+    unusable = [image for image in images if image in truth.dropped]
+    if unusable:
+        images = [image for image in images if image not in truth.dropped]
+        notes.append(f"{len(unusable)} images whose every ground-truth box was rejected are not evaluated (the "
+                     "records step writes no such image)")
     if not images:
         raise EvaluationError("no image to evaluate: the detections and the split have no image in common")
     chosen = set(images)
