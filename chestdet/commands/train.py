@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-dir", type=Path, help="run folder (default: workspace/runs/<name>)")
     parser.add_argument("--records", type=Path,
                         help="records folder: its train-* and val-* shards (default: the config's input paths)")
-    parser.add_argument("--label-map", type=Path, help="label map (default: the config's label_map_path)")
+    parser.add_argument("--label-map", type=Path, help="label map (default: the --records folder's label_map.pbtxt, "
+                        "else the config's label_map_path)")
     parser.add_argument("--steps", type=int, help="training steps (default: the config's num_steps)")
     parser.add_argument("--batch-size", type=int, help="global batch size, split over the GPUs (default: the config's)")
     parser.add_argument("--checkpoint-every", type=int, metavar="N",

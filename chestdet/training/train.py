@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chestdet.core.contracts import LABEL_MAP_FILE
 from chestdet.core.labels import LabelMap
 from chestdet.core.resources import DEFAULT_PIPELINE, shipped_or_relative, workspace
 from chestdet.core.shell import command
@@ -48,7 +49,8 @@ OWN_OPTIONS = {"num_steps": "--steps", "batch_size": "--batch-size", "label_map"
 class TrainOptions:
     """What to train. Relative paths are relative to the working directory; None takes the config's value
     (records, label map, steps, batch size, start checkpoint) or the default (run folder, checkpoint
-    interval). `overrides` are pipeline_config.OVERRIDES by name, e.g. {"image_size": 256}."""
+    interval); the label map is first the records folder's own label_map.pbtxt. `overrides` are
+    pipeline_config.OVERRIDES by name, e.g. {"image_size": 256}."""
 
     records: Path | None = None  # a records folder: its train and val shards
     config: Path = DEFAULT_CONFIG
@@ -133,8 +135,7 @@ def resolve(options: TrainOptions) -> RunSpec:
     for name in ("label_map", "fine_tune_checkpoint"):
         if overrides.get(name):
             raise TrainError(f"--set {name}=...: use {OWN_OPTIONS[name]}")
-    label_map = user_path(options.label_map) if options.label_map else resolve_path(
-        configs["train_input_config"].label_map_path)
+    label_map = run_label_map(options, configs)
     overrides["num_classes"] = label_map_classes(label_map, overrides.get("num_classes"))
     if options.model_dir is not None and options.name is not None:
         raise TrainError("give a run folder (--model-dir) or a run name (--name), not both")
@@ -177,6 +178,16 @@ def record_patterns(options: TrainOptions, overrides: dict, configs: dict) -> tu
     if options.evaluate and not files_matching(val):
         raise TrainError(f"--eval: no validation records match {', '.join(val)}")
     return train, val
+
+
+def run_label_map(options: TrainOptions, configs: dict) -> Path:
+    """--label-map, else the records folder's own copy (generate_tfrecords writes the map its records were
+    made with), else the config's."""
+    if options.label_map:
+        return user_path(options.label_map)
+    if options.records is not None and (user_path(options.records) / LABEL_MAP_FILE).is_file():
+        return user_path(options.records) / LABEL_MAP_FILE
+    return resolve_path(configs["train_input_config"].label_map_path)
 
 
 def label_map_classes(label_map: Path, num_classes: Any = None) -> int:
