@@ -217,9 +217,9 @@ def _record_boxes(decoded: dict, fields: type, source: str, number: int,
 
 
 def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int, int]]) -> GroundTruth:
-    """Bring boxes to the pixels of the image detection saw when that is another resolution of the
-    picture they were drawn on (a downscaled record, a resized copy of an NIH PNG); a different
-    aspect ratio means another picture, and its boxes are rejected."""
+    """Bring records' boxes to the pixels of the image detection saw when that is another resolution of
+    the picture they were drawn on (a downscaled record, records of a resized copy); a different aspect
+    ratio means another picture, and its boxes are rejected."""
     boxes, rejects, rescaled = [], list(truth.rejects), set()
     for box in truth.boxes:
         stored, seen = truth.sizes.get(box.image), detected.get(box.image)
@@ -237,6 +237,7 @@ def rescale_to_detected_sizes(truth: GroundTruth, detected: dict[str, tuple[int,
     if rescaled:
         log.info("boxes of %d images rescaled to the image size detection saw", len(rescaled))
     return replace(truth, boxes=boxes, rejects=rejects)
+
 
 def fit_to_detected(truth: GroundTruth, detected: Mapping[str, tuple[int, int]], labels: LabelMap) -> GroundTruth:
     """The boxes in the pixels of the image detection saw (`detected`: image key -> its width, height).
