@@ -98,7 +98,7 @@ def _row_labels(frame: pd.DataFrame, labels: LabelMap, source: str, lines: np.nd
     names = frame["class_name"] if "class_name" in frame.columns else [""] * len(frame)
     ids = frame["class_id"] if "class_id" in frame.columns else [""] * len(frame)
 
-    def label(pair: tuple) -> str | None:
+    def label(pair: tuple) -> str | _OtherMap | None:
         try:
             return _detection_label({"class_name": pair[0], "class_id": pair[1]}, labels)
         except _OtherMap as error:
