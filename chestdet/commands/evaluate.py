@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_MD
+from chestdet.core.contracts import LABEL_MAP_FILE, OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_MD
+from chestdet.core.labels import LabelMap
 from chestdet.data.split import TEST
 from chestdet.evaluation.evaluate import OUTPUT_FILES, ReportOptions, run_evaluation
 from chestdet.evaluation.gallery import DEFAULT_PER_CLASS
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cv", type=Path, metavar="RUNS_DIR",
                         help="evaluate a cross-validation (the folder of scripts/crossval.sh): each fold, "
                         "mean ± sd across folds, and all test folds pooled")
+    parser.add_argument("--label-map", type=Path, metavar="FILE",
+                        help="the classes of the detections and the ground truth: the label map of the model that "
+                        f"made the detections (default: the {LABEL_MAP_FILE} of a records folder given as ground "
+                        "truth, else the shipped NIH map); every class in detections.csv must be in it")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the report goes")
     parser.add_argument("--split-file", type=Path, help="split.csv of the dataset step: evaluate one split only")
     parser.add_argument("--split", default=TEST,
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.output_dir} already holds a report ({existing[0]}); pass --overwrite to replace it")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise UserError(f"{args.output_dir}: exists and is not a folder")
+    labels = LabelMap.load(args.label_map) if args.label_map is not None else None
     settings = EvaluationSettings(score_threshold=args.score_threshold, hit_iou=args.hit_iou)
     if args.no_baseline and args.baseline_from is not None:
         parser.error("--no-baseline and --baseline-from contradict each other; drop one")
@@ -122,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                             gallery=args.gallery, image_dir=args.image_dir, baseline=not args.no_baseline,
                             baseline_from=args.baseline_from)
     if args.cv is not None:
-        return _cross_validation(args, settings, options)
+        return _cross_validation(args, settings, options, labels)
     run = run_evaluation(
         args.detections, args.ground_truth, args.output_dir, args.split_file, args.split, settings, options=options,
+        labels=labels,
     )
     log.info("%s", summary_text(run.metrics, run.baseline))
     log.info("operating points: %s%s", run.output_dir / OPERATING_POINTS_JSON,
@@ -138,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     return ExitStatus.SUCCESS
 
 
-def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions) -> int:
+def _cross_validation(args: argparse.Namespace, settings: EvaluationSettings, options: ReportOptions,
+                      labels: LabelMap | None) -> int:
     from chestdet.evaluation.cv_evaluation import evaluate_crossval, overall_table
     from chestdet.evaluation.report_tables import text_table
 
-    result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options)
+    result = evaluate_crossval(args.cv, args.output_dir, args.ground_truth, settings, options, labels)
     log.info("cross-validation, %d folds\n%s", len(result.folds), text_table(*overall_table(result.summary)))
     log.info("report: %s", result.output_dir / REPORT_MD)
     rejects = sum(len(run.inputs.rejects) for run in [*result.folds.values(), result.pooled])

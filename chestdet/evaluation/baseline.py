@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chestdet.core.labels import CLASS_NAMES
+from chestdet.core.labels import CLASS_NAMES, LabelMap
 from chestdet.data.split import TRAIN, SplitRow
 from chestdet.evaluation.boxes import BOX_COLUMNS, DETECTION_TABLE_COLUMNS, difficult_flags, image_key
-from chestdet.evaluation.ground_truth import GroundTruth, ground_truth_frame, read_ground_truth
+from chestdet.evaluation.ground_truth import GroundTruth, ground_truth_frame, ground_truth_labels, read_ground_truth
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, compute_metrics
 
 FRACTION, PIXEL = "fraction", "pixel"  # units of the median boxes
@@ -54,7 +54,7 @@ class Baseline:
         if self.metrics is None:
             raise ValueError("the baseline has not been scored")
         pairs = {name: (model.coco.per_class[name].ap50, self.metrics.coco.per_class[name].ap50)
-                 for name in CLASS_NAMES}
+                 for name in model.settings.classes}
         pairs[OVERALL] = (model.coco.overall.ap50, self.metrics.coco.overall.ap50)
         return {name: None if ours is None or theirs is None else bool(ours > theirs)
                 for name, (ours, theirs) in pairs.items()}
@@ -75,8 +75,8 @@ class Baseline:
         }
 
 
-def class_priors(truth: pd.DataFrame, images: Sequence[str],
-                 sizes: Mapping[str, tuple[int, int]]) -> tuple[dict[str, ClassPrior], str]:
+def class_priors(truth: pd.DataFrame, images: Sequence[str], sizes: Mapping[str, tuple[int, int]],
+                 classes: Sequence[str] = CLASS_NAMES) -> tuple[dict[str, ClassPrior], str]:
     """Per class, the median box and frequency over the training `images` (metrics' ground-truth table
     of their boxes; difficult ones left out). Fractions of each box's image when every size is known."""
     ordinary = truth.loc[~difficult_flags(truth) & truth["image"].isin(set(images))]
@@ -86,7 +86,7 @@ def class_priors(truth: pd.DataFrame, images: Sequence[str],
         width, height = np.array([sizes[image] for image in ordinary["image"]], dtype=np.float64).T
         corners = corners / np.stack([width, height, width, height], axis=1)
     priors = {}
-    for name in CLASS_NAMES:
+    for name in classes:
         own = (ordinary["label"] == name).to_numpy()
         box = tuple(float(v) for v in np.median(corners[own], axis=0)) if own.any() else None
         with_class = ordinary.loc[own, "image"].nunique()
@@ -118,14 +118,15 @@ def training_images(split_rows: Sequence[SplitRow] | None, source: GroundTruth, 
     return list(dict.fromkeys(image_key(image) for image in listed))
 
 
-def training_source(ground_truth_spec: str | Path, evaluated: GroundTruth, baseline_from: str | Path | None
-                    ) -> GroundTruth:
+def training_source(ground_truth_spec: str | Path, evaluated: GroundTruth, baseline_from: str | Path | None,
+                    labels: LabelMap | None = None) -> GroundTruth:
     """Where the training images' boxes are: `baseline_from`, the train shards of a records folder, or
-    the evaluation's own ground truth (an NIH CSV or labelImg XML holds every image's boxes)."""
+    the evaluation's own ground truth (an NIH CSV or labelImg XML holds every image's boxes); read with the
+    evaluation's label map."""
     if baseline_from is not None:
-        return read_ground_truth(baseline_from, TRAIN)
+        return read_ground_truth(baseline_from, TRAIN, ground_truth_labels(baseline_from, labels))
     if evaluated.images is not None and Path(ground_truth_spec).is_dir():
-        return read_ground_truth(ground_truth_spec, TRAIN)
+        return read_ground_truth(ground_truth_spec, TRAIN, labels)
     return evaluated
 
 
@@ -135,14 +136,14 @@ def build_baseline(
 ) -> Baseline | None:
     """The baseline from `source`'s boxes of `train_images`, scored on the evaluated images (their
     ground-truth table and detected sizes); None when no training image has a box."""
-    notes = []
+    notes, settings = [], settings or EvaluationSettings()
     evaluated = set(images)
     overlap = [image for image in train_images if image in evaluated]
     if overlap:
         notes.append(f"baseline: {len(overlap)} of its training images are evaluated images and are left out")
     train = [image for image in train_images if image not in evaluated]
     truth = ground_truth_frame(source.boxes)
-    priors, unit = class_priors(truth, train, {image_key(k): v for k, v in source.sizes.items()})
+    priors, unit = class_priors(truth, train, {image_key(k): v for k, v in source.sizes.items()}, settings.classes)
     if not any(prior.box for prior in priors.values()):
         return None
     known = [source.sizes[image] for image in train if image in source.sizes]

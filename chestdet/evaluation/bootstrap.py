@@ -80,21 +80,20 @@ def coco_replicates(
     matches: Mapping[str, ClassMatches], iou_thresholds: np.ndarray, recall_thresholds: np.ndarray,
     weights: np.ndarray,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{class or "overall": {"ap", "ap50", "ap25": [replicates]}}; overall is the mean over the classes
-    a replicate has boxes of, as COCOeval.summarize averages."""
+    """{class or "overall": {"ap", "ap50", "ap25": [replicates]}}, the classes those of `matches`; overall is
+    the mean over the classes a replicate has boxes of, as COCOeval.summarize averages."""
     coco_range = [t for t, value in enumerate(iou_thresholds) if not np.isclose(value, COCO_EXTRA_IOU)]
     at50 = int(np.argmin(np.abs(iou_thresholds - 0.5)))
     at25 = int(np.argmin(np.abs(iou_thresholds - COCO_EXTRA_IOU)))
     result = {}
-    for name in CLASS_NAMES:
-        m = matches[name]
+    for name, m in matches.items():
         per_t = {t: weighted_ap(m.true_positive[t], m.false_positive[t], m.image, m.boxes, weights,
                                 recall_thresholds) for t in {*coco_range, at25}}
         result[name] = {"ap": np.mean([per_t[t] for t in coco_range], axis=0), "ap50": per_t[at50],
                         "ap25": per_t[at25]}
     with warnings.catch_warnings():  # a replicate without any box has no overall AP: NaN, left out
         warnings.simplefilter("ignore", RuntimeWarning)
-        result["overall"] = {key: np.nanmean([result[name][key] for name in CLASS_NAMES], axis=0)
+        result["overall"] = {key: np.nanmean([result[name][key] for name in matches], axis=0)
                              for key in ("ap", "ap50", "ap25")}
     return result
 
@@ -114,22 +113,23 @@ class FrocOutcomes:
 
 
 def froc_outcome_table(
-    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], hit_iou: float
+    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], hit_iou: float,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, FrocOutcomes]:
     """{class or "overall": FrocOutcomes}, labelled by froc.label_froc_detections."""
     position = {image: k for k, image in enumerate(images)}
     gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
     ordinary = ground_truth[~difficult_flags(ground_truth)]
     table = {}
-    for name in CLASS_NAMES:
+    for name in classes:
         scores, outcomes, names = froc_outcomes(gt_groups, det_groups, name, hit_iou)
         own = ordinary.loc[ordinary["label"] == name, "image"].map(position).to_numpy(dtype=np.int64)
         table[name] = FrocOutcomes(scores, outcomes, np.array([position[n] for n in names], dtype=np.int64),
                                    np.bincount(own, minlength=len(images)))
     table["overall"] = FrocOutcomes(
-        *(np.concatenate([getattr(table[name], part) for name in CLASS_NAMES]) for part in ("scores", "outcomes",
-                                                                                           "image")),
-        sum(table[name].boxes for name in CLASS_NAMES),
+        *(np.concatenate([getattr(table[name], part) for name in classes]) for part in ("scores", "outcomes",
+                                                                                       "image")),
+        sum(table[name].boxes for name in classes),
     )
     return table
 
@@ -206,10 +206,11 @@ def bootstrap_metrics(
     coco_block = {
         "overall": {key: interval(values, level) for key, values in coco["overall"].items()},
         "per_class": {name: {key: interval(values, level) for key, values in coco[name].items()}
-                      for name in CLASS_NAMES},
+                      for name in metrics.coco.matches},
     }
     froc_block = {}
-    for name, found in froc_outcome_table(ground_truth, detections, images, settings.hit_iou).items():
+    for name, found in froc_outcome_table(ground_truth, detections, images, settings.hit_iou,
+                                          metrics.settings.classes).items():
         sensitivity = weighted_froc(found, weights, settings.fp_rates)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -217,7 +218,8 @@ def bootstrap_metrics(
         froc_block[name] = {"sensitivity": [interval(sensitivity[:, k], level) for k in range(sensitivity.shape[1])],
                             "score": interval(score, level)}
     image_block = {}
-    for name, flags in image_level_flags(ground_truth, detections, images, settings.score_threshold).items():
+    for name, flags in image_level_flags(ground_truth, detections, images, settings.score_threshold,
+                                         metrics.settings.classes).items():
         sensitivity, specificity = weighted_image_level(flags, weights)
         image_block[name] = {"sensitivity": interval(sensitivity, level), "specificity": interval(specificity, level)}
     return BootstrapResult(

@@ -76,19 +76,20 @@ def group_boxes(frame: pd.DataFrame, by_label: bool = False) -> dict:
     }
 
 
-def box_counts(ground_truth: pd.DataFrame) -> dict[str, int]:
+def box_counts(ground_truth: pd.DataFrame, classes: Sequence[str] = CLASS_NAMES) -> dict[str, int]:
     """Boxes per class that count (difficult boxes are ignored)."""
     counts = ground_truth.loc[~difficult_flags(ground_truth), "label"].value_counts()
-    return {name: int(counts.get(name, 0)) for name in CLASS_NAMES}
+    return {name: int(counts.get(name, 0)) for name in classes}
 
 
-def ignored_counts(ground_truth: pd.DataFrame) -> dict[str, int]:
+def ignored_counts(ground_truth: pd.DataFrame, classes: Sequence[str] = CLASS_NAMES) -> dict[str, int]:
     """Difficult boxes per class."""
     counts = ground_truth.loc[difficult_flags(ground_truth), "label"].value_counts()
-    return {name: int(counts.get(name, 0)) for name in CLASS_NAMES}
+    return {name: int(counts.get(name, 0)) for name in classes}
 
 
-def check_tables(ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str]) -> None:
+def check_tables(ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str],
+                 classes: Sequence[str] = CLASS_NAMES) -> None:
     for frame, columns, what in (
         (ground_truth, GROUND_TRUTH_COLUMNS, "ground truth"),
         (detections, DETECTION_TABLE_COLUMNS, "detections"),
@@ -96,9 +97,10 @@ def check_tables(ground_truth: pd.DataFrame, detections: pd.DataFrame, images: S
         missing = [column for column in columns if column not in frame.columns]
         if missing:
             raise ValueError(f"{what} table lacks columns {missing}")
-        unknown = set(frame["label"]) - set(CLASS_NAMES)
+        unknown = set(frame["label"]) - set(classes)
         if unknown:
-            raise ValueError(f"{what} table has labels outside CLASS_NAMES: {sorted(unknown)}")
+            known = "CLASS_NAMES" if tuple(classes) == CLASS_NAMES else f"the evaluated classes {list(classes)}"
+            raise ValueError(f"{what} table has labels outside {known}: {sorted(unknown)}")
         outside = set(frame["image"]) - set(images)
         if outside:
             raise ValueError(f"{what} table names {len(outside)} images not in `images`, e.g. {min(outside)}")

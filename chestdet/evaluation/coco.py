@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from chestdet.core.labels import CLASS_NAMES, class_id
+from chestdet.core.labels import CLASS_NAMES
 from chestdet.evaluation.boxes import difficult_flags
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # what COCOeval's setDetParams uses
@@ -60,10 +60,15 @@ def _xywh(row: pd.Series) -> list[float]:
     return [float(row.xmin), float(row.ymin), float(row.xmax - row.xmin), float(row.ymax - row.ymin)]
 
 
-def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str]) -> dict:
-    """A COCO-format dataset dict: every evaluated image, the 8 categories, the boxes (difficult ones
-    as crowd regions)."""
-    ids = _coco_image_ids(images)
+def category_ids(classes: Sequence[str]) -> dict[str, int]:
+    """COCO category ids: the label map's ids (1..N in the classes' order)."""
+    return {name: number for number, name in enumerate(classes, start=1)}
+
+
+def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str], classes: Sequence[str] = CLASS_NAMES) -> dict:
+    """A COCO-format dataset dict: every evaluated image, a category per class (the label map's id), the
+    boxes (difficult ones as crowd regions)."""
+    ids, class_id = _coco_image_ids(images), category_ids(classes)
     annotations = []
     difficult = difficult_flags(ground_truth)
     for number, (row, hard) in enumerate(zip(ground_truth.itertuples(index=False), difficult, strict=True), start=1):
@@ -72,7 +77,7 @@ def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str]) -> dict
             {
                 "id": number,
                 "image_id": ids[row.image],
-                "category_id": class_id(row.label),
+                "category_id": class_id[row.label],
                 "bbox": bbox,
                 "area": bbox[2] * bbox[3],
                 # COCOeval replaces any "ignore" flag by iscrowd, so a difficult box must be a crowd
@@ -82,18 +87,18 @@ def coco_ground_truth(ground_truth: pd.DataFrame, images: Sequence[str]) -> dict
         )
     return {
         "images": [{"id": ids[image], "file_name": image} for image in images],
-        "categories": [{"id": class_id(name), "name": name} for name in CLASS_NAMES],
+        "categories": [{"id": class_id[name], "name": name} for name in classes],
         "annotations": annotations,
     }
 
 
-def coco_results(detections: pd.DataFrame, images: Sequence[str]) -> list[dict]:
+def coco_results(detections: pd.DataFrame, images: Sequence[str], classes: Sequence[str] = CLASS_NAMES) -> list[dict]:
     """Detections in COCO's results format."""
-    ids = _coco_image_ids(images)
+    ids, class_id = _coco_image_ids(images), category_ids(classes)
     return [
         {
             "image_id": ids[row.image],
-            "category_id": class_id(row.label),
+            "category_id": class_id[row.label],
             "bbox": _xywh(row),
             "score": float(row.score),
         }
@@ -131,7 +136,7 @@ def _mean_precision(precision: np.ndarray) -> float | None:
 
 
 def coco_average_precision(
-    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str]
+    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], classes: Sequence[str] = CLASS_NAMES
 ) -> CocoResult:
     """AP@[.5:.95], AP@0.5 and AP@0.25, overall and per class, from one COCOeval run.
 
@@ -146,11 +151,12 @@ def coco_average_precision(
     """
     thresholds = np.concatenate([[COCO_EXTRA_IOU], COCO_IOU_THRESHOLDS])
     evaluator = run_cocoeval(
-        coco_ground_truth(ground_truth, images), coco_results(detections, images), thresholds
+        coco_ground_truth(ground_truth, images, classes), coco_results(detections, images, classes), thresholds
     )
     # precision: [T thresholds, R recall points, K categories, A area ranges, M max-detections]
     precision = evaluator.eval["precision"][:, :, :, 0, evaluator.params.maxDets.index(COCO_MAX_DETECTIONS)]
     cat_index = {cat: k for k, cat in enumerate(evaluator.params.catIds)}
+    column = {name: cat_index[number] for name, number in category_ids(classes).items()}
     at25, at50, coco_range = precision[0], precision[1], precision[1:]
 
     def summary(k: slice | int) -> ClassAP:
@@ -160,15 +166,14 @@ def coco_average_precision(
             ap25=_mean_precision(at25[:, k]),
         )
 
-    per_class = {name: summary(cat_index[class_id(name)]) for name in CLASS_NAMES}
     return CocoResult(
         overall=summary(slice(None)),
-        per_class=per_class,
+        per_class={name: summary(k) for name, k in column.items()},
         recall_thresholds=np.asarray(evaluator.params.recThrs),
-        precision50={name: at50[:, cat_index[class_id(name)]].copy() for name in CLASS_NAMES},
-        precision25={name: at25[:, cat_index[class_id(name)]].copy() for name in CLASS_NAMES},
+        precision50={name: at50[:, k].copy() for name, k in column.items()},
+        precision25={name: at25[:, k].copy() for name, k in column.items()},
         iou_thresholds=np.asarray(evaluator.params.iouThrs),
-        matches={name: class_matches(evaluator, cat_index[class_id(name)], len(images)) for name in CLASS_NAMES},
+        matches={name: class_matches(evaluator, k, len(images)) for name, k in column.items()},
     )
 
 

@@ -43,6 +43,7 @@ def confusion_matrix(
     images: Sequence[str],
     score_threshold: float = 0.3,
     min_iou: float = 0.5,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> ConfusionMatrix:
     """Class-agnostic one-to-one matching per image at IoU >= min_iou, highest IoU first.
 
@@ -52,7 +53,7 @@ def confusion_matrix(
     one is counted. [background, background] stays 0: nothing is counted there, so images with
     neither boxes nor detections (`images` takes them for symmetry with the other metrics) add nothing.
     """
-    labels = [*CLASS_NAMES, BACKGROUND]
+    labels = [*classes, BACKGROUND]
     index = {name: k for k, name in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     gt_groups = group_boxes(ground_truth)

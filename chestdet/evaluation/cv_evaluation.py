@@ -37,12 +37,13 @@ from chestdet.core.contracts import (
     SPLIT_CSV,
 )
 from chestdet.core.errors import EvaluationError
-from chestdet.core.labels import CLASS_NAMES
+from chestdet.core.labels import LabelMap
 from chestdet.data.records import shard_glob
 from chestdet.data.split import TEST, read_split, write_split
 from chestdet.detection.tables import read_detections_folder, write_detections_folder
 from chestdet.evaluation.crossval import fold_dirs, folds_records
 from chestdet.evaluation.evaluate import EvaluationRun, ReportOptions, run_evaluation
+from chestdet.evaluation.ground_truth import ground_truth_labels
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, write_metrics_json
 from chestdet.evaluation.report import render_html
 from chestdet.evaluation.report_tables import markdown_table, number, verdict
@@ -81,7 +82,7 @@ def figures(metrics: Metrics) -> dict[str, dict[str, float | None]]:
         }
 
     table = {name: row(metrics.coco.per_class[name], metrics.froc.per_class[name], metrics.image_level[name])
-             for name in CLASS_NAMES}
+             for name in metrics.settings.classes}
     table[OVERALL] = row(metrics.coco.overall, metrics.froc.overall, None)
     return {name: {key: _defined(value) for key, value in values.items()} for name, values in table.items()}
 
@@ -91,9 +92,10 @@ def baseline_figures(run: EvaluationRun) -> dict[str, dict] | None:
     if run.baseline is None:
         return None
     beaten = run.baseline.beaten(run.metrics)
-    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    classes = run.metrics.settings.classes
+    scores = {name: run.baseline.metrics.coco.per_class[name].ap50 for name in classes}
     scores[OVERALL] = run.baseline.metrics.coco.overall.ap50
-    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*CLASS_NAMES, OVERALL]}
+    return {name: {"ap50": _defined(scores[name]), "beaten": beaten[name]} for name in [*classes, OVERALL]}
 
 
 def _defined(value: float | None) -> float | None:
@@ -115,9 +117,10 @@ def across_folds(per_fold: Sequence[dict[str, dict[str, float | None]]]) -> tupl
 
 def evaluate_crossval(
     runs_dir: Path, output_dir: Path, ground_truth: str | None = None, settings: EvaluationSettings | None = None,
-    options: ReportOptions | None = None,
+    options: ReportOptions | None = None, labels: LabelMap | None = None,
 ) -> CrossvalEvaluation:
-    """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report."""
+    """Evaluate every fold of `runs_dir` that has detections, then all of them pooled, and write the report;
+    the classes are those of `labels`, by default the folds' records' own map, else the shipped one."""
     options = options or ReportOptions()
     every = fold_dirs(runs_dir)
     folds = [(fold, folder) for fold, folder in every if (folder / CV_DETECTIONS_DIR / DETECTIONS_CSV).is_file()]
@@ -134,15 +137,16 @@ def evaluate_crossval(
     for fold, folder in folds:
         log.info("fold %d of %d: evaluating %s", fold, len(folds), folder / CV_DETECTIONS_DIR)
         truth = ground_truth if ground_truth is not None else str(records / FOLD_DIR.format(fold=fold))
+        labels = ground_truth_labels(truth, labels)
         runs[fold] = run_evaluation(folder / CV_DETECTIONS_DIR, truth, output_dir / FOLD_DIR.format(fold=fold),
-                                    folder / SPLIT_CSV, TEST, settings, options=fold_options)
+                                    folder / SPLIT_CSV, TEST, settings, options=fold_options, labels=labels)
     pooled_dir = output_dir / CV_POOLED_DIR
     pool_inputs([folder for _, folder in folds], pooled_dir)
     truth = ground_truth if ground_truth is not None else shard_glob(records / FOLD_DIR.format(fold="*"), TEST)
     log.info("pooled: evaluating the %d folds' test images together", len(folds))
     # the pooled images are every fold's test images, each a training image of the other folds: no baseline
     pooled = run_evaluation(pooled_dir / CV_DETECTIONS_DIR, truth, pooled_dir, pooled_dir / SPLIT_CSV, TEST,
-                            settings, options=replace(options, baseline=False))
+                            settings, options=replace(options, baseline=False), labels=labels)
     summary = crossval_block(runs, pooled, missing)
     sources = {"cross-validation": str(runs_dir), "ground truth": ground_truth or f"test records of {records}"}
     write_metrics_json(output_dir / METRICS_JSON, {"sources": sources, "cross_validation": summary})
@@ -197,6 +201,11 @@ def _absolute(path: str, folder: Path) -> str:
 # Report
 
 
+def summary_classes(summary: dict) -> list[str]:
+    """The evaluated classes of a cross_validation block, in the label map's order."""
+    return [name for name in summary["mean"] if name != OVERALL]
+
+
 def mean_sd(mean: float | None, sd: float | None) -> str:
     """`0.42 ± 0.05` (`–` where undefined)."""
     if mean is None:
@@ -236,7 +245,7 @@ def baseline_section(summary: dict) -> list[str]:
     header = ["class", *(f"fold {fold['fold']}: model vs baseline" for fold in folds)]
     rows = [[name, *(f"{number(fold[name]['ap50'])} vs {number(fold['baseline'][name]['ap50'])} "
                      f"({verdict(fold['baseline'][name]['beaten'])})" for fold in folds)]
-            for name in [*CLASS_NAMES, OVERALL]]
+            for name in [*summary_classes(summary), OVERALL]]
     lines = []
     for fold in folds:
         behind = [name for name, row in fold["baseline"].items() if row["beaten"] is False]
@@ -264,7 +273,8 @@ def render_cv_markdown(summary: dict, sources: dict[str, str]) -> str:
         "## Overall", "", markdown_table(*overall_table(summary)), "",
     ]
     for key, heading in MEASURES:
-        rows = [*CLASS_NAMES, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else CLASS_NAMES
+        classes = summary_classes(summary)
+        rows = [*classes, OVERALL] if key in ("ap", "ap50", "ap25", "froc", "sensitivity_at_1fp") else classes
         parts += [f"## {heading}", "", markdown_table(*measure_table(summary, rows, key)), ""]
     parts += baseline_section(summary)
     parts += ["## Full reports", ""]

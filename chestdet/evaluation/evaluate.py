@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from chestdet.core.contracts import METRICS_JSON, OPERATING_POINTS_JSON, REJECTS_CSV, REPORT_HTML, REPORT_MD
 from chestdet.core.errors import EvaluationError
+from chestdet.core.labels import LabelMap
 from chestdet.core.rejects import write_rejects
 from chestdet.data.annotations import Box
 from chestdet.data.split import TEST
@@ -27,7 +28,7 @@ from chestdet.evaluation import bootstrap, gallery, report
 from chestdet.evaluation.baseline import Baseline, build_baseline, training_images, training_source
 from chestdet.evaluation.boxes import image_key
 from chestdet.evaluation.detection_set import detections_frame
-from chestdet.evaluation.ground_truth import ground_truth_frame
+from chestdet.evaluation.ground_truth import ground_truth_frame, ground_truth_labels
 from chestdet.evaluation.intervals import BootstrapResult
 from chestdet.evaluation.metrics import EvaluationSettings, Metrics, compute_metrics, write_metrics_json
 from chestdet.evaluation.operating_points import operating_points, with_intervals
@@ -45,13 +46,15 @@ def evaluate_detections(
     images: Iterable[str] | None = None,
     settings: EvaluationSettings | None = None,
 ) -> Metrics:
-    """Score detections (detections.csv's columns) against ground-truth Boxes.
+    """Score detections (detections.csv's columns) against ground-truth Boxes, of the settings' classes.
 
     `images` names every image detection ran on (paths or file names), so images without
     detections and without boxes count; boxes of other images are left out. Without it, the images
     named by the detections or the boxes are evaluated.
     """
-    table, rejects = detections_frame(detections.astype(object), "detections")
+    settings = settings or EvaluationSettings()
+    labels = LabelMap(settings.classes)
+    table, rejects = detections_frame(detections.astype(object), "detections", labels)
     if rejects:
         raise ValueError(f"unusable detections: {rejects[0].location}: {rejects[0].reason} ({len(rejects)} rows)")
     gt = ground_truth_frame(ground_truth)
@@ -59,13 +62,19 @@ def evaluate_detections(
         keys = sorted(set(table["image"]) | set(gt["image"]))
     else:
         keys = list(dict.fromkeys(image_key(name) for name in images))
-    metrics = compute_metrics(
-        gt[gt["image"].isin(keys)], table[table["image"].isin(keys)], keys, settings or EvaluationSettings()
-    )
+    metrics = compute_metrics(gt[gt["image"].isin(keys)], table[table["image"].isin(keys)], keys, settings)
     left_out = gt[~gt["image"].isin(keys)]
     if len(left_out):
         metrics.notes.append(f"{len(left_out)} ground-truth boxes on images not evaluated were left out")
     return metrics
+
+
+def with_classes(settings: EvaluationSettings | None, labels: LabelMap) -> EvaluationSettings:
+    """`settings` (or the defaults) for the classes of `labels`."""
+    try:
+        return replace(settings or EvaluationSettings(), classes=labels.names)
+    except ValueError as error:
+        raise EvaluationError(f"{labels.source or 'label map'}: {error}") from None
 
 
 @dataclass
@@ -100,12 +109,16 @@ def run_evaluation(
     settings: EvaluationSettings | None = None,
     plots: bool = True,
     options: ReportOptions | None = None,
+    labels: LabelMap | None = None,
 ) -> EvaluationRun:
     """Evaluate and write metrics.json, report.md, report.html, operating_points.json, the plots, the
-    error gallery and rejects.csv; `options` (if given) overrides `plots`."""
+    error gallery and rejects.csv; `options` (if given) overrides `plots`. The classes are those of `labels`,
+    by default the ground-truth records' own map, else the shipped one."""
     options = options or ReportOptions(plots=plots, gallery=0)
     output_dir = Path(output_dir)
-    inputs = prepare_inputs(detections_path, ground_truth_spec, split_file, split)
+    labels = ground_truth_labels(ground_truth_spec, labels)
+    settings = with_classes(settings, labels)
+    inputs = prepare_inputs(detections_path, ground_truth_spec, split_file, split, labels)
     for note in inputs.notes:
         log.info("%s", note)
     if inputs.rejects:
@@ -138,7 +151,7 @@ def _baseline(metrics: Metrics, inputs: EvaluationInputs, ground_truth_spec: str
     """The trivial baseline on the evaluated images, or None (a note says why when a split was given)."""
     explicit = options.baseline_from is not None
     try:
-        source = training_source(ground_truth_spec, inputs.truth, options.baseline_from)
+        source = training_source(ground_truth_spec, inputs.truth, options.baseline_from, inputs.labels)
     except EvaluationError as error:
         if explicit:
             raise

@@ -131,12 +131,13 @@ def froc(
     images: Sequence[str],
     hit_iou: float = 0.5,
     fp_rates: Sequence[float] = FROC_FP_RATES,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> FrocResult:
     """FROC per class and over all classes (class-aware matching, boxes and false positives pooled)."""
     per_class, all_scores, all_outcomes = {}, [], []
-    counts = box_counts(ground_truth)
+    counts = box_counts(ground_truth, classes)
     gt_groups, det_groups = group_boxes(ground_truth, by_label=True), group_boxes(detections, by_label=True)
-    for name in CLASS_NAMES:
+    for name in classes:
         scores, outcomes, _ = froc_outcomes(gt_groups, det_groups, name, hit_iou)
         per_class[name] = froc_curve(scores, outcomes, counts[name], len(images), fp_rates)
         all_scores.append(scores)

@@ -25,7 +25,6 @@ import pandas as pd
 from chestdet.core import atomic
 from chestdet.core.geometry import pairwise_iou
 from chestdet.core.imaging import ImageReadError, read_image, to_rgb
-from chestdet.core.labels import CLASS_NAMES
 from chestdet.detection.drawing import FONT, dashed_rectangle, encode_bgr
 from chestdet.evaluation.boxes import NO_BOXES, BoxArrays, group_boxes
 from chestdet.evaluation.froc import FALSE_POSITIVE, HIT, label_froc_detections
@@ -169,7 +168,7 @@ def write_gallery(
     """Write gallery/<class>/<kind>-NN.png; returns {class: {kind: paths}} and notes on images not found."""
     written: dict[str, dict[str, list[Path]]] = {}
     missing: set[str] = set()
-    for name in CLASS_NAMES:
+    for name in settings.classes:
         cases = {
             FALSE_POSITIVE_KIND: false_positive_cases(ground_truth, detections, name, settings.hit_iou, per_class),
             MISSED_KIND: missed_cases(ground_truth, detections, name, settings, per_class),
@@ -203,10 +202,12 @@ def _write_cases(cases: list[GalleryCase], folder: Path, kind: str, find_image: 
 
 
 def clear_gallery(output_dir: Path) -> None:
-    """Remove the pictures an earlier run left in gallery/ (a report being replaced), nothing else."""
+    """Remove the pictures an earlier run left in gallery/ (a report being replaced, of any label map), nothing
+    else."""
     root = output_dir / GALLERY_DIR
-    for name in CLASS_NAMES:
-        folder = root / name
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
         for kind in (FALSE_POSITIVE_KIND, MISSED_KIND):
             for path in folder.glob(f"{kind}-[0-9][0-9].png"):
                 path.unlink()

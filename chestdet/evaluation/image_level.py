@@ -24,7 +24,8 @@ class ImageLevel:
 
 
 def image_level_flags(
-    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3
+    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per class, three bool arrays over `images`: truly positive (an ordinary box of the class),
     predicted positive (a detection of the class above the threshold) and ignored (its only boxes of
@@ -33,7 +34,7 @@ def image_level_flags(
     difficult = difficult_flags(ground_truth)
     index = pd.Index(images)
     result = {}
-    for name in CLASS_NAMES:
+    for name in classes:
         of_class = (ground_truth["label"] == name).to_numpy()
         positive = index.isin(ground_truth.loc[of_class & ~difficult, "image"])
         ignored = index.isin(ground_truth.loc[of_class & difficult, "image"]) & ~positive
@@ -43,14 +44,15 @@ def image_level_flags(
 
 
 def image_level(
-    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3
+    ground_truth: pd.DataFrame, detections: pd.DataFrame, images: Sequence[str], score_threshold: float = 0.3,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, ImageLevel]:
     """Per class: an image is truly positive when it has an ordinary box of the class, predicted
     positive when a detection of the class scores above the threshold; images whose only boxes of
     the class are difficult are left out of that class's counts."""
     result = {}
     for name, (positive, predicted, ignored) in image_level_flags(
-        ground_truth, detections, images, score_threshold
+        ground_truth, detections, images, score_threshold, classes
     ).items():
         counted = ~ignored
         tp = int(np.sum(positive & predicted & counted))

@@ -38,6 +38,7 @@ def iobb_localisation(
     images: Sequence[str],
     thresholds: Sequence[float] = IOBB_THRESHOLDS,
     score_threshold: float = 0.3,
+    classes: Sequence[str] = CLASS_NAMES,
 ) -> IobbResult:
     """Accuracy and average false positives at each T(IoBB), per class.
 
@@ -49,12 +50,12 @@ def iobb_localisation(
     over the number of annotated image-finding pairs (distinct image and class); `fp_per_image` is
     the false positives on every evaluated image over the number of evaluated images.
     """
-    counts = box_counts(ground_truth)
+    counts = box_counts(ground_truth, classes)
     gt_groups = group_boxes(ground_truth, by_label=True)
     det_groups = group_boxes(detections[detections["score"] > score_threshold], by_label=True)
     ordinary = ground_truth.loc[~difficult_flags(ground_truth)]
     boxed_images, findings = set(ordinary["image"]), len(ordinary[["image", "label"]].drop_duplicates())
-    hits, false_positives, on_boxed = ({name: np.zeros(len(thresholds), dtype=np.int64) for name in CLASS_NAMES}
+    hits, false_positives, on_boxed = ({name: np.zeros(len(thresholds), dtype=np.int64) for name in classes}
                                        for _ in range(3))
     for key in set(gt_groups) | set(det_groups):
         image, name = key
@@ -67,7 +68,7 @@ def iobb_localisation(
             false_positives[name][t] += wrong
             on_boxed[name][t] += wrong if image in boxed_images else 0
     per_class = {}
-    for name in CLASS_NAMES:
+    for name in classes:
         per_class[name] = IobbRow(
             accuracy=[ratio(int(h), counts[name]) for h in hits[name]],
             afp=[ratio(int(fp), findings) for fp in on_boxed[name]],

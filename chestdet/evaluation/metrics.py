@@ -26,11 +26,15 @@ from chestdet.core import atomic
 from chestdet.core.labels import CLASS_NAMES
 from chestdet.evaluation.boxes import box_counts, check_tables, difficult_flags, ignored_counts
 from chestdet.evaluation.coco import COCO_MAX_DETECTIONS, CocoResult, coco_average_precision
-from chestdet.evaluation.confusion import ConfusionMatrix, confusion_matrix
+from chestdet.evaluation.confusion import BACKGROUND, ConfusionMatrix, confusion_matrix
 from chestdet.evaluation.froc import FROC_FP_RATES, FrocCurve, FrocResult, froc
 from chestdet.evaluation.image_level import ImageLevel, image_level
 from chestdet.evaluation.intervals import BootstrapResult
 from chestdet.evaluation.iobb import IOBB_THRESHOLDS, IobbResult, iobb_localisation
+
+# Rows and keys the metrics add beside the classes' own ("all" classes, bootstrap's "overall", the
+# confusion matrix's background).
+RESERVED_NAMES = {"all", "overall", BACKGROUND}
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class EvaluationSettings:
     confusion_iou: float = 0.5
     fp_rates: tuple[float, ...] = FROC_FP_RATES
     iobb_thresholds: tuple[float, ...] = IOBB_THRESHOLDS
+    # The label map's classes in id order (COCO category id k + 1 for classes[k]); every metric is per class of these.
+    classes: tuple[str, ...] = CLASS_NAMES
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "hit_iou", "confusion_iou"):
@@ -48,6 +54,13 @@ class EvaluationSettings:
                 raise ValueError(f"{name} must be within 0..1, got {value}")
         if not self.fp_rates or any(rate <= 0 for rate in self.fp_rates):
             raise ValueError(f"fp_rates must be positive numbers, got {self.fp_rates}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        folded = [name.lower() for name in self.classes]
+        if not self.classes or len(set(folded)) != len(folded) or "" in folded:
+            raise ValueError(f"classes must be distinct names, got {self.classes}")
+        reserved = sorted(set(folded) & RESERVED_NAMES)
+        if reserved:
+            raise ValueError(f"a class may not be named {reserved[0]!r}: the report uses that name for its own rows")
 
 
 @dataclass
@@ -75,11 +88,11 @@ class Metrics:
 
     def _point_estimates(self) -> dict:
         return {
-            "settings": {**asdict(self.settings), "coco_max_detections": COCO_MAX_DETECTIONS},
+            "settings": {**_settings_block(self.settings), "coco_max_detections": COCO_MAX_DETECTIONS},
             "images": self.images,
             "images_with_boxes": self.images_with_boxes,
             "boxes": self.boxes,
-            "ignored_boxes": self.ignored or dict.fromkeys(CLASS_NAMES, 0),
+            "ignored_boxes": self.ignored or dict.fromkeys(self.settings.classes, 0),
             "detections": self.detections,
             "coco": {
                 "overall": asdict(self.coco.overall),
@@ -105,6 +118,11 @@ class Metrics:
         }
 
 
+def _settings_block(settings: EvaluationSettings) -> dict:
+    """The settings as metrics.json records them; the classes are the per-class blocks' keys, in id order."""
+    return {key: value for key, value in asdict(settings).items() if key != "classes"}
+
+
 def _froc_summary(curve: FrocCurve) -> dict:
     return {
         "sensitivity": curve.at_rates,
@@ -126,22 +144,23 @@ def compute_metrics(
     """Every metric of the report over one evaluated image set."""
     settings = settings or EvaluationSettings()
     images = [str(image) for image in images]
-    check_tables(ground_truth, detections, images)
+    classes = settings.classes
+    check_tables(ground_truth, detections, images, classes)
     return Metrics(
         settings=settings,
         images=len(images),
         images_with_boxes=int(ground_truth.loc[~difficult_flags(ground_truth), "image"].nunique()),
-        boxes=box_counts(ground_truth),
-        ignored=ignored_counts(ground_truth),
+        boxes=box_counts(ground_truth, classes),
+        ignored=ignored_counts(ground_truth, classes),
         detections=len(detections),
-        coco=coco_average_precision(ground_truth, detections, images),
-        froc=froc(ground_truth, detections, images, settings.hit_iou, settings.fp_rates),
+        coco=coco_average_precision(ground_truth, detections, images, classes),
+        froc=froc(ground_truth, detections, images, settings.hit_iou, settings.fp_rates, classes),
         iobb=iobb_localisation(
-            ground_truth, detections, images, settings.iobb_thresholds, settings.score_threshold
+            ground_truth, detections, images, settings.iobb_thresholds, settings.score_threshold, classes
         ),
-        image_level=image_level(ground_truth, detections, images, settings.score_threshold),
+        image_level=image_level(ground_truth, detections, images, settings.score_threshold, classes),
         confusion=confusion_matrix(
-            ground_truth, detections, images, settings.score_threshold, settings.confusion_iou
+            ground_truth, detections, images, settings.score_threshold, settings.confusion_iou, classes
         ),
     )
 

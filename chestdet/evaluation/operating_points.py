@@ -21,7 +21,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from chestdet.core.labels import CLASS_NAMES
 from chestdet.detection.thresholds import BEST_F1, FP_RATE_POINTS, OperatingPoint, OperatingPoints
 from chestdet.evaluation.bootstrap import FrocOutcomes, froc_outcome_table, patient_weights
 from chestdet.evaluation.froc import FALSE_POSITIVE, HIT, FrocCurve
@@ -72,8 +71,8 @@ def class_points(curve: FrocCurve, images: int) -> dict[str, OperatingPoint]:
 
 def operating_points(metrics: Metrics, split: str = "", source: Mapping[str, str] | None = None) -> OperatingPoints:
     """Each class's operating points on the evaluated images."""
-    return OperatingPoints({name: class_points(metrics.froc.per_class[name], metrics.images) for name in CLASS_NAMES},
-                           split, dict(source or {}))
+    return OperatingPoints({name: class_points(metrics.froc.per_class[name], metrics.images)
+                            for name in metrics.settings.classes}, split, dict(source or {}))
 
 
 def weighted_at_threshold(found: FrocOutcomes, threshold: float, weights: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -94,7 +93,7 @@ def with_intervals(
     """`points` with, at each reached threshold, the bootstrap intervals of its sensitivity and false
     positives per image (patients resampled as the metrics' bootstrap resamples them)."""
     weights = patient_weights(patients, replicates, seed)
-    table = froc_outcome_table(ground_truth, detections, images, hit_iou)
+    table = froc_outcome_table(ground_truth, detections, images, hit_iou, list(points.classes))
     classes = {}
     for name, named in points.classes.items():
         classes[name] = {}

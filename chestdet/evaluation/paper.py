@@ -1,13 +1,19 @@
-"""The published ChestX-ray8 Table 4 figures, so that a report can put a model beside the paper."""
+"""The published ChestX-ray8 Table 4 figures, so that a report can put a model beside the paper, for the classes
+the paper has."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chestdet.core.labels import CLASS_NAMES, LabelMap, UnknownLabelError
 
 # Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. "ChestX-ray8: Hospital-scale Chest X-ray
 # Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax
 # Diseases." CVPR 2017, pp. 3462-3471, Table 4 ("Pathology localization accuracy and average false
 # positive number for 8 disease classes"); the same figures are Table 4 of arXiv:1705.02315.
-# Their weakly supervised ResNet-50 heatmap boxes on the 984 NIH boxes. Columns in CLASS_NAMES
+# Their weakly supervised ResNet-50 heatmap boxes on the 984 NIH boxes. Columns in PAPER_CLASSES
 # order (the paper writes "Infiltration" for Infiltrate).
+PAPER_CLASSES: tuple[str, ...] = CLASS_NAMES
 PAPER_CITATION = (
     "Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest X-ray "
     "Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax "
@@ -35,3 +41,16 @@ PAPER_TABLE4: dict[float, dict[str, tuple[float, ...]]] = {
         "afp": (1.0752, 0.7226, 0.9797, 0.7124, 0.7144, 0.6199, 1.0732, 0.5437),
     },
 }
+
+
+def paper_columns(classes: Sequence[str]) -> dict[str, int]:
+    """{evaluated class: its column in PAPER_TABLE4} for the classes the paper has (case, spaces and NIH's
+    Infiltration tolerated), in the evaluated order; other classes have no published figure."""
+    paper = LabelMap(PAPER_CLASSES)
+    columns = {}
+    for name in classes:
+        try:
+            columns[name] = PAPER_CLASSES.index(paper.canonical(name))
+        except UnknownLabelError:
+            continue
+    return columns

@@ -3,17 +3,18 @@ the confusion matrix."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from chestdet.core import atomic
-from chestdet.core.labels import CLASS_NAMES
 from chestdet.evaluation.metrics import Metrics
 from chestdet.evaluation.report_tables import number, rate_text
 
 PR_CURVES_PNG, FROC_PNG, CONFUSION_PNG = "pr_curves.png", "froc.png", "confusion_matrix.png"
 PLOT_FILES = (PR_CURVES_PNG, FROC_PNG, CONFUSION_PNG)
+PR_COLUMNS = 4  # panels per row of the PR figure
 
 
 def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (8, 6)):  # noqa: ANN202
@@ -35,10 +36,15 @@ def plot_pr_curves(metrics: Metrics, path: Path) -> Path:
 
 
 def pr_figure(metrics: Metrics):  # noqa: ANN201
-    """The PR figure; one legend for all panels, below them, where it covers no curve."""
-    figure, axes = _figure(2, 4, (14, 7.5))
+    """The PR figure, a panel per class, four to a row; one legend for all panels, below them, where it covers
+    no curve."""
+    classes = metrics.settings.classes
+    rows = math.ceil(len(classes) / PR_COLUMNS)
+    figure, axes = _figure(rows, PR_COLUMNS, (14, 3.75 * rows))
     recall = metrics.coco.recall_thresholds
-    for ax, name in zip(axes.flat, CLASS_NAMES, strict=True):
+    for ax in axes.flat[len(classes):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat, classes, strict=False):
         ap = metrics.coco.per_class[name]
         ax.set_title(f"{name}  AP50 {number(ap.ap50)}", fontsize=10)
         ax.set_xlim(0, 1)

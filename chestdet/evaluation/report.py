@@ -12,7 +12,7 @@ from chestdet.core.contracts import REPORT_HTML, REPORT_MD
 from chestdet.evaluation.baseline import Baseline
 from chestdet.evaluation.gallery import FALSE_POSITIVE_KIND, MISSED_KIND
 from chestdet.evaluation.metrics import Metrics
-from chestdet.evaluation.paper import PAPER_CITATION
+from chestdet.evaluation.paper import PAPER_CITATION, paper_columns
 from chestdet.evaluation.plots import CONFUSION_PNG, FROC_PNG, PR_CURVES_PNG
 from chestdet.evaluation.report_tables import (
     baseline_rows,
@@ -147,6 +147,12 @@ def _baseline_section(metrics: Metrics, baseline: Baseline) -> list[str]:
 
 
 def _iobb_section(metrics: Metrics) -> list[str]:
+    """The paper's comparison for the classes it has; none evaluated, no section (metrics.json has every
+    class's T(IoBB) figures)."""
+    columns = paper_columns(metrics.settings.classes)
+    if not columns:
+        return []
+    others = [name for name in metrics.settings.classes if name not in columns]
     return [
         "## ChestX-ray8 localisation accuracy (T(IoBB)) beside Wang et al., CVPR 2017, Table 4",
         "",
@@ -156,7 +162,9 @@ def _iobb_section(metrics: Metrics) -> list[str]:
         "images with boxes, over the annotated image-finding pairs (the paper's 984); the last row is a "
         "different figure, those detections on every evaluated image over the evaluated images. The "
         "paper's figures are for its weakly supervised ResNet-50 heatmap boxes on all 984 NIH boxes, not "
-        "a detector on a held-out split: put them beside, not against, these.",
+        "a detector on a held-out split: put them beside, not against, these."
+        + (f" The paper has no figures for {', '.join(others)}; metrics.json holds their T(IoBB) figures."
+           if others else ""),
         "",
         markdown_table(*iobb_rows(metrics)),
         "",

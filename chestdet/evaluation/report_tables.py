@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from chestdet.core.labels import CLASS_NAMES
 from chestdet.evaluation.baseline import FRACTION, OVERALL, Baseline
 from chestdet.evaluation.metrics import Metrics
-from chestdet.evaluation.paper import PAPER_TABLE4
+from chestdet.evaluation.paper import PAPER_TABLE4, paper_columns
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -57,7 +56,7 @@ def per_class_rows(metrics: Metrics, baseline: Baseline | None = None) -> tuple[
               "img sens", "img spec"]
     cell = _Cells(metrics)
     rows = []
-    for name in CLASS_NAMES:
+    for name in metrics.settings.classes:
         ap, curve, level = metrics.coco.per_class[name], metrics.froc.per_class[name], metrics.image_level[name]
         coco, froc = ("coco", "per_class", name), ("froc", "per_class", name)
         rows.append([
@@ -83,7 +82,7 @@ def with_baseline(header: list[str], rows: list[list[str]], metrics: Metrics,
     whether the model beats it."""
     beaten = baseline.beaten(metrics)
     at = header.index("AP@0.5") + 1
-    scores = {name: baseline.metrics.coco.per_class[name].ap50 for name in CLASS_NAMES}
+    scores = {name: baseline.metrics.coco.per_class[name].ap50 for name in metrics.settings.classes}
     scores[OVERALL] = baseline.metrics.coco.overall.ap50
     table = [[*row[:at], number(scores[row[0]]), *row[at:], verdict(beaten[row[0]])] for row in rows]
     return [*header[:at], "AP@0.5 baseline", *header[at:], "beats baseline"], table
@@ -134,18 +133,19 @@ def froc_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
 
 
 def iobb_rows(metrics: Metrics) -> tuple[list[str], list[list[str]]]:
-    """Ours beside Wang et al. Table 4, per T(IoBB)."""
-    header = ["T(IoBB)", "", *CLASS_NAMES]
+    """Ours beside Wang et al. Table 4, per T(IoBB), for the evaluated classes the paper has (no row when none)."""
+    columns = paper_columns(metrics.settings.classes)
+    header = ["T(IoBB)", "", *columns]
     rows = []
-    for t, threshold in enumerate(metrics.iobb.thresholds):
+    for t, threshold in enumerate(metrics.iobb.thresholds if columns else ()):
         paper = PAPER_TABLE4.get(threshold)
-        row = [metrics.iobb.per_class[name] for name in CLASS_NAMES]
+        row = [metrics.iobb.per_class[name] for name in columns]
         rows.append([rate_text(threshold), "Acc. (this model)", *(number(r.accuracy[t], 4) for r in row)])
         if paper:
-            rows.append(["", "Acc. (Wang et al.)", *(f"{v:.4f}" for v in paper["accuracy"])])
+            rows.append(["", "Acc. (Wang et al.)", *(f"{paper['accuracy'][k]:.4f}" for k in columns.values())])
         rows.append(["", "AFP (this model)", *(number(r.afp[t], 4) for r in row)])
         if paper:
-            rows.append(["", "AFP (Wang et al.)", *(f"{v:.4f}" for v in paper["afp"])])
+            rows.append(["", "AFP (Wang et al.)", *(f"{paper['afp'][k]:.4f}" for k in columns.values())])
         rows.append(["", "FP per evaluated image (not AFP)", *(number(r.fp_per_image[t], 4) for r in row)])
     return header, rows
 

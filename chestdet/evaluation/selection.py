@@ -12,15 +12,17 @@ import pandas as pd
 
 from chestdet.core.contracts import DETECTIONS_CSV, IMAGES_CSV
 from chestdet.core.errors import EvaluationError
+from chestdet.core.labels import LabelMap, default_label_map
 from chestdet.data.annotations import Reject
 from chestdet.data.split import TEST, SplitFileError, SplitRow, patient_of, read_split, split_images, split_patients
 from chestdet.evaluation.boxes import image_key
 from chestdet.evaluation.detection_set import DetectionSet, read_detections
 from chestdet.evaluation.ground_truth import (
     GroundTruth,
+    fit_to_detected,
     ground_truth_frame,
+    ground_truth_labels,
     read_ground_truth,
-    rescale_to_detected_sizes,
 )
 
 
@@ -62,6 +64,7 @@ class EvaluationInputs:
     split_rows: list[SplitRow] | None = None  # every row of split.csv, when one was given
     truth: GroundTruth | None = None  # the whole ground-truth source as read (boxes in its `sizes`' pixels)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (width, height) detection saw, per image
+    labels: LabelMap = field(default_factory=default_label_map)  # the classes of the detections and the boxes
 
 
 def select_images(detection_set: DetectionSet, split_images: list[str] | None) -> tuple[list[str], list[str]]:
@@ -106,14 +109,22 @@ def prepare_inputs(
     ground_truth_spec: str | Path,
     split_file: str | Path | None = None,
     split: str = TEST,
+    labels: LabelMap | None = None,
 ) -> EvaluationInputs:
-    detection_set = read_detections(detections_path)
-    source = truth = read_ground_truth(ground_truth_spec, split)
-    if truth.sizes:
-        truth = rescale_to_detected_sizes(truth, detection_set.sizes)
+    """The evaluated images, their boxes and detections; `labels` defaults to the ground-truth records' own
+    map, else the shipped one (ground_truth.ground_truth_labels)."""
+    labels = ground_truth_labels(ground_truth_spec, labels)
+    detection_set = read_detections(detections_path, labels)
+    source = read_ground_truth(ground_truth_spec, split, labels)
+    truth = fit_to_detected(source, detection_set.sizes, labels)
     split_rows = read_split_rows(split_file) if split_file else None
     split_images = split_keys(split_rows, split, split_file) if split_rows is not None else None
     images, notes = select_images(detection_set, split_images)
+    unusable = [image for image in images if image in truth.dropped]
+    if unusable:
+        images = [image for image in images if image not in truth.dropped]
+        notes.append(f"{len(unusable)} images whose every ground-truth box was rejected are not evaluated (the "
+                     "records step writes no such image)")
     if not images:
         raise EvaluationError("no image to evaluate: the detections and the split have no image in common")
     chosen = set(images)
@@ -145,6 +156,7 @@ def prepare_inputs(
         split_rows=split_rows,
         truth=source,
         sizes=detection_set.sizes,
+        labels=labels,
         sources={
             "detections": str(detection_set.source),
             "ground_truth": truth.description,

@@ -1,5 +1,5 @@
 """A malformed label map is one error line naming the file, the line and the column, in every command
-that reads one (evaluate reads none: it takes class names from the detections)."""
+that reads one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chestdet.commands import detect, export, generate_tfrecords, train
+from chestdet.commands import detect, evaluate, export, generate_tfrecords, train
 from chestdet.commands.cli import ExitStatus, run_main
 from tests.conftest import REPO, SAMPLE_CSV, SAMPLE_IMAGES
 from tests.support.run_folders import empty_records
@@ -39,10 +39,16 @@ def detect_argv(folder: Path, label_map: Path) -> list[str]:
             "--label-map", str(label_map), "--no-progress"]
 
 
+def evaluate_argv(folder: Path, label_map: Path) -> list[str]:
+    (folder / "detections.csv").write_text("image,class_name,score,xmin,ymin,xmax,ymax\n")
+    return ["--detections", str(folder / "detections.csv"), "--ground-truth", str(SAMPLE_CSV), "--output-dir",
+            str(folder / "out"), "--label-map", str(label_map)]
+
+
 @pytest.mark.parametrize(("command", "argv"), [
     (train.main, train_argv), (export.main, export_argv), (generate_tfrecords.main, records_argv),
-    (detect.main, detect_argv),
-], ids=["train", "export", "generate_tfrecords", "detect"])
+    (detect.main, detect_argv), (evaluate.main, evaluate_argv),
+], ids=["train", "export", "generate_tfrecords", "detect", "evaluate"])
 def test_a_malformed_label_map_is_one_line_with_its_line_and_column(command, argv, tmp_path: Path, caplog):
     broken = tmp_path / "my labels.pbtxt"
     broken.write_text(BROKEN)

@@ -390,15 +390,14 @@ def test_unknown_split_names_the_splits_present(tmp_path, sample_case):
 def test_bad_detection_rows_are_rejected_with_row_numbers(tmp_path, sample_case):
     boxes, negatives, images, _ = sample_case
     rows = fake_detections(boxes, negatives)
-    rows.insert(1, [BOXED[0], 1024, 1024, 9, "Tumour", 0.5, 1, 1, 2, 2])
+    rows.insert(1, [BOXED[0], 1024, 1024, "x", "", 0.5, 1, 1, 2, 2])  # no class (one of another map: refused)
     rows.insert(2, [BOXED[0], 1024, 1024, 5, "Mass", "high", 1, 1, 2, 2])
     rows.insert(3, [BOXED[0], 1024, 1024, 5, "Mass", 0.5, 10, 1, 2, 2])
     rows.insert(4, ["", 1024, 1024, 5, "Mass", 0.5, 1, 1, 2, 2])
     detections = write_detections_folder(tmp_path / "bad", rows, images)
     run = evaluate.run_evaluation(detections, SAMPLE_CSV, tmp_path / "out", plots=False)
     assert [(r.location, r.reason) for r in run.inputs.rejects] == [
-        ("row 3", "unknown label 'Tumour'; expected one of Atelectasis, Cardiomegaly, Effusion, Infiltrate, "
-                  "Mass, Nodule, Pneumonia, Pneumothorax"),
+        ("row 3", "no usable class_name or class_id (class_id 'x')"),
         ("row 4", "score is 'high', not a number"),
         ("row 5", "box corners out of order (xmin 10, ymin 1, xmax 2, ymax 2)"),
         ("row 6", "empty image name"),

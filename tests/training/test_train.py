@@ -205,3 +205,16 @@ def test_the_closing_lines_name_the_export_command_as_typed_from_here(tmp_path: 
     without_best = training.TrainResult(run, 0, 300, False, best, None)
     assert closing_lines(without_best, evaluated=False)[-1] == (
         f"export the last checkpoint with: {export} --checkpoint runs/nih (into runs/nih/export)")
+
+
+def test_a_records_folder_brings_its_own_label_map(records: Path, tmp_path: Path):
+    # generate_tfrecords copies the map its records were made with beside them: a 9-class records folder
+    # trains a 9-class model without --label-map; --label-map still wins.
+    nine = nine_class_map(records / "label_map.pbtxt")
+    spec = training.resolve(training.TrainOptions(records=records, from_scratch=True, model_dir=tmp_path / "run"))
+    assert spec.label_map == nine and spec.overrides["num_classes"] == 9
+    args = build_parser().parse_args(["--records", str(records), "--from-scratch", "--model-dir", str(tmp_path / "r")])
+    assert training.resolve(options_from_args(args)).overrides["num_classes"] == 9
+    given = training.resolve(training.TrainOptions(records=records, from_scratch=True, model_dir=tmp_path / "run",
+                                                   label_map=LABEL_MAP))
+    assert given.label_map == LABEL_MAP and given.overrides["num_classes"] == 8
