@@ -9,7 +9,7 @@ from pathlib import Path
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
 from chestdet.core.contracts import PIPELINE_FILE
 from chestdet.core.resources import workspace
-from chestdet.export import agreement
+from chestdet.export import agreement, calibration
 from chestdet.export import exporter as export
 
 log = logging.getLogger("chestdet.export.exporter")
@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   scripts/export.sh --checkpoint workspace/runs/nih/best.json       # the best val mAP@0.5 checkpoint
   scripts/export.sh --checkpoint workspace/runs/nih/ckpt-12 --output-dir exports/nih-12 --no-tflite
   scripts/export.sh --checkpoint workspace/runs/nih --agreement-images workspace/sample/nih/images
+  scripts/export.sh --checkpoint workspace/runs/nih --output-dir exports/nih-int8 --int8 --no-saved-model
 """
 
 
@@ -41,7 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="export folder (default: workspace/exports/<run folder name>)")
     parser.add_argument("--label-map", type=Path,
                         help="label map copied into the export (default: the config's label_map_path)")
-    parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite model (saves about 2.5 minutes)")
+    parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite model")
+    parser.add_argument("--no-saved-model", action="store_true",
+                        help="skip the SavedModel (detect then runs the TFLite model; --explain still works)")
+    parser.add_argument("--int8", action="store_true",
+                        help="make model.tflite full-integer INT8, calibrated on training images: faster on a CPU, "
+                        "boxes close to the float model's (see docs/export.md)")
+    parser.add_argument("--calibration-records", nargs="+", metavar="PATTERN",
+                        help="with --int8: TFRecord files or globs to calibrate on (default: the config's "
+                        "train_input_reader records)")
+    parser.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES,
+                        help="with --int8: how many record images to calibrate on (default: %(default)s)")
     parser.add_argument("--tflite-nms", choices=export.TFLITE_NMS, default="regular",
                         help="regular: per-class NMS, as the SavedModel (default); fast: the OD API's "
                         "class-agnostic TFLite NMS, about 10 ms faster per image, drops overlapping findings "
@@ -66,15 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = args.output_dir or EXPORTS_DIR / run_dir.name
     if not 0.0 <= args.tflite_min_score < 1.0:
         raise UserError(f"--tflite-min-score {args.tflite_min_score}: must be at least 0 and below 1")
+    _check_models(args)
     if args.agreement_images is not None:
-        if args.no_tflite:
-            raise UserError("--agreement-images compares the TFLite model with the SavedModel; drop --no-tflite")
+        if args.no_tflite or args.no_saved_model:
+            raise UserError("--agreement-images compares the TFLite model with the SavedModel; export both")
         if not args.agreement_images.is_dir():
             raise UserError(f"--agreement-images {args.agreement_images}: not a folder")
     log.info("exporting %s with %s to %s", prefix, config, output_dir)
     export.export_model(
         prefix, config, output_dir, tflite=not args.no_tflite, label_map=args.label_map,
         overwrite=args.overwrite, tflite_nms=args.tflite_nms, tflite_min_score=args.tflite_min_score,
+        saved_model=not args.no_saved_model, int8=args.int8, calibration_records=args.calibration_records,
+        calibration_images=args.calibration_images,
     )
     if args.agreement_images is not None:
         measured = agreement.record_agreement(output_dir, args.agreement_images)
@@ -83,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             measured["matched"], measured["reference_boxes"], measured["min_score"], 100 * measured["share"],
         )
     return ExitStatus.SUCCESS
+
+
+def _check_models(args: argparse.Namespace) -> None:
+    if args.no_tflite and args.no_saved_model:
+        raise UserError("--no-tflite and --no-saved-model leave nothing to export")
+    if args.int8 and args.no_tflite:
+        raise UserError("--int8 makes the TFLite model INT8; drop --no-tflite")
+    if not args.int8 and (args.calibration_records is not None
+                          or args.calibration_images != calibration.DEFAULT_CALIBRATION_IMAGES):
+        raise UserError("--calibration-records and --calibration-images go with --int8")
+    if args.calibration_images < 1:
+        raise UserError(f"--calibration-images {args.calibration_images}: must be at least 1")
 
 
 def run_folder(prefix: Path) -> Path:

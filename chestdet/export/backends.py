@@ -204,6 +204,7 @@ class TFLiteBackend:
         details = first.get_input_details()[0]
         self._input_index = details["index"]
         self._input_dtype = details["dtype"]
+        self._quantization = tuple(details["quantization"])  # (scale, zero point) of an INT8 model's input
         _, self.height, self.width, _ = (int(v) for v in details["shape"])
         self._outputs = _tflite_output_indices(first)
 
@@ -225,7 +226,8 @@ class TFLiteBackend:
         if self._input_dtype == np.float32:
             prepared = resized * np.float32(self.scale) + np.float32(self.offset)
         else:
-            prepared = np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
+            prepared = quantise(resized * np.float32(self.scale) + np.float32(self.offset), self._quantization,
+                                self._input_dtype)
         return cv2.merge([prepared] * 3) if prepared.ndim == 2 else prepared
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
@@ -245,6 +247,16 @@ class TFLiteBackend:
             get(self._outputs["classes"])[0, :count].astype(np.int32) + 1,
             get(self._outputs["scores"])[0, :count].copy(),
         )
+
+
+def quantise(values: np.ndarray, quantization: tuple[float, int], dtype: type) -> np.ndarray:
+    """Float model input -> an integer input of (scale, zero point) `quantization`, rounded as TFLite's
+    Quantize op rounds (half away from zero), clipped to the type's range."""
+    scale, zero_point = quantization
+    scaled = values / np.float32(scale)
+    limits = np.iinfo(dtype)
+    return np.clip(np.trunc(scaled + np.copysign(np.float32(0.5), scaled)) + zero_point, limits.min,
+                   limits.max).astype(dtype)
 
 
 def _tflite_output_indices(interpreter) -> dict[str, int]:  # noqa: ANN001
