@@ -67,9 +67,11 @@ def to_pixels(output: ModelOutput, width: int, height: int, min_score: float = 0
     """Scale normalised boxes to the original image and keep those scoring at least `min_score`."""
     keep = output.scores >= min_score
     boxes = output.boxes[keep].astype(np.float64) * np.array([height, width, height, width])
+    # tolist: the same Python numbers as int()/float() of each element, converted in one call
     return [
-        Detection(int(c), float(s), float(b[1]), float(b[0]), float(b[3]), float(b[2]))
-        for c, s, b in zip(output.classes[keep], output.scores[keep], boxes, strict=True)
+        Detection(c, s, b[1], b[0], b[3], b[2])
+        for c, s, b in zip(output.classes[keep].astype(np.int64).tolist(), output.scores[keep].tolist(),
+                           boxes.tolist(), strict=True)
     ]
 
 
