@@ -1,37 +1,41 @@
-"""Benchmark scripts/detect.py against the OD API tutorial's loop, on the same images and model.
+"""Benchmark scripts/detect.py: against the CPU limit of its own stages, and against the OD API tutorial's loop.
 
-    python benchmarks/bench_detect.py --work-dir W              # 1,000 images; trains the model once (~10 min)
+    python benchmarks/bench_detect.py --model EXPORT --images DIR --runs 3   # 1,000 images, both backends
+    python benchmarks/bench_detect.py --work-dir W              # trains and caches a 320x320 model (~10 min)
     python benchmarks/bench_detect.py --work-dir W --count 50   # a quick check (reuses W's model)
-    python benchmarks/bench_detect.py --model EXPORT            # an existing export directory
 
-The model is a briefly trained SSD MobileNet V2 FPNLite 320x320 (--train-steps from scratch on the
-bundled NIH sample, batch 4, batch-norm decay 0.9), exported as SavedModel and TFLite; it is made
-once and cached in the work dir (model-<steps>-steps/), so reruns with the same --work-dir reuse it.
-An untrained export would not do: it scores every box about 0.01, so the loop would draw nothing
-(flattering it) and TFLite's agreement on boxes >= 0.3 would compare none.
+The model is --model, or a briefly trained SSD MobileNet V2 FPNLite 320x320 (--train-steps from
+scratch on the bundled NIH sample, batch 4, batch-norm decay 0.9), exported as SavedModel and TFLite;
+it is made once and cached in the work dir (model-<steps>-steps/), so reruns with the same --work-dir
+reuse it. An untrained export would not do: it scores every box about 0.01, so the loop would draw
+nothing (flattering it) and TFLite's agreement on boxes >= 0.3 would compare none.
 
-The images are NIH's (the full dev copy, else the bundled sample), linked under distinct names until
-there are --count of them. Each contender runs as its own process, timed from start to exit:
+The images are --images (a folder of PNGs, or a NIH folder with images/ and unlabeled/; default the
+NIH copy of CHESTDET_NIH_DIR, else the bundled sample), linked under distinct names until there are
+--count of them.
+
+For each backend it prints the CPU limit (benchmarks/_stages.py: PNG decode, the backend's
+prepare, inference on one thread, drawing and JPEG encode, each timed alone per image; their sum
+spread over every CPU gives the images/s the machine allows) beside what detect.py achieves: the
+median of --runs whole processes, timed from start to exit, defaults otherwise, and the CPU time
+they used per image. Then, unless --no-loop:
 
 - loop: the tutorial's way: tf.saved_model.load, then per image cv2.imread, detect_fn(image[None]),
   visualization_utils.visualize_boxes_and_labels_on_image_array (boxes >= 0.3), cv2.imwrite of a PNG;
-- detect.py with --backend savedmodel and with --backend tflite, defaults otherwise.
 
-Parity is then checked on untimed runs over the first --parity-count images with --keep-score 0, so
-that every detection can be compared.
-
-It prints each rate, the ratios to the loop, the time to the first result, how many boxes reach
-0.3 (what the loop draws), the largest difference between the loop's and detect.py's SavedModel
-detections, and TFLite's agreement with the SavedModel (boxes >= 0.3, same class, IoU >= 0.95,
-score within 0.02).
+and parity, on untimed runs over the first --parity-count images with --keep-score 0: the largest
+difference between the loop's and detect.py's SavedModel detections, and TFLite's agreement with
+the SavedModel (boxes >= 0.3, same class, IoU >= 0.95, score within 0.02).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,10 +88,12 @@ def tutorial_loop(export_dir: Path, inputs: list[Path], out_dir: Path, record: P
 
 
 def link_images(source: Path, count: int, folder: Path) -> list[Path]:
-    """`count` symlinks named NNNN_<image> cycling over source/images and source/unlabeled."""
+    """`count` symlinks named NNNN_<image> cycling over source/images and source/unlabeled (a NIH folder),
+    or over the PNGs of `source` itself."""
     images = sorted((source / "images").glob("*.png")) + sorted((source / "unlabeled").glob("*.png"))
+    images = images or sorted(source.glob("*.png"))
     if not images:
-        raise SystemExit(f"no PNG images under {source}/images or {source}/unlabeled")
+        raise SystemExit(f"no PNG images under {source}, {source}/images or {source}/unlabeled")
     folder.mkdir(parents=True, exist_ok=True)
     links = []
     for i in range(count):
@@ -119,12 +125,23 @@ def prepare_inputs(args: argparse.Namespace, prefix: str) -> tuple[Path, Path, P
 
 
 def timed(command: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, done.stderr
+    seconds, _, log = timed_process(command)
+    return seconds, log
+
+
+def timed_process(command: list[str]) -> tuple[float, float, str]:
+    """Run `command`: its wall seconds from start to exit, the CPU seconds it used, and its stderr."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        log = stderr.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{log[-3000:]}")
+    return seconds, usage.ru_utime + usage.ru_stime, log
 
 
 def make_export(work: Path, sample: Path, steps: int) -> Path:
@@ -211,8 +228,10 @@ def tflite_agreement(saved_csv: Path, tflite_csv: Path, min_score: float, same_c
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(parser)
+    parser.add_argument("--runs", type=int, default=3, help="detect.py runs per backend; the median counts (default 3)")
+    parser.add_argument("--no-loop", action="store_true", help="skip the tutorial loop and the parity checks")
     parser.add_argument("--parity-count", type=int, default=100, help="images of the parity runs (default 100)")
-    parser.add_argument("--images", type=Path, help="NIH folder with images/ and unlabeled/")
+    parser.add_argument("--images", type=Path, help="a folder of PNGs, or a NIH folder with images/ and unlabeled/")
     parser.add_argument("--work-dir", type=Path, help="where to put inputs and outputs (default: a temp dir)")
     parser.add_argument("--compare-only", action="store_true",
                         help="only print the comparisons of the outputs already in --work-dir")
@@ -222,46 +241,91 @@ def main(argv: list[str] | None = None) -> int:
         export, folder, record = (Path(p) for p in args.loop_only)
         tutorial_loop(export, sorted(folder.iterdir()), Path(record).parent / "loop_drawn", Path(record))
         return 0
-
     if args.compare_only:
         if args.work_dir is None:
             parser.error("--compare-only needs --work-dir")
         print_comparisons(args.work_dir, json.loads((args.work_dir / "loop.json").read_text())["detections"])
         return 0
     source, work, export, inputs = prepare_inputs(args, "bench-detect-")
-    print(f"{args.count} images from {source}, export {export}, work dir {work}", flush=True)
-
-    figures = {}
+    print(f"{args.count} images from {source}, export {export}, work dir {work}, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    backends = ("tflite", "savedmodel")
+    limits = {backend: stage_limit(export, inputs, backend) for backend in backends}
+    runs = {backend: [] for backend in backends}
+    for _ in range(args.runs):
+        for backend in backends:
+            runs[backend].append(run_detect_process(export, inputs, work / f"detect_{backend}", backend))
+    print_limits(args.count, limits, runs)
+    if args.no_loop:
+        return 0
     record = work / "loop.json"
     seconds, _ = timed([sys.executable, __file__, "--loop-only", str(export), str(inputs), str(record)])
     loop = json.loads(record.read_text())
-    figures["tutorial loop"] = {"seconds": seconds, "first": loop["first_result_seconds"]}
-    for backend in ("savedmodel", "tflite"):
-        seconds, log = run_detect(export, inputs, work / f"detect_{backend}", backend)
-        first = FIRST.search(log)
-        figures[f"detect.py {backend}"] = {"seconds": seconds, "first": float(first.group(1)) if first else None,
-                                           "last_line": LAST_LINE.search(log).group(0)}
-
-    base = args.count / figures["tutorial loop"]["seconds"]
-    print(f"\n{'contender':<22} {'wall s':>8} {'images/s':>9} {'vs loop':>8} {'first result s':>15}")
-    for name, f in figures.items():
-        rate = args.count / f["seconds"]
-        first = f"{f['first']:.1f}" if f["first"] is not None else "-"
-        print(f"{name:<22} {f['seconds']:8.1f} {rate:9.2f} {rate / base:7.2f}x {first:>15}")
-    for name, f in figures.items():
-        if "last_line" in f:
-            print(f"{name} last line: {f['last_line']}")
+    print_against_loop(args.count, seconds, loop["first_result_seconds"], runs)
     parity_list = work / "parity.txt"
     parity_list.write_text("\n".join(str(p) for p in sorted(inputs.iterdir())[: args.parity_count]) + "\n")
-    for backend in ("savedmodel", "tflite"):
+    for backend in backends:
         run_detect(export, parity_list, work / f"parity_{backend}", backend, "--keep-score", "0")
     print_comparisons(work, loop["detections"])
     return 0
 
 
+def stage_limit(export: Path, inputs: Path, backend: str) -> dict:
+    """benchmarks/_stages.py's per-stage costs and limit, on the linked images."""
+    listing = inputs.parent / "stages.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(inputs.iterdir())) + "\n")
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "_stages.py"), str(export), backend,
+                           str(listing)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_detect_process(export: Path, inputs: Path, out: Path, backend: str) -> dict:
+    seconds, cpu, log = timed_process(detect_command(export, inputs, out, backend))
+    first = FIRST.search(log)
+    return {"seconds": seconds, "cpu": cpu, "first": float(first.group(1)) if first else None,
+            "last_line": LAST_LINE.search(log).group(0)}
+
+
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+
+
+def print_limits(count: int, limits: dict, runs: dict) -> None:
+    print(f"\n{'backend':<11} {'decode':>7} {'prepare':>8} {'infer':>7} {'encode':>7} {'sum ms':>7} "
+          f"{'limit/s':>8} {'detect/s':>9} {'x limit':>8} {'CPU ms/img':>11} {'runs (s)':>20}")
+    for backend, limit in limits.items():
+        ms, median = limit["ms"], median_run(runs[backend])
+        rate = count / median["seconds"]
+        seconds = " ".join(f"{run['seconds']:.1f}" for run in runs[backend])
+        print(f"{backend:<11} {ms['decode']:7.2f} {ms['prepare']:8.2f} {ms['inference']:7.2f} {ms['encode']:7.2f} "
+              f"{sum(ms.values()):7.2f} {limit['limit']:8.2f} {rate:9.2f} {rate / limit['limit']:7.2f}x "
+              f"{1000 * median['cpu'] / count:11.2f} {seconds:>20}")
+    for backend in runs:
+        print(f"detect.py {backend} median run: {median_run(runs[backend])['last_line']}; first result after "
+              f"{median_run(runs[backend])['first']} s; {statistics.median(r['cpu'] for r in runs[backend]):.1f} "
+              f"CPU s")
+    print(f"(limit: {next(iter(limits.values()))['cpus']} CPUs / the stages' summed ms per image, stages timed alone "
+          f"on {next(iter(limits.values()))['images']} images; detect/s: whole process, start to exit)")
+
+
+def print_against_loop(count: int, loop_seconds: float, loop_first: float, runs: dict) -> None:
+    base = count / loop_seconds
+    print(f"\n{'contender':<22} {'wall s':>8} {'images/s':>9} {'vs loop':>8} {'first result s':>15}")
+    print(f"{'tutorial loop':<22} {loop_seconds:8.1f} {base:9.2f} {1:7.2f}x {loop_first:15.1f}")
+    for backend, backend_runs in runs.items():
+        median = median_run(backend_runs)
+        rate = count / median["seconds"]
+        first = f"{median['first']:.1f}" if median["first"] is not None else "-"
+        print(f"{'detect.py ' + backend:<22} {median['seconds']:8.1f} {rate:9.2f} {rate / base:7.2f}x {first:>15}")
+
+
 def run_detect(export: Path, inputs: Path, out: Path, backend: str, *extra: str) -> tuple[float, str]:
-    return timed([sys.executable, str(REPO / "scripts" / "detect.py"), "--model", str(export), "--input",
-                  str(inputs), "--output-dir", str(out), "--backend", backend, "--no-progress", "--overwrite", *extra])
+    return timed(detect_command(export, inputs, out, backend, *extra))
+
+
+def detect_command(export: Path, inputs: Path, out: Path, backend: str, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / "detect.py"), "--model", str(export), "--input", str(inputs),
+            "--output-dir", str(out), "--backend", backend, "--no-progress", "--overwrite", *extra]
 
 
 def print_comparisons(work: Path, loop_detections: dict) -> None:

@@ -312,8 +312,10 @@ def _stages(
         loaded = OrderedPrefetch(readers, partial(decode, prepare=backend.prepare, ahead=ahead), todo, options.prefetch)
         if todo:
             backend.load()
+        # Twice the calls that can run: results are taken in order, so a call that ends before the one ahead
+        # of it must find the next one queued, or its thread (a core) waits for the slower call.
         inferred = OrderedPrefetch(inferrers, partial(_infer_pairs, backend), batches(loaded, backend.max_batch),
-                                   backend.concurrency)
+                                   2 * backend.concurrency)
         pairs = (pair for batch_pairs in inferred for pair in batch_pairs)
         yield iter(OrderedPrefetch(writers, write, pairs, options.prefetch))
 

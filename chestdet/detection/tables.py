@@ -137,6 +137,15 @@ class JsonArray:
                 "\n", pad))
         self._count += 1
 
+    def extend(self, items: Sequence[object]) -> None:
+        """The bytes of appending each item, from one `json.dumps` call when on one line."""
+        if self._indent is not None:
+            for item in items:
+                self.append(item)
+        elif items:
+            self._handle.write((", " if self._count else "") + json.dumps(items)[1:-1])
+            self._count += len(items)
+
     def close(self) -> None:
         closing = "\n" + " " * (self._indent * self._level) if self._indent is not None and self._count else ""
         self._handle.write(closing + "]")
@@ -169,8 +178,7 @@ class TableWriter(PublishedWhole):
             return
         self._csv[DETECTIONS_CSV].writerows(detection_rows(result, self._class_names))
         self._csv[IMAGES_CSV].writerow(image_row(result))
-        for entry in coco_results(item.image_id, result):
-            self._results.append(entry)
+        self._results.extend(coco_results(item.image_id, result))
         self._images.append(coco_image(item.image_id, result))
 
     def close(self) -> None:

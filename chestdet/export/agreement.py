@@ -54,20 +54,21 @@ def backend_agreement(
     for ref_boxes, cand_boxes in zip(reference, candidate, strict=True):
         refs = sorted((d for d in ref_boxes if d.score >= min_score), key=lambda d: -d.score)
         total += len(refs)
-        matched += _matched_boxes(refs, list(cand_boxes), min_iou, max_score_difference, same_class)
+        matched += len(matched_pairs(refs, list(cand_boxes), min_iou, max_score_difference, same_class))
     return Agreement(total, matched)
 
 
-def _matched_boxes(
+def matched_pairs(
     refs: Sequence[Detection], cands: Sequence[Detection], min_iou: float, max_score_difference: float,
-    same_class: bool,
-) -> int:
-    """Greedy one-to-one matching in `refs` order, each taking the first fitting unused candidate."""
+    same_class: bool = True,
+) -> list[tuple[Detection, Detection]]:
+    """Greedy one-to-one matching in `refs` order, each taking the first fitting unused candidate:
+    the (reference, candidate) pairs."""
     if not refs or not cands:
-        return 0
+        return []
     iou = pairwise_iou(_corners(refs), _corners(cands))
     unused = list(range(len(cands)))
-    matched = 0
+    matched = []
     for r, ref in enumerate(refs):
         match = next(
             (
@@ -81,7 +82,7 @@ def _matched_boxes(
         )
         if match is not None:
             unused.remove(match)
-            matched += 1
+            matched.append((ref, cands[match]))
     return matched
 
 

@@ -68,9 +68,11 @@ def to_pixels(output: ModelOutput, width: int, height: int, min_score: float = 0
     """Scale normalised boxes to the original image and keep those scoring at least `min_score`."""
     keep = output.scores >= min_score
     boxes = output.boxes[keep].astype(np.float64) * np.array([height, width, height, width])
+    # tolist: the same Python numbers as int()/float() of each element, converted in one call
     return [
-        Detection(int(c), float(s), float(b[1]), float(b[0]), float(b[3]), float(b[2]))
-        for c, s, b in zip(output.classes[keep], output.scores[keep], boxes, strict=True)
+        Detection(c, s, b[1], b[0], b[3], b[2])
+        for c, s, b in zip(output.classes[keep].astype(np.int64).tolist(), output.scores[keep].tolist(),
+                           boxes.tolist(), strict=True)
     ]
 
 
@@ -205,6 +207,7 @@ class TFLiteBackend:
         details = first.get_input_details()[0]
         self._input_index = details["index"]
         self._input_dtype = details["dtype"]
+        self._quantization = tuple(details["quantization"])  # (scale, zero point) of an INT8 model's input
         _, self.height, self.width, _ = (int(v) for v in details["shape"])
         self._outputs = _tflite_output_indices(first)
 
@@ -227,7 +230,8 @@ class TFLiteBackend:
         if self._input_dtype == np.float32:
             prepared = resized * np.float32(self.scale) + np.float32(self.offset)
         else:
-            prepared = np.clip(np.round(resized), 0, 255).astype(self._input_dtype)
+            prepared = quantise(resized * np.float32(self.scale) + np.float32(self.offset), self._quantization,
+                                self._input_dtype)
         return cv2.merge([prepared] * 3) if prepared.ndim == 2 else prepared
 
     def infer(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
@@ -247,6 +251,16 @@ class TFLiteBackend:
             get(self._outputs["classes"])[0, :count].astype(np.int32) + 1,
             get(self._outputs["scores"])[0, :count].copy(),
         )
+
+
+def quantise(values: np.ndarray, quantization: tuple[float, int], dtype: type) -> np.ndarray:
+    """Float model input -> an integer input of (scale, zero point) `quantization`, rounded as TFLite's
+    Quantize op rounds (half away from zero), clipped to the type's range."""
+    scale, zero_point = quantization
+    scaled = values / np.float32(scale)
+    limits = np.iinfo(dtype)
+    return np.clip(np.trunc(scaled + np.copysign(np.float32(0.5), scaled)) + zero_point, limits.min,
+                   limits.max).astype(dtype)
 
 
 def _tflite_output_indices(interpreter) -> dict[str, int]:  # noqa: ANN001

@@ -1,9 +1,10 @@
 """Export a trained checkpoint: a SavedModel that takes a batch of images, a TFLite model, and a record.
 
-The SavedModel is the OD API's `exporter_lib_v2` module with a batch dimension of `None` instead of
-1; the TFLite model is the OD API's `export_tflite_graph_lib_tf2` graph run through
-`tf.lite.TFLiteConverter`. Everything is written into a temporary folder beside the output folder,
-which is renamed into place only once the whole export has succeeded.
+The model is built and restored once; the SavedModel is the OD API's `exporter_lib_v2` module around
+it with a batch dimension of `None` instead of 1, the TFLite model the OD API's
+`export_tflite_graph_lib_tf2` module around it run through `tf.lite.TFLiteConverter` (float32, or
+full-integer INT8 calibrated on training images). Everything is written into a temporary folder
+beside the output folder, which is renamed into place only once the whole export has succeeded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from chestdet.core import atomic, compat
@@ -32,26 +34,20 @@ from chestdet.core.contracts import (
 from chestdet.core.errors import ExportError
 from chestdet.core.labels import load_label_map
 from chestdet.core.resources import DEFAULT_LABEL_MAP, resource
+from chestdet.export import calibration
+from chestdet.export.modules import batch_module_class
+from chestdet.export.tflite import (  # noqa: F401 - TFLITE_NMS and TFLITE_MIN_SCORE are this module's API too
+    TFLITE_MIN_SCORE,
+    TFLITE_NMS,
+    input_quantization,
+    tflite_input_scaling,
+    tflite_record,
+    write_tflite,
+)
 from chestdet.training.checkpoints import checkpoint_sha256, checkpoint_step
 from chestdet.training.pipeline_config import image_size, load_configs
 
 log = logging.getLogger(__name__)
-
-# TFLite agrees with the SavedModel on a box when it has one of the same class, IoU >= 0.95 and a
-# score within 0.02, counted over the SavedModel's boxes scoring >= 0.3.
-
-# The TFLite graph's NMS. The OD API's default for TFLite is "fast": class-agnostic, each anchor keeps
-# only its best class, so a Pneumonia box over an Infiltrate box suppresses it; chest findings often
-# overlap (Effusion with Atelectasis, Infiltrate with Pneumonia), and on the NIH sample fast NMS
-# reproduced 76% of the SavedModel's boxes against 100% for regular (per-class) NMS, which costs
-# about 10 ms more per 320x320 image on a 2-core CPU (20 ms against 10 ms; BENCHMARKS.md).
-TFLITE_NMS = ("regular", "fast")
-
-# The TFLite graph's NMS considers only boxes scoring at least this (the config's score_threshold,
-# 1e-8, reaches the TFLite op as 0, so every anchor of every class went through NMS: 10% of its CPU
-# time). Greedy NMS never lets a lower-scoring box suppress a higher one, so every box at or above the
-# floor is unchanged; it equals detect's default --keep-score, below which nothing is kept anyway.
-TFLITE_MIN_SCORE = 0.01
 
 # A from-scratch OD API run saves ckpt-1 before the model has built its variables; such a checkpoint
 # holds only bookkeeping (step, save counter, optimizer iterations). A real SSD has hundreds.
@@ -67,25 +63,36 @@ def export_model(
     overwrite: bool = False,
     tflite_nms: str = "regular",
     tflite_min_score: float = TFLITE_MIN_SCORE,
+    saved_model: bool = True,
+    int8: bool = False,
+    calibration_records: Sequence[str | Path] | None = None,
+    calibration_images: int = calibration.DEFAULT_CALIBRATION_IMAGES,
 ) -> Path:
     """Export `checkpoint` (a prefix, a model dir or a best-checkpoint record) to `output_dir`.
 
-    Writes saved_model/, model.tflite (unless `tflite` is False), label_map.pbtxt, pipeline.config,
-    checkpoint/ (the restored weights, as the OD API's exporter writes them) and export.json.
-    The label map defaults to the config's train_input_reader.label_map_path, then the project's.
-    `tflite_nms` is "regular" (per-class NMS, as the SavedModel) or "fast" (the OD API's
-    class-agnostic TFLite default, which drops overlapping findings of other classes); the TFLite NMS
-    keeps boxes scoring at least `tflite_min_score`. Returns the output folder.
+    Writes saved_model/ (unless `saved_model` is False), model.tflite (unless `tflite` is False),
+    label_map.pbtxt, pipeline.config, checkpoint/ (the restored weights, as the OD API's exporter
+    writes them) and export.json. The label map defaults to the config's
+    train_input_reader.label_map_path, then the project's. `tflite_nms` is "regular" (per-class NMS,
+    as the SavedModel) or "fast" (the OD API's class-agnostic TFLite default, which drops overlapping
+    findings of other classes); the TFLite NMS keeps boxes scoring at least `tflite_min_score`.
+    `int8`: the TFLite model is full-integer INT8, calibrated on the first `calibration_images`
+    images of `calibration_records` (default: the config's training records). Returns the output folder.
     """
     output_dir = Path(output_dir)
     if tflite_nms not in TFLITE_NMS:
         raise ExportError(f"unknown TFLite NMS {tflite_nms!r}; expected one of {', '.join(TFLITE_NMS)}")
+    if not (saved_model or tflite):
+        raise ExportError("nothing to export: both the SavedModel and the TFLite model are turned off")
+    if int8 and not tflite:
+        raise ExportError("INT8 applies to the TFLite model; it cannot be turned off with int8")
     prefix = resolve_checkpoint(checkpoint)
     pipeline_config = Path(pipeline_config)
     configs = load_pipeline_config(pipeline_config)
     label_map_path = resolve_label_map(label_map, configs, pipeline_config)
     check_label_map(label_map_path, configs["model"].ssd.num_classes)
     check_checkpoint_has_model(prefix)
+    records = calibration.record_files(calibration_records or calibration.train_records(configs)) if int8 else None
     if output_dir.exists() and not overwrite:
         raise ExportError(f"{output_dir}: already exists; choose another --output-dir or pass --overwrite")
 
@@ -93,22 +100,36 @@ def export_model(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     with _staging_dir(output_dir) as staging:
-        with _timed(timings, "saved_model", "SavedModel"):
-            model = write_saved_model(configs, prefix, staging)
+        with _timed(timings, "restore", "model (build and restore the checkpoint)"):
+            model = restore_into(configs, prefix, staging)
+        if saved_model:
+            with _timed(timings, "saved_model", "SavedModel"):
+                write_saved_model(model, staging)
         if tflite:
-            with _timed(timings, "tflite", "TFLite model"):
-                write_tflite(configs, staging / CHECKPOINT_DIR, staging / TFLITE_FILE, tflite_nms == "regular",
-                             tflite_min_score)
+            inputs = None if records is None else _calibration(configs, model, records, calibration_images)
+            with _timed(timings, "tflite", "INT8 TFLite model" if int8 else "TFLite model"):
+                write_tflite(configs, model, staging / TFLITE_FILE, tflite_nms == "regular", tflite_min_score, inputs)
         shutil.copyfile(label_map_path, staging / LABEL_MAP_FILE)
         shutil.copyfile(pipeline_config, staging / PIPELINE_FILE)
-        record = export_record(prefix, pipeline_config, label_map_path, configs, model, timings)
+        record = export_record(prefix, pipeline_config, label_map_path, configs, timings, saved_model)
         if tflite:
             record["exported"].append(TFLITE_FILE)
-            record["tflite"] = tflite_record(model, configs, tflite_nms, tflite_min_score)
+            quantization = input_quantization(staging / TFLITE_FILE) if int8 else None
+            record["tflite"] = tflite_record(model, configs, tflite_nms, tflite_min_score, quantization)
         atomic.write_json(staging / EXPORT_RECORD, record)
         _publish(staging, output_dir, overwrite)
-    log.info("export written to %s in %.1f s", output_dir, time.perf_counter() - started)
+    phases = ", ".join(f"{name} {value:.1f} s" for name, value in timings.items())
+    log.info("export written to %s in %.1f s (%s)", output_dir, time.perf_counter() - started, phases)
     return output_dir
+
+
+def _calibration(configs: dict, model, records: Sequence[Path], count: int):  # noqa: ANN001, ANN202
+    """The INT8 converter's calibration inputs: `count` training images, as detect prepares them."""
+    height, width = image_size(configs)
+    scaling = tflite_input_scaling(model, configs)
+    log.info("INT8: calibrating on up to %d images of %s", count, ", ".join(str(r) for r in records))
+    return partial(calibration.calibration_inputs, records, count, height, width, scaling["scale"],
+                   scaling["offset"])
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
@@ -247,85 +268,34 @@ def build_restored_model(configs: dict, prefix: Path):  # noqa: ANN201 - an OD A
     return model, checkpoint, blank
 
 
-def _batch_module_class():  # noqa: ANN202 - built lazily so importing chestdet.export.exporter stays light
-    import tensorflow as tf
-    from object_detection import exporter_lib_v2
-
-    class BatchImageModule(exporter_lib_v2.DetectionInferenceModule):
-        """exporter_lib_v2's image_tensor module with a batch of any size instead of exactly 1."""
-
-        # No autograph: the body has no Python control flow, and autograph would re-read this file's
-        # source while tracing (an edit to it during a long export then traces the wrong lines).
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="input_tensor")], autograph=False
-        )
-        def __call__(self, input_tensor: tf.Tensor):
-            images, true_shapes = self._preprocess_input(input_tensor, lambda image: image)
-            return self._run_inference_on_images(images, true_shapes)
-
-    return BatchImageModule
-
-
-def write_saved_model(configs: dict, prefix: Path, staging: Path):  # noqa: ANN201 - DetectionModel
-    """Restore `prefix`, save it as staging/saved_model and staging/checkpoint/ckpt-0; return the model."""
+def restore_into(configs: dict, prefix: Path, staging: Path):  # noqa: ANN201 - an OD API DetectionModel
+    """Build the model, restore `prefix` into it and save it as staging/checkpoint/ckpt-0."""
     import tensorflow as tf
 
     model, checkpoint, _ = build_restored_model(configs, prefix)
-    module = _batch_module_class()(model)
-    signature = module.__call__.get_concrete_function()
     tf.train.CheckpointManager(checkpoint, str(staging / CHECKPOINT_DIR), max_to_keep=1).save(checkpoint_number=0)
-    tf.saved_model.save(module, str(staging / SAVED_MODEL_DIR), signatures=signature)
     return model
 
 
-def write_tflite(
-    configs: dict, checkpoint_dir: Path, tflite_path: Path, regular_nms: bool = False,
-    min_score: float = TFLITE_MIN_SCORE,
-) -> None:
-    """export_tflite_graph_tf2's SSD graph of the latest checkpoint in `checkpoint_dir`, converted to float32;
-    its NMS keeps boxes scoring at least `min_score`."""
-    import tensorflow as tf
-    from object_detection import export_tflite_graph_lib_tf2
-    from object_detection.utils import config_util
-
-    pipeline = config_util.create_pipeline_proto_from_configs(configs)
-    nms = pipeline.model.ssd.post_processing.batch_non_max_suppression
-    nms.score_threshold = tflite_nms_floor(configs, min_score)
-    max_detections = nms.max_total_detections
-    work = Path(tempfile.mkdtemp(prefix=".tflite-graph-", dir=tflite_path.parent))
-    try:
-        started = time.perf_counter()
-        export_tflite_graph_lib_tf2.export_tflite_model(
-            pipeline, str(checkpoint_dir), str(work), max_detections, regular_nms
-        )
-        log.info("  TFLite graph exported in %.1f s; converting", time.perf_counter() - started)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(work / SAVED_MODEL_DIR))
-        with compat.native_output_filtered():  # the converter prints its op summary on file descriptor 2
-            converted = converter.convert()
-        tflite_path.write_bytes(converted)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def tflite_input_scaling(model, configs: dict) -> dict:  # noqa: ANN001 - an OD API DetectionModel
-    """The TFLite graph skips model.preprocess: its float input is pixel * scale + offset, resized."""
+def write_saved_model(model, staging: Path) -> None:  # noqa: ANN001 - an OD API DetectionModel
+    """The batch inference module around `model`, saved as staging/saved_model."""
     import tensorflow as tf
 
-    height, width = image_size(configs)
-    pixels = tf.constant([[[[0.0, 0.0, 0.0]] * width] * height, [[[255.0, 255.0, 255.0]] * width] * height])
-    preprocessed, _ = model.preprocess(pixels)
-    low, high = float(preprocessed[0, 0, 0, 0]), float(preprocessed[1, 0, 0, 0])
-    return {"scale": (high - low) / 255.0, "offset": low}
+    module = batch_module_class()(model)
+    signature = module.__call__.get_concrete_function()
+    tf.saved_model.save(module, str(staging / SAVED_MODEL_DIR), signatures=signature)
 
 
-def export_record(
-    prefix: Path,
-    pipeline_config: Path,
-    label_map_path: Path,
-    configs: dict,
-    model,  # noqa: ANN001 - an OD API DetectionModel
-    timings: dict[str, float],
-) -> dict:
+SAVED_MODEL_RECORD = {
+    "signature": "serving_default",
+    "input": {"name": "input_tensor", "dtype": "uint8", "shape": [None, None, None, 3]},
+    "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
+}
+
+
+def export_record(prefix: Path, pipeline_config: Path, label_map_path: Path, configs: dict,
+                  timings: dict[str, float], saved_model: bool = True) -> dict:
+    """export.json but for the TFLite model's part, which the export adds when it wrote one."""
     import tensorflow as tf
 
     import chestdet
@@ -339,37 +309,16 @@ def export_record(
         "label_map": str(label_map_path.resolve()),
         "num_classes": configs["model"].ssd.num_classes,
         "input_size": {"height": height, "width": width},
-        "exported": [SAVED_MODEL_DIR],
-        "saved_model": {
-            "signature": "serving_default",
-            "input": {"name": "input_tensor", "dtype": "uint8", "shape": [None, None, None, 3]},
-            "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
-        },
+        "exported": [SAVED_MODEL_DIR] if saved_model else [],
+        "saved_model": SAVED_MODEL_RECORD,
         "tensorflow": tf.__version__,
         "chestdet": chestdet.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": {name: round(value, 1) for name, value in timings.items()},
     }
+    if not saved_model:
+        del record["saved_model"]
     return record
-
-
-def tflite_record(model, configs: dict, nms: str, min_score: float) -> dict:  # noqa: ANN001 - a DetectionModel
-    """How to run the TFLite model: its input and its scaling, its outputs, and its NMS."""
-    height, width = image_size(configs)
-    return {
-        "input": {"dtype": "float32", "shape": [1, height, width, 3], **tflite_input_scaling(model, configs)},
-        "outputs": ["detection_boxes", "detection_classes", "detection_scores", "num_detections"],
-        "class_id_offset": 1,
-        "nms": nms,
-        "min_score": tflite_nms_floor(configs, min_score),
-    }
-
-
-def tflite_nms_floor(configs: dict, min_score: float) -> float:
-    """The score below which the TFLite NMS drops boxes: the config's threshold, or `min_score` if higher,
-    as export_tflite_graph_lib_tf2 writes it into the graph (with "%f": 1e-8 becomes 0)."""
-    threshold = max(configs["model"].ssd.post_processing.batch_non_max_suppression.score_threshold, min_score)
-    return float(f"{threshold:f}")
 
 
 @contextmanager

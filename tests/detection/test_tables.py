@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import json
 import weakref
 from pathlib import Path
@@ -22,7 +23,7 @@ from chestdet.core.contracts import (
 )
 from chestdet.core.detections import Detection, ImageResult
 from chestdet.detection.inputs import InputImage
-from chestdet.detection.tables import ResultWriters, TableWriter
+from chestdet.detection.tables import JsonArray, ResultWriters, TableWriter
 from tests.support.results import CLASS_NAMES, made_up_run
 
 TABLES = (DETECTIONS_CSV, IMAGES_CSV, ERRORS_CSV, DETECTIONS_JSON, COCO_IMAGES_JSON)
@@ -185,3 +186,30 @@ def test_several_writers_get_the_same_results_and_succeed_or_fail_together(tmp_p
             both.add(*pairs[0])
             raise KeyboardInterrupt
     assert list((tmp_path / "three").iterdir()) == [] and list((tmp_path / "four").iterdir()) == []
+
+
+ITEMS = [{"image_id": 1, "category_id": 3, "bbox": [1.5, 2.25, 30.0, 40.12], "score": 0.912345},
+         {"image_id": 1, "category_id": 8, "bbox": [0.0, 0.0, 1e-05, 1024.0], "score": 0.01},
+         {"id": 2, "file_name": "a/b é.png", "width": 1024, "height": 1024}]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("split", [0, 1, 2, 3])
+def test_appending_and_extending_write_what_json_dumps_writes_for_the_list(indent, split):
+    handle = io.StringIO()
+    array = JsonArray(handle, indent=indent)
+    array.extend(ITEMS[:split])
+    array.extend([])
+    for item in ITEMS[split:]:
+        array.append(item)
+    array.close()
+    assert handle.getvalue() == json.dumps(ITEMS, indent=indent)
+
+
+def test_an_empty_array_is_two_brackets():
+    for indent in (None, 2):
+        handle = io.StringIO()
+        array = JsonArray(handle, indent=indent)
+        array.extend([])
+        array.close()
+        assert handle.getvalue() == json.dumps([], indent=indent)

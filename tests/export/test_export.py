@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -184,7 +185,8 @@ def test_existing_output_is_not_overwritten_without_the_flag(tmp_path):
 def test_help_lists_every_flag():
     text = build_parser().format_help()
     for flag in ("--checkpoint", "--config", "--output-dir", "--label-map", "--no-tflite", "--overwrite",
-                 "--agreement-images", "--tflite-nms"):
+                 "--agreement-images", "--tflite-nms", "--no-saved-model", "--int8", "--calibration-records",
+                 "--calibration-images"):
         assert flag in text
 
 
@@ -213,8 +215,43 @@ def test_cli_agreement_needs_the_tflite_model(tmp_path, caplog):
     status = run_main(main, ["--checkpoint", str(prefix), "--no-tflite", "--agreement-images", str(tmp_path)])
     assert status == ExitStatus.ERROR
     assert errors(caplog) == [
-        "error: --agreement-images compares the TFLite model with the SavedModel; drop --no-tflite"
+        "error: --agreement-images compares the TFLite model with the SavedModel; export both"
     ]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--no-tflite", "--no-saved-model"], "--no-tflite and --no-saved-model leave nothing to export"),
+    (["--int8", "--no-tflite"], "--int8 makes the TFLite model INT8; drop --no-tflite"),
+    (["--calibration-images", "50"], "--calibration-records and --calibration-images go with --int8"),
+    (["--calibration-records", "x.record"], "--calibration-records and --calibration-images go with --int8"),
+    (["--int8", "--calibration-images", "0"], "--calibration-images 0: must be at least 1"),
+    (["--no-saved-model", "--agreement-images", "."],
+     "--agreement-images compares the TFLite model with the SavedModel; export both"),
+])
+def test_cli_refuses_flags_that_do_not_go_together(tmp_path, caplog, flags, message):
+    prefix = fake_checkpoint(tmp_path / "run", 5)
+    shutil.copyfile(PIPELINE, tmp_path / "run" / "pipeline.config")
+    out = tmp_path / "out"
+    status = run_main(main, ["--checkpoint", str(prefix), "--output-dir", str(out), *flags])
+    assert status == ExitStatus.ERROR
+    assert errors(caplog) == [f"error: {message}"]
+    assert not out.exists()
+
+
+def test_export_model_refuses_to_export_nothing(tmp_path):
+    prefix = fake_checkpoint(tmp_path / "run", 5)
+    with pytest.raises(export.ExportError, match="nothing to export"):
+        export.export_model(prefix, PIPELINE, tmp_path / "out", tflite=False, saved_model=False)
+    with pytest.raises(export.ExportError, match="INT8 applies to the TFLite model"):
+        export.export_model(prefix, PIPELINE, tmp_path / "out", tflite=False, int8=True)
+
+
+def test_int8_without_records_names_where_it_looked(tmp_path):
+    from chestdet.export import calibration
+
+    pattern = str(tmp_path / "nowhere" / "train-*.record")
+    with pytest.raises(export.ExportError, match=re.escape(f"none found at {pattern} (pass --calibration-records)")):
+        calibration.record_files([pattern])
 
 
 def test_cli_refuses_the_from_scratch_ckpt_1(tmp_path, caplog):
@@ -231,3 +268,45 @@ def test_cli_refuses_the_from_scratch_ckpt_1(tmp_path, caplog):
     [message] = errors(caplog)
     assert message.startswith(f"error: {prefix}: holds 0 model variables (")
     assert not out.exists()
+
+
+# --- INT8 calibration ------------------------------------------------------------------------------------
+
+
+def test_calibration_takes_record_images_in_file_order_prepared_as_detect_prepares_them(tmp_path):
+    """The first N images of the records, resized and scaled as the TFLite backend prepares the float input."""
+    import cv2
+    import numpy as np
+    import tensorflow as tf
+
+    from chestdet.core.imaging import read_image
+    from chestdet.export import calibration
+    from chestdet.export.backends import TFLiteBackend
+    from tests.conftest import SAMPLE_IMAGES
+
+    images = sorted(SAMPLE_IMAGES.glob("*.png"))[:3]
+    for index, shard in enumerate(("b", "a")):  # a glob's files are taken sorted: a before b
+        with tf.io.TFRecordWriter(str(tmp_path / f"train-{shard}.record")) as writer:
+            for path in images[index::2]:
+                feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.read_bytes()]))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    files = calibration.record_files([str(tmp_path / "train-*.record")])
+    inputs = list(calibration.calibration_inputs(files, 2, 64, 48, 2 / 255, -1.0))
+    assert len(inputs) == 2
+    prepare = TFLiteBackend.prepare.__get__(type("Fake", (), {"height": 64, "width": 48, "scale": 2 / 255,
+                                                               "offset": -1.0, "_input_dtype": np.float32})())
+    for got, path in zip(inputs, [images[1], images[0]], strict=True):
+        assert got.shape == (64, 48, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(got, prepare(read_image(path)), atol=1e-6)
+        assert cv2.minMaxLoc(got[:, :, 0])[1] <= 1.0
+
+
+def test_quantise_rounds_half_away_from_zero_and_clips():
+    import numpy as np
+
+    from chestdet.export.backends import quantise
+
+    values = np.array([-1.0, -0.5 / 127.5, 0.0, 0.5 / 127.5, 1.0, 3.0], np.float32)
+    got = quantise(values, (1 / 127.5, 128), np.uint8)
+    assert got.dtype == np.uint8
+    assert got.tolist() == [1, 127, 128, 129, 255, 255]

@@ -75,10 +75,19 @@ def test_options_pass_through_and_are_checked(tmp_path: Path, calls):
     fake_checkpoint(run, 3)
     options = ExportOptions(checkpoint=run, config=PIPELINE, output_dir=tmp_path / "out", tflite=True,
                             label_map=tmp_path / "labels.pbtxt", overwrite=True, tflite_nms="fast",
-                            tflite_min_score=0.05)
+                            tflite_min_score=0.05, int8=True, calibration_records=("train-*",),
+                            calibration_images=7)
     assert export(options) == tmp_path / "out"
     assert calls[0][1:] == (PIPELINE, tmp_path / "out", {
         "tflite": True, "label_map": tmp_path / "labels.pbtxt", "overwrite": True, "tflite_nms": "fast",
-        "tflite_min_score": 0.05})
+        "tflite_min_score": 0.05, "saved_model": True, "int8": True, "calibration_records": ("train-*",),
+        "calibration_images": 7})
     with pytest.raises(ExportError, match="--tflite-min-score 1.0: must be at least 0 and below 1"):
         export(ExportOptions(checkpoint=run, config=PIPELINE, tflite_min_score=1.0))
+    refused = {"leave nothing to export": {"tflite": False, "saved_model": False},
+               "drop --no-tflite": {"tflite": False, "int8": True},
+               "go with --int8": {"calibration_images": 5},
+               "must be at least 1": {"int8": True, "calibration_images": 0}}
+    for message, fields in refused.items():
+        with pytest.raises(ExportError, match=message):
+            export(ExportOptions(checkpoint=run, config=PIPELINE, **fields))
