@@ -271,3 +271,11 @@ def _text_style(colour: Sequence[int]) -> pydicom.Dataset:
 def _no_shadow(style: pydicom.Dataset) -> None:
     style.ShadowStyle, style.ShadowOffsetX, style.ShadowOffsetY = "OFF", 0.0, 0.0
     style.ShadowColorCIELabValue, style.ShadowOpacity = [0, 32768, 32768], 0.0
+
+
+def film_results(source: pydicom.Dataset, shown: Sequence[Detection], class_names: Mapping[int, str],
+                 model: ModelInfo, threshold: float) -> tuple[hd.sr.Comprehensive3DSR,
+                                                               hd.pr.GrayscaleSoftcopyPresentationState]:
+    """The SR and the GSPS of one film's shown boxes."""
+    return (structured_report(source, shown, class_names, model, threshold),
+            presentation_state(source, shown, class_names, model))
