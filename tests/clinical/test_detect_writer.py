@@ -13,41 +13,18 @@ import pytest
 
 from chestdet.clinical.detect_writer import DicomResults
 from chestdet.clinical.results import ModelInfo, derived_uid
-from chestdet.core.imaging import to_rgb
 from chestdet.core.labels import CLASS_NAMES
 from chestdet.detection import detect
 from chestdet.detection.inputs import list_inputs
 from chestdet.detection.thresholds import Thresholds
-from chestdet.export.backends import ModelOutput
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.dicom_films import Study, film_dataset, gray_from_png, make_film
+from tests.support.dicom_peers import BoxesFromPixels
 from tests.support.dicom_results import dcmtk_verdict, sr_findings
 
 NAMES = {number: name for number, name in enumerate(CLASS_NAMES, start=1)}
 MODEL = ModelInfo("export", "step 10", derived_uid("detect writer test model"))
 PNGS = sorted(SAMPLE_IMAGES.glob("*.png"))
-
-
-class BoxesFromPixels:
-    """Three boxes per image whose places and scores follow from the pixels: one above 0.3, two below."""
-
-    name, max_batch, concurrency = "boxes from pixels", 1, 1
-
-    def prepare(self, pixels: np.ndarray) -> np.ndarray:
-        return to_rgb(pixels)
-
-    def load(self) -> None:
-        pass
-
-    def infer(self, batch):  # noqa: ANN001, ANN201
-        outputs = []
-        for image in batch:
-            mean = float(image.mean()) / 255.0
-            boxes = np.array([[0.2, 0.1 + mean / 10, 0.7, 0.6], [0.05, 0.05, 0.25, 0.3], [0.5, 0.5, 0.9, 0.9]],
-                             np.float32)
-            outputs.append(ModelOutput(boxes, np.array([2, 6, 5], np.int32),
-                                       np.array([0.5 + mean / 2, 0.2, 0.005], np.float32)))
-        return outputs
 
 
 @pytest.fixture
