@@ -59,3 +59,15 @@ def tiny_ssd(tmp_path_factory):  # noqa: ANN201 - (an OD API SSDMetaArch, its co
     configs = load_configs(folder)
     model, blank = build_model(configs)
     return model, configs, blank
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):  # noqa: ANN201 - tests.support.orthanc.Orthanc
+    """Debian's Orthanc (with DICOMweb) on free loopback ports, from a config in a temp folder; its Lua script
+    routes CR/DX films to the DICOM node at `orthanc.node_port` (AE CHESTDET). Stopped at the end."""
+    from tests.support.dicom_peers import free_port
+    from tests.support.orthanc import Orthanc
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"), free_port()).start()
+    yield server
+    server.stop()
