@@ -64,7 +64,8 @@ class DicomDestination:
         ae = AE(ae_title=self.calling_ae)
         self.timeouts.apply(ae)
         for sop_class in ("1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.11.1"):  # 3D SR, GSPS
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):  # the files' own first, apart
+                ae.add_requested_context(sop_class, [syntax])
         association = ae.associate(self.host, self.port, ae_title=self.called_ae)
         if not association.is_established:
             raise SendError(f"{self.name}: association {'rejected' if association.is_rejected else 'failed'}")
@@ -78,7 +79,10 @@ class DicomDestination:
         for path in files:
             if not association.is_established:
                 raise SendError(f"{self.name}: the association ended")
-            status = association.send_c_store(path)
+            try:
+                status = association.send_c_store(path)
+            except ValueError as error:  # sent as stored (chunked) but the peer took no context for that syntax
+                raise SendError(f"{self.name}: {path.name} not sent ({error})") from error
             code = status.get("Status") if status else None
             if code not in STORED:
                 said = "no answer" if code is None else f"status 0x{code:04X}"
@@ -101,6 +105,7 @@ class StowDestination:
         from dicomweb_client.api import DICOMwebClient
 
         client = DICOMwebClient(self.url, timeout=self.timeout)
+        client.set_http_retry_params(retry=False)  # its own retries would wait 30 s; the node's backoff decides
         yield lambda files: self._store(client, files)
 
     def _store(self, client, files: Sequence[Path]) -> None:  # noqa: ANN001

@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     _check_arguments(args)
     for handler in logging.getLogger("chestdet").handlers:  # a service's log lines carry the time
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    from pynetdicom import _config as pynetdicom_config
+
+    # This process sends results from their spool files as stored, instead of decoding and re-encoding each.
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     node = _make_node(args, spool)
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):

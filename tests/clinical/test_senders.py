@@ -76,3 +76,14 @@ def test_backoff_doubles_to_its_ceiling_and_starts_again_after_a_success():
     assert [backoff.delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.delay() == 0.5
+
+
+def test_results_can_be_sent_from_their_files_as_stored(results: list[Path], monkeypatch):
+    from pynetdicom import _config
+
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # as the node command sends them
+    pacs = Pacs()
+    with running(pacs), DicomDestination("PACS", "127.0.0.1", pacs.port, "CHESTDET", QUICK).open() as store:
+        store(results)
+    assert sorted(d.Modality for d in pacs.stored.values()) == ["PR", "SR"]
+    assert {str(d.file_meta.TransferSyntaxUID) for d in pacs.stored.values()} == {"1.2.840.10008.1.2.1"}
