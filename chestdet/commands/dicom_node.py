@@ -84,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         return _print_status(spool)
     _check_arguments(args)
-    for handler in logging.getLogger("chestdet").handlers:  # a service's log lines carry the time
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    return _serve(_make_node(args, spool))
+
+
+def _serve(node) -> int:  # noqa: ANN001 - chestdet.clinical.node.Node
+    """Run the node until SIGTERM or Ctrl-C, then stop it in order (the round in progress ends)."""
     from pynetdicom import _config as pynetdicom_config
 
     # This process sends results from their spool files as stored, instead of decoding and re-encoding each.
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    node = _make_node(args, spool)
+    for handler in logging.getLogger("chestdet").handlers:  # a service's log lines carry the time
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stopping.append(number) or node.stop_soon())
