@@ -14,7 +14,10 @@ each with its own SOP Instance UID).
 - burst: --burst films sent to Orthanc by dcmtk's storescu over one association; the node's rate is
   the films over the time from storescu's start until Orthanc holds every SR and GSPS (its instance
   count, every 100 ms); set against detect.py (--backend tflite, same thresholds) on the same images
-  as PNG, run alone beforehand: its own last-line rate, and its whole process.
+  as PNG, run alone beforehand: its own last-line rate, and its whole process;
+- the node alone: the same burst sent by storescu straight to the node, whose results go to dcmtk's
+  storescp --ignore (it accepts and discards them), timed until the last film is done in the spool;
+  and Orthanc alone: how fast it takes in the films and the node's SR and GSPS from storescu.
 
 Both use --min-score 0.005 and --max-boxes --boxes (default 2, about what a chest film shows): a
 random-weight export scores every box about 0.01, so every film gets that many boxes in its SR and
@@ -137,6 +140,46 @@ def burst(orthanc, films: list[Path]) -> float:  # noqa: ANN001 - tests.support.
     return seconds
 
 
+def node_alone(model: Path, work: Path, films: list[Path], boxes: int) -> float:
+    """Seconds for the node to take the burst from storescu and have every film's results accepted."""
+    from tests.support.dicom_peers import free_port
+    from tests.support.node_process import NodeProcess
+
+    sink_port = free_port()
+    sink = subprocess.Popen([shutil.which("storescp") or "storescp", "--ignore", "-aet", "SINK", str(sink_port)])
+    shutil.rmtree(work / "spool-alone", ignore_errors=True)
+    node = NodeProcess(model, work / "spool-alone", free_port(), f"SINK@127.0.0.1:{sink_port}", thresholds(boxes),
+                       backend=["--backend", "tflite"])
+    try:
+        node.start()
+        started = time.perf_counter()
+        sender = subprocess.Popen([shutil.which("storescu") or "storescu", "-aet", "MODALITY", "-aec", "CHESTDET",
+                                   "127.0.0.1", str(node.port), *map(str, films)])
+        done = work / "spool-alone" / "done"
+        while sum(1 for _ in done.glob("*.dcm")) < len(films):
+            assert time.perf_counter() - started < 1800, "the node did not finish the burst in 30 minutes"
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        assert sender.wait() == 0
+    finally:
+        node.stop()
+        sink.terminate()
+        sink.wait()
+    return seconds
+
+
+def orthanc_intake(orthanc, work: Path, count: int) -> dict[str, float]:  # noqa: ANN001
+    """Instances per second Orthanc takes in from storescu: films, and the node's SRs and GSPSs."""
+    rates = {}
+    for kind, pattern in (("films", "*.dcm"), ("SR", "*/sr.dcm"), ("GSPS", "*/gsps.dcm")):
+        files = sorted((work / "spool-alone" / "done").glob(pattern))[:count]
+        started = time.perf_counter()
+        subprocess.run([shutil.which("storescu") or "storescu", "-R", "-aet", "MODALITY", "-aec", "ORTHANC",
+                        "127.0.0.1", str(orthanc.dicom_port), *map(str, files)], check=True, capture_output=True)
+        rates[kind] = len(files) / (time.perf_counter() - started)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -152,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     timed, _ = make_films(pngs, work / "latency", args.latency_count, "latency films")
     bursting, links = make_films(pngs, work / "burst", args.burst, "burst films")
     detect_rate, detect_whole, detect_line = run_detect(model, links, work / "detect-out", args.boxes)
-    shutil.rmtree(work / "orthanc", ignore_errors=True)
+    for old in ("orthanc", "orthanc-intake"):
+        shutil.rmtree(work / old, ignore_errors=True)
     shutil.rmtree(work / "spool", ignore_errors=True)
     orthanc = Orthanc(work / "orthanc", free_port()).start()
     node = NodeProcess(model, work / "spool", orthanc.node_port, orthanc.address, thresholds(args.boxes),
@@ -164,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.stop()
         orthanc.stop()
+    alone_rate = args.burst / node_alone(model, work, bursting, args.boxes)
+    intake_pacs = Orthanc(work / "orthanc-intake", free_port()).start()
+    try:
+        intake = orthanc_intake(intake_pacs, work, min(args.burst, 200))
+    finally:
+        intake_pacs.stop()
     node_rate = args.burst / burst_seconds
-    cuts = statistics.quantiles(seconds, n=20)
+    cuts = statistics.quantiles(seconds, n=20, method="inclusive")
     print(f"model: {model}; {args.boxes} boxes per film")
     print(f"latency over {len(seconds)} films one at a time: p50 {statistics.median(seconds):.2f} s, "
           f"p95 {cuts[18]:.2f} s, max {max(seconds):.2f} s (goal p50 <= 2 s)")
@@ -173,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"detect.py on the same {args.burst} PNGs: {detect_line} (whole process {detect_whole:.2f} images/s)")
     print(f"node / detect: {node_rate / detect_rate:.2f}x of its rate, {node_rate / detect_whole:.2f}x of its "
           "whole process (goal >= 0.8x)")
+    print(f"the node alone (storescu -> node -> storescp --ignore): {alone_rate:.2f} films/s = "
+          f"{alone_rate / detect_rate:.2f}x of detect's rate")
+    print("Orthanc alone takes in " + ", ".join(f"{rate:.1f} {kind}/s" for kind, rate in intake.items())
+          + f": at most {1 / sum(1 / rate for rate in intake.values()):.2f} films/s with their SR and GSPS")
     return 0
 
 

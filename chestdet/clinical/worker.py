@@ -1,10 +1,9 @@
 """Detection on the spooled films, in batches, with the model loaded once.
 
-`Worker.process(uids)` decodes the films (in threads), runs the backend on them in batches of its
-largest batch size (as many batches at once as it allows), and writes each film's SR, GSPS and
-findings into the spool. The boxes are those detect would draw for the same image: the same
-decoding, the same rounding as detections.csv, the same thresholds and limit. A film that cannot
-be read goes to failed/ with its reason.
+`Worker.process(uids)` takes a batch of waiting films and, in threads, decodes each, runs the backend
+on it and writes its SR, GSPS and findings into the spool. The boxes are those detect would draw for
+the same image: the same decoding, the same rounding as detections.csv, the same thresholds and
+limit. A film that cannot be read goes to failed/ with its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from chestdet.clinical.results import FINDING_CODES, ModelInfo, film_results
 from chestdet.clinical.spool import GSPS_FILE, SR_FILE, Spool
 from chestdet.core.detections import Detection
 from chestdet.core.imaging import ImageReadError, dicom_pixels
-from chestdet.detection.detect import Loaded, batches, infer
+from chestdet.detection.detect import Loaded, infer
 from chestdet.detection.inputs import InputImage
 from chestdet.detection.thresholds import Thresholds
 from chestdet.export.backends import Backend, ModelOutput, to_pixels
@@ -45,19 +44,25 @@ class Worker:
         self.spool, self.backend, self.class_names, self.model = spool, backend, dict(class_names), model
         self.thresholds, self.max_boxes = thresholds, max_boxes
         self.lowest = min([thresholds.default, *thresholds.per_class.values()])
-        self.pool = ThreadPoolExecutor(max(threads, backend.concurrency), "node-worker")
+        self.pool = ThreadPoolExecutor(max(threads, backend.concurrency + 1), "node-worker")
 
     def process(self, uids: Sequence[str]) -> list[str]:
-        """Results for each film into the spool; returns the films processed (the others went to failed/)."""
+        """Results for each film into the spool; returns the films processed (the others went to failed/).
+
+        Each film goes through read, inference and results in one of the pool's threads, one more than
+        the backend runs at once, so that one film's results (Python, holding the GIL) are written
+        while the others' inference (which releases it) runs."""
         started = time.perf_counter()
-        films = [film for film in self.pool.map(self._read, uids) if film is not None]
-        readable = [film for film in films if film.loaded.error is None]
-        for film in films:
-            if film.loaded.error is not None:
-                self._fail(film.uid, film.loaded.error)
-        outputs = self._infer([film.loaded for film in readable])
-        done = [uid for uid in self.pool.map(self._write, readable, outputs, [started] * len(readable)) if uid]
-        return done
+        return [uid for uid in self.pool.map(lambda uid: self._one(uid, started), uids) if uid]
+
+    def _one(self, uid: str, started: float) -> str | None:
+        film = self._read(uid)
+        if film is None:
+            return None
+        if film.loaded.error is not None:
+            self._fail(film.uid, film.loaded.error)
+            return None
+        return self._write(film, infer(self.backend, [film.loaded])[0], started)
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -75,13 +80,6 @@ class Worker:
             return Film(uid, pydicom.Dataset(), Loaded(item, error=error.reason))
         except Exception as error:  # noqa: BLE001 - pydicom and the decoders raise many types for a bad file
             return Film(uid, pydicom.Dataset(), Loaded(item, error=f"not a readable DICOM file ({error})"))
-
-    def _infer(self, loaded: Sequence[Loaded]) -> list[ModelOutput]:
-        groups = list(batches(loaded, self.backend.max_batch))
-        outputs: list[ModelOutput] = []
-        for batch_outputs in self.pool.map(lambda batch: infer(self.backend, batch), groups):
-            outputs.extend(batch_outputs)
-        return outputs
 
     def _write(self, film: Film, output: ModelOutput, started: float) -> str | None:
         pixels = film.loaded.pixels
