@@ -27,6 +27,7 @@ GSPS, and detect draws as many.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.orthanc import Orthanc
 
     work = args.work_dir
+    load = os.getloadavg()
     model = args.model or random_export(work)
     pngs = sorted(args.images.glob("*.png"))
     if not pngs:
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         intake_pacs.stop()
     node_rate = args.burst / burst_seconds
     cuts = statistics.quantiles(seconds, n=20, method="inclusive")
-    print(f"model: {model}; {args.boxes} boxes per film")
+    print(f"model: {model}; {args.boxes} boxes per film; load average at the start {load[0]:.1f}, "
+          f"at the end {os.getloadavg()[0]:.1f}")
     print(f"latency over {len(seconds)} films one at a time: p50 {statistics.median(seconds):.2f} s, "
           f"p95 {cuts[18]:.2f} s, max {max(seconds):.2f} s (goal p50 <= 2 s)")
     print(f"burst of {args.burst}: {burst_seconds:.1f} s = {node_rate:.2f} films/s through Orthanc")
