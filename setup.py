@@ -51,6 +51,7 @@ setup(
             "chestdet-export=chestdet.commands.export:entry",
             "chestdet-detect=chestdet.commands.detect:entry",
             "chestdet-evaluate=chestdet.commands.evaluate:entry",
+            "chestdet-dicom-node=chestdet.commands.dicom_node:entry",
         ]
     },
 )

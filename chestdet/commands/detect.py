@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, progress_logging, setup_logging
-from chestdet.core.contracts import JOURNAL, TFLITE_FILE
+from chestdet.core.contracts import DICOM_DIR, JOURNAL, RUN_JSON, TFLITE_FILE
 from chestdet.data import labelstudio
 from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
@@ -30,6 +31,7 @@ EXAMPLES = """examples:
   python scripts/detect.py --model workspace/runs/nih/export --input 'scans/**/*.dcm' --output-dir out/ --voc-xml
   python scripts/detect.py --model workspace/runs/nih/export --input list.txt --output-dir out/ --resume
   python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --label-studio
+  python scripts/detect.py --model workspace/runs/nih/export --input films/ --output-dir out/ --dicom-results
   python scripts/detect.py --model workspace/runs/nih/export --split-file workspace/records/split.csv --split test \
       --image-dir workspace/sample/nih/images --output-dir out/
   python scripts/detect.py --model workspace/runs/nih/export --input new_xrays/ --output-dir out/ --beam \
@@ -102,6 +104,9 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="with --label-studio: the tasks' image URL is this followed by the path relative to "
                         f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}, Label Studio's "
                         "local-files storage)")
+    parser.add_argument("--dicom-results", action="store_true",
+                        help="also write, for every DICOM input, a DICOM SR (TID 1500) and a presentation state (GSPS) "
+                        "of the drawn boxes under dicom/, preliminary, in the input's study")
     parser.add_argument("--explain", action="store_true",
                         help="also write a Grad-CAM heatmap of each drawn box under explain/ (a .png to look at, "
                         "a .npz of the maps), computed from the export's checkpoint whichever backend detects")
@@ -174,14 +179,17 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
         image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
         prefetch=max(4, 2 * args.workers, 2 * args.batch_size), review=review,
-        explainer=_explainer(args, kind),
+        explainer=_explainer(args, kind), extra_writers=_dicom_results(args, listing, thresholds),
     )
     settings = detect.run_settings(
         model=args.model.resolve(), label_map=label_map.resolve(), backend=kind, input=_input_setting(args),
         keep_score=args.keep_score, min_score=thresholds.as_dict(), max_boxes=args.max_boxes,
         format=args.format, voc_xml=args.voc_xml,
         label_studio=review.image_url_prefix if args.label_studio else None, explain=args.explain,
+        **({"dicom_results": True} if args.dicom_results else {}),
     )
+    if args.overwrite and (args.output_dir / RUN_JSON).is_file():
+        shutil.rmtree(args.output_dir / DICOM_DIR, ignore_errors=True)  # an earlier run's DICOM results
     detect.prepare_output_dir(args.output_dir, settings, args.resume, args.overwrite)
     log.info("%d images, %s backend, writing to %s", len(listing.images), kind, args.output_dir)
     if args.beam:
@@ -192,6 +200,16 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     summary.ignored = len(listing.ignored)
     log.info(summary.last_line())
     return ExitStatus.REJECTS if args.strict and summary.errors else ExitStatus.SUCCESS
+
+
+def _dicom_results(args: argparse.Namespace, listing: Listing, thresholds: Thresholds) -> tuple:
+    """With --dicom-results: the writer of dicom/, made for the run from the export's identity."""
+    if not args.dicom_results:
+        return ()
+    from chestdet.clinical.detect_writer import DicomResults  # highdicom takes 0.4 s to import
+    from chestdet.clinical.results import model_info
+
+    return (DicomResults(model_info(args.model), thresholds, args.max_boxes, tuple(listing.images)),)
 
 
 def _explainer(args: argparse.Namespace, backend: str) -> detect.Explains | None:

@@ -64,3 +64,8 @@ CV_POOLED_DIR = "pooled"  # evaluate --cv's pooled evaluation
 # ---------------------------------------------------------------- explanations (detect --explain -> the user)
 EXPLAIN_DIR = "explain"
 EXPLAIN_ARRAYS = ("heatmaps", "boxes", "scores", "classes", "image_size", "anchor_indices", "levels", "match_iou")
+
+# ---------------------------------------------------------------- DICOM results (detect --dicom-results -> a PACS)
+DICOM_DIR = "dicom"  # dicom/<path stem>.sr.dcm and .gsps.dcm beside drawn/
+SR_SUFFIX = ".sr.dcm"
+GSPS_SUFFIX = ".gsps.dcm"

@@ -11,10 +11,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import pydicom
 
 from chestdet.core.errors import InputError
 
@@ -203,24 +207,58 @@ def rescale_to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         dataset = pydicom.dcmread(path)
+    except Exception as error:  # pydicom raises many types for a damaged file
+        raise ImageReadError(path, f"not a readable DICOM file ({error})") from error
+    return dicom_pixels(dataset, path)
+
+
+def dicom_pixels(dataset: pydicom.Dataset, source: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A DICOM image's first frame as a reader sees it, in 8 bits: gray through the modality LUT, then
+    the VOI LUT or window onto 0..255, MONOCHROME1 inverted; colour as RGB. Compressed transfer syntaxes
+    decode through pydicom's handlers (GDCM, pylibjpeg)."""
+    if "PixelData" not in dataset:
+        raise ImageReadError(source, "a DICOM file without pixel data")
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    _check_size(ImageInfo(str(source), columns, rows, "DICOM", "", frames), max_pixels)
+    try:
         pixels = dataset.pixel_array
     except Exception as error:  # pydicom raises many types for bad or unsupported pixel data
-        raise ImageReadError(path, f"cannot decode DICOM pixel data ({error})") from error
-    if pixels.ndim == 3 and str(dataset.get("PhotometricInterpretation", "")).startswith("RGB"):
-        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else rescale_to_uint8(pixels)
+        raise ImageReadError(source, f"cannot decode DICOM pixel data ({error})") from error
+    if frames > 1:
+        pixels = pixels[0]
+    if int(dataset.get("SamplesPerPixel") or 1) == 3 and pixels.ndim == 3:
+        return pixels if pixels.dtype == np.uint8 else rescale_to_uint8(pixels)
     if pixels.ndim != 2:
-        raise ImageReadError(path, f"unsupported DICOM pixel array of shape {pixels.shape}")
+        raise ImageReadError(source, f"unsupported DICOM pixel array of shape {pixels.shape}")
+    gray = _gray_to_uint8(pixels, dataset)
+    return 255 - gray if dataset.get("PhotometricInterpretation") == "MONOCHROME1" else gray
+
+
+def _gray_to_uint8(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """The VOI's output range maps onto 0..255 (found by passing it the lowest and highest values, which
+    pydicom's windowing and LUT clamp); without a VOI, 8-bit data stays as stored and deeper data is
+    stretched over its own range."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     values = apply_modality_lut(pixels, dataset)
-    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
-        values = apply_voi_lut(values, dataset)
-    gray = rescale_to_uint8(np.asarray(values))
-    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
-        gray = 255 - gray
-    return gray
+    has_window = "WindowCenter" in dataset and "WindowWidth" in dataset
+    if not has_window and "VOILUTSequence" not in dataset:
+        if pixels.dtype == np.uint8 and np.array_equal(values, pixels):
+            return pixels
+        return rescale_to_uint8(np.asarray(values))
+    shown = apply_voi_lut(values, dataset).astype(np.float64)
+    extremes = np.array([-(2.0**40), 2.0**40])
+    if "VOILUTSequence" in dataset:  # a LUT's input is an index: its first and last entries instead
+        entries, first = (int(v) for v in dataset.VOILUTSequence[0].LUTDescriptor[:2])
+        extremes = np.array([first, first + (entries or 65536) - 1])
+    low, high = (float(v) for v in apply_voi_lut(extremes, dataset))
+    if high == low:
+        return rescale_to_uint8(shown)
+    return np.clip(np.round((shown - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from chestdet.detection.inputs import InputImage
 from chestdet.detection.journal import Journal
 from chestdet.detection.prefetch import OrderedPrefetch
 from chestdet.detection.review import ReviewOptions, ReviewWriter
-from chestdet.detection.tables import ResultWriters, TableWriter
+from chestdet.detection.tables import ResultWriter, ResultWriters, TableWriter
 from chestdet.detection.thresholds import Thresholds
 from chestdet.detection.voc import voc_xml
 from chestdet.export.backends import Backend, ModelOutput, to_pixels
@@ -94,6 +94,7 @@ class DetectOptions:
     prefetch: int = 8
     review: ReviewOptions = ReviewOptions()
     explainer: Explains | None = None
+    extra_writers: Sequence[Callable[[Path, Mapping[int, str]], ResultWriter]] = ()  # made per run, e.g. DICOM SR
 
 
 @dataclass
@@ -271,7 +272,8 @@ def result_writers(output_dir: Path, class_names: Mapping[int, str], options: De
     """Every file written from the results in listing order: the tables and the review files."""
     shown = partial(options.thresholds.shown, max_boxes=options.max_boxes)
     return ResultWriters([TableWriter(output_dir, class_names),
-                          ReviewWriter(output_dir, class_names, shown, options.review)])
+                          ReviewWriter(output_dir, class_names, shown, options.review),
+                          *(make(output_dir, class_names) for make in options.extra_writers)])
 
 
 def write_results(output_dir: Path, images: Sequence[InputImage], results: Mapping[str, ImageResult],
