@@ -112,6 +112,15 @@ def export_model(
     return output_dir
 
 
+def read_export_record(export_dir: str | Path) -> dict:
+    """An export directory's export.json as written above; {} when it has none or it is unreadable."""
+    try:
+        record = json.loads((Path(export_dir) / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """Turn a checkpoint prefix, a model dir (-> its latest checkpoint) or a best-checkpoint record
     into a checkpoint prefix whose files exist."""
