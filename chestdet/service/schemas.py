@@ -47,6 +47,9 @@ class DetectResponse(BaseModel):
 
 
 class BoxIn(_Aliased):
+    """A box as /detect gives it (its other fields, such as class_id, are ignored)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
     class_name: str = Field(alias="class", description="a class name of the label map")
     box: Corners
     score: float = Field(1.0, ge=0.0, le=1.0)

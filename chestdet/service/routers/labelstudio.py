@@ -27,6 +27,7 @@ log = logging.getLogger("chestdet.service")
 router = APIRouter(tags=["label studio"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 FETCH_TIMEOUT_S = 60.0
+UNNAMED_DATA = "$undefined$"  # the data key of tasks a "Files" storage sync makes, for a config's only object
 
 
 class SetupRequest(BaseModel):
@@ -89,7 +90,8 @@ async def _predict_task(task: dict, config: labelstudio.LabelingConfig, connecti
                         client: httpx.AsyncClient, runtime: Runtime, places: asyncio.Semaphore) -> dict:
     detector = runtime.ready()
     empty = {"result": [], "score": 0.0, "model_version": detector.info.version}
-    url = (task.get("data") or {}).get(config.data_key)
+    data = task.get("data") or {}
+    url = data.get(config.data_key) or data.get(UNNAMED_DATA)
     where = f"task {task.get('id', '?')}"
     async with places:
         try:
@@ -102,11 +104,11 @@ async def _predict_task(task: dict, config: labelstudio.LabelingConfig, connecti
         except (FetchError, HTTPException) as error:
             log.warning("Label Studio %s: %s", where, getattr(error, "detail", None) or error)
             return empty
-    shown = detector.shown(detector.detections(output, upload.width, upload.height))
     names = detector.class_names
+    shown = [d for d in detector.shown(detector.detections(output, upload.width, upload.height))
+             if names.get(d.class_id) in config.labels]
     regions = [{**labelstudio.region(d, upload.width, upload.height, names, number),
-                "from_name": config.from_name, "to_name": config.to_name}
-               for number, d in enumerate(shown, start=1) if names.get(d.class_id) in config.labels]
+                "from_name": config.from_name, "to_name": config.to_name} for number, d in enumerate(shown, start=1)]
     return {**empty, "result": regions, "score": max((r["score"] for r in regions), default=0.0)}
 
 
