@@ -49,7 +49,8 @@ class ReviewPage:
         self.page.get_by_test_id(f"class-of-{box_id}").select_option(label=class_name)
 
     def to_screen(self, x: float, y: float, image_width: int, image_height: int) -> tuple[float, float]:
-        """Screen coordinates of a point given in pixels of the film."""
+        """Screen coordinates of a point given in pixels of the film (scrolled into view first)."""
+        self.overlay.scroll_into_view_if_needed()
         frame = self.overlay.bounding_box()
         return frame["x"] + x * frame["width"] / image_width, frame["y"] + y * frame["height"] / image_height
 
@@ -60,7 +61,9 @@ class ReviewPage:
     def move(self, box_id: int, dx: float, dy: float) -> None:
         """Select a box (its row), then drag it from its centre by dx, dy screen pixels."""
         self.findings.filter(has=self.page.get_by_test_id(f"delete-{box_id}")).locator("td").nth(1).click()
-        frame = self.page.locator(f"[data-testid=box-{box_id}] rect.frame").bounding_box()
+        box = self.page.locator(f"[data-testid=box-{box_id}] rect.frame")
+        box.scroll_into_view_if_needed()
+        frame = box.bounding_box()
         x, y = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
         self._drag((x, y), (x + dx, y + dy))
 

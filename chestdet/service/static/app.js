@@ -183,10 +183,14 @@ function edited(b) {
 }
 
 function visibleBoxes() {
-  const model = state.boxes.filter((b) => !b.deleted && !edited(b) && b.score >= state.thresholds.get(b.origin.classId))
-    .sort((a, b) => b.score - a.score).slice(0, state.model ? state.model.max_boxes : 100);
-  const touched = state.boxes.filter((b) => !b.deleted && edited(b));
-  return [...model, ...touched];
+  // The model's best boxes at their class's threshold, at most max_boxes (a deleted one keeps its place, so
+  // deleting never brings up another), then every box the reviewer moved, relabelled or drew.
+  const limit = state.model ? state.model.max_boxes : 100;
+  const ranked = state.boxes.filter((b) => b.origin !== null && b.score >= state.thresholds.get(b.origin.classId))
+    .sort((a, b) => b.score - a.score).slice(0, limit);
+  const shown = new Set(ranked.filter((b) => !b.deleted));
+  for (const b of state.boxes) if (!b.deleted && edited(b)) shown.add(b);
+  return [...shown];
 }
 
 function verdict(b) {
@@ -253,12 +257,12 @@ function renderFindings(visible) {
     const row = body.insertRow();
     row.dataset.testid = `finding-${b.id}`;
     row.classList.toggle("selected", b.id === state.selected);
-    row.addEventListener("click", (event) => { if (event.target === row || event.target.tagName === "TD") select(b.id); });
-    const select = document.createElement("select");
-    select.dataset.testid = `class-of-${b.id}`;
-    buildClassSelect(select, b.classId);
-    select.addEventListener("change", () => { b.classId = Number(select.value); select.blur(); render(); });
-    row.insertCell().append(chip(state.classes.get(b.classId).colour), select);
+    row.addEventListener("click", (event) => { if (event.target === row || event.target.tagName === "TD") selectBox(b.id); });
+    const classSelect = document.createElement("select");
+    classSelect.dataset.testid = `class-of-${b.id}`;
+    buildClassSelect(classSelect, b.classId);
+    classSelect.addEventListener("change", () => { b.classId = Number(classSelect.value); classSelect.blur(); render(); });
+    row.insertCell().append(chip(state.classes.get(b.classId).colour), classSelect);
     row.insertCell().textContent = b.origin === null ? "drawn" : b.score.toFixed(3);
     row.insertCell().textContent = verdict(b);
     const toggle = Object.assign(document.createElement("input"), { type: "checkbox", checked: state.showing.has(b.id) });
@@ -309,7 +313,7 @@ async function explain(b, toggle) {
 
 // ---------------------------------------------------------------- editing
 
-function select(id) {
+function selectBox(id) {
   state.selected = id;
   render();
 }
