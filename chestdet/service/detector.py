@@ -60,8 +60,8 @@ class Detector:
         if not label_map.is_file():
             raise ChestdetError(f"{label_map}: not found; is {settings.model} an export directory of export.py?")
         class_names = load_label_map(label_map)
-        thresholds = choose_thresholds(settings.min_score, class_names, None, settings.operating_points,
-                                       settings.operating_point)
+        chosen = settings.operating_points if settings.operating_point else None  # else only the page's presets
+        thresholds = choose_thresholds(settings.min_score, class_names, None, chosen, settings.operating_point)
         points = read_operating_points(settings.operating_points) if settings.operating_points else None
         has_tflite = (settings.model / TFLITE_FILE).is_file()
         kind = choose_backend(settings.backend, settings.model, has_tflite and gpu_available(), settings.floor_score)

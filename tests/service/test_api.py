@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -109,10 +110,9 @@ def test_health_model_docs_and_page(server, tiny_export, points_file):
         preflight = client.options("/api/v1/detect", headers={"Origin": "http://elsewhere.example",
                                                               "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in preflight.headers
-        assets = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
-        assert {"static/app.js", "static/app.css"} <= set(assets)
-        for asset in assets:
-            served = client.get(f"/{asset}")
+        assert {"static/app.js", "static/app.css"} <= set(re.findall(r'(?:src|href)="(static/[^"]+)"', page.text))
+        for asset in sorted(path.name for path in (resources.files("chestdet.service") / "static").iterdir()):
+            served = client.get(f"/static/{asset}")  # every asset local: no URL elsewhere (but SVG's namespace)
             assert served.status_code == 200 and not re.search(r"https?://(?!www\.w3\.org)", served.text), asset
 
 

@@ -94,7 +94,8 @@ class LabelStudio:
         return storage
 
     def tasks(self, project: int) -> list[dict]:
-        return self.call("GET", "/api/tasks", params={"project": project, "page_size": 1000})["tasks"]
+        return self.call("GET", "/api/tasks", params={"project": project, "page_size": 1000,
+                                                      "resolve_uri": "false"})["tasks"]
 
     def predictions(self, task: int) -> list[dict]:
         return self.call("GET", "/api/predictions/", params={"task": task})
