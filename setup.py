@@ -37,7 +37,7 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["chestdet", "chestdet.*"]),
     package_data={"chestdet": ["resources/*.pbtxt", "resources/*.txt", "resources/*.xml",
-                               "resources/pipelines/*.config"]},
+                               "resources/pipelines/*.config", "service/static/*"]},
     install_requires=RUNTIME,
     extras_require={
         "gpu": ["tensorflow[and-cuda]==2.15.1"],
@@ -52,6 +52,7 @@ setup(
             "chestdet-detect=chestdet.commands.detect:entry",
             "chestdet-evaluate=chestdet.commands.evaluate:entry",
             "chestdet-dicom-node=chestdet.commands.dicom_node:entry",
+            "chestdet-serve=chestdet.commands.serve:entry",
         ]
     },
 )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import shlex
 import shutil
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
@@ -20,7 +21,7 @@ from chestdet.detection import detect
 from chestdet.detection.drawing import FORMATS
 from chestdet.detection.inputs import Listing, list_split, read_listing
 from chestdet.detection.review import ReviewOptions
-from chestdet.detection.thresholds import Thresholds, load_thresholds
+from chestdet.detection.thresholds import POINT_NAMES, Thresholds, choose_thresholds
 from chestdet.export.backends import BACKENDS, choose_backend, gpu_available, open_backend, tflite_min_score
 from chestdet.export.identity import model_labels, model_version
 
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="minimum score of the boxes drawn and written to VOC XML (default: 0.3)")
     parser.add_argument("--min-score-file", type=Path,
                         help="CSV with columns class,min_score: per-class minimum scores overriding --min-score")
+    parser.add_argument("--operating-points", type=Path, metavar="FILE",
+                        help="evaluate's operating_points.json (from a validation split): per-class minimum scores "
+                        "of --operating-point, overriding --min-score")
+    parser.add_argument("--operating-point", choices=POINT_NAMES, metavar="NAME",
+                        help=f"with --operating-points: the point to use ({', '.join(POINT_NAMES)})")
     parser.add_argument("--keep-score", type=float, default=0.01,
                         help="minimum score of the detections in detections.csv/json, low so that evaluation "
                         "can trace whole precision-recall and FROC curves (default: 0.01)")
@@ -102,8 +108,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         "label_studio_config.xml")
     parser.add_argument("--image-url-prefix",
                         help="with --label-studio: the tasks' image URL is this followed by the path relative to "
-                        f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}, Label Studio's "
-                        "local-files storage)")
+                        f"the input folder (default: {labelstudio.DEFAULT_IMAGE_URL_PREFIX}FOLDER/, FOLDER the input "
+                        "folder's name: Label Studio's local-files storage with its document root the folder above)")
     parser.add_argument("--dicom-results", action="store_true",
                         help="also write, for every DICOM input, a DICOM SR (TID 1500) and a presentation state (GSPS) "
                         "of the drawn boxes under dicom/, preliminary, in the input's study")
@@ -164,9 +170,8 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
     labels = model_labels(args.model, args.label_map)
     label_map = Path(labels.source)
     class_names = labels.ids
-    thresholds = Thresholds(args.min_score)
-    if args.min_score_file is not None:
-        thresholds = load_thresholds(args.min_score_file, args.min_score, class_names)
+    thresholds = choose_thresholds(args.min_score, class_names, args.min_score_file, args.operating_points,
+                                   args.operating_point)
     has_gpu = args.backend == "auto" and (args.model / TFLITE_FILE).is_file() and gpu_available()
     kind = choose_backend(args.backend, args.model, has_gpu, args.keep_score)
     floor = tflite_min_score(args.model) if kind == "tflite" else 0.0
@@ -174,7 +179,7 @@ def _detect(args: argparse.Namespace, listing: Listing, ahead: detect.DecodeAhea
         log.warning("the TFLite model drops boxes scoring under %g: --keep-score %g keeps none below it; "
                     "use --backend savedmodel for them", floor, args.keep_score)
     review = ReviewOptions(label_studio=args.label_studio, model_version=model_version(args.model),
-                           image_url_prefix=args.image_url_prefix or labelstudio.DEFAULT_IMAGE_URL_PREFIX)
+                           image_url_prefix=_image_url_prefix(args, listing))
     options = detect.DetectOptions(
         thresholds=thresholds, keep_score=args.keep_score, max_boxes=args.max_boxes,
         image_format=args.format, voc_xml=args.voc_xml, workers=args.workers,
@@ -210,6 +215,19 @@ def _dicom_results(args: argparse.Namespace, listing: Listing, thresholds: Thres
     from chestdet.clinical.results import model_info
 
     return (DicomResults(model_info(args.model), thresholds, args.max_boxes, tuple(listing.images)),)
+
+
+def _image_url_prefix(args: argparse.Namespace, listing: Listing) -> str:
+    """--image-url-prefix, else Label Studio's local-files URL of the input folder (with --split-file, the
+    first --image-dir): the folder the images' names are relative to."""
+    if args.image_url_prefix is not None:
+        return args.image_url_prefix
+    if args.split_file is not None or not listing.images:
+        return labelstudio.local_files_prefix(Path(os.path.abspath(args.image_dir[0])).name if args.image_dir else "")
+    first = listing.images[0]
+    parts = PurePosixPath(first.name).parts
+    path = Path(os.path.abspath(first.path))
+    return labelstudio.local_files_prefix(path.parents[len(parts) - 1].name if first.name[:1] != "/" else "")
 
 
 def _explainer(args: argparse.Namespace, backend: str) -> detect.Explains | None:
@@ -261,6 +279,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--threads {args.threads}: must be at least 1")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if args.min_score_file is not None and args.operating_points is not None:
+        raise UserError("--min-score-file and --operating-points are two forms of per-class minimum scores; "
+                        "give one")
+    if (args.operating_points is None) != (args.operating_point is None):
+        raise UserError(f"--operating-points FILE and --operating-point NAME go together (NAME: one of "
+                        f"{', '.join(POINT_NAMES)})")
     if args.image_url_prefix is not None and not args.label_studio:
         raise UserError("--image-url-prefix needs --label-studio")
     if args.split_file is not None and not args.image_dir:

@@ -62,6 +62,14 @@ def image_url(image: str, prefix: str = DEFAULT_IMAGE_URL_PREFIX) -> str:
     return prefix + quote(image.lstrip("/"), safe="/")
 
 
+def local_files_prefix(folder: str) -> str:
+    """The URL prefix of images in `folder`, a folder directly under Label Studio's
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: `/data/local-files/?d=<folder>/`. Label Studio refuses a
+    local-files storage whose path is the document root itself, so the root must be the folder above."""
+    folder = folder.strip("/")
+    return DEFAULT_IMAGE_URL_PREFIX + (quote(folder, safe="/") + "/" if folder else "")
+
+
 def region(detection: Detection, width: int, height: int, class_names: Mapping[int, str], number: int) -> dict:
     """One `rectanglelabels` result: corners in percent of the image, the class, the score."""
     d = detection
@@ -109,6 +117,37 @@ def labeling_config(class_names: Mapping[int, str]) -> bytes:
         colour = "#{:02x}{:02x}{:02x}".format(*class_colour(class_id))
         etree.SubElement(labels, "Label", value=name, background=colour)
     return etree.tostring(view, pretty_print=True, encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    """What a project's labeling config says about its boxes: the RectangleLabels control's name, the
+    Image it labels, the task data key of that image, and the class names it offers."""
+
+    from_name: str
+    to_name: str
+    data_key: str
+    labels: tuple[str, ...]
+
+
+def read_labeling_config(text: str) -> LabelingConfig:
+    """The first RectangleLabels control of a labeling config and its Image; ValueError saying what is missing."""
+    from defusedxml import ElementTree
+    from defusedxml.common import DefusedXmlException
+
+    try:
+        view = ElementTree.fromstring(text)
+    except (ElementTree.ParseError, DefusedXmlException) as error:
+        raise ValueError(f"the labeling config is not XML that can be read safely ({error})") from None
+    control = next(iter(view.iter("RectangleLabels")), None)
+    if control is None or not control.get("name") or not control.get("toName"):
+        raise ValueError("the labeling config has no <RectangleLabels name=... toName=...>: nothing to put boxes in")
+    image = next((tag for tag in view.iter("Image") if tag.get("name") == control.get("toName")), None)
+    value = image.get("value", "") if image is not None else ""
+    if not value.startswith("$"):
+        raise ValueError(f"the labeling config has no <Image name=\"{control.get('toName')}\" value=\"$...\">")
+    labels = tuple(label.get("value") for label in control.iter("Label") if label.get("value"))
+    return LabelingConfig(control.get("name"), control.get("toName"), value[1:], labels)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -88,7 +88,6 @@ def _threshold_value(path: Path, row: int, text: str | None) -> float:
     return value
 
 
-
 @dataclass(frozen=True)
 class OperatingPoint:
     """One class at one point: the lowest score that keeps it there, and what it gives on the split."""
@@ -124,6 +123,20 @@ class OperatingPoints:
         return {"split": self.split, "source": dict(self.source), "points": list(POINT_NAMES),
                 "classes": {name: {point: _point_dict(value) for point, value in points.items()}
                             for name, points in self.classes.items()}}
+
+
+def choose_thresholds(default: float, class_names: Mapping[int, str], min_score_file: Path | None = None,
+                      operating_points: Path | None = None, point: str | None = None) -> Thresholds:
+    """The one Thresholds of whichever form was given: `default` alone, a `class,min_score` CSV, or the
+    point `point` of an operating_points.json; a class neither names keeps `default`."""
+    if min_score_file is not None and operating_points is not None:
+        raise DetectError("a class,min_score CSV and operating points are two forms of per-class thresholds; "
+                          "give one")
+    if min_score_file is not None:
+        return load_thresholds(min_score_file, default, class_names)
+    if operating_points is not None:
+        return read_operating_points(operating_points).thresholds(point or BEST_F1, class_names, default)
+    return Thresholds(default)
 
 
 def _point_dict(point: OperatingPoint) -> dict:

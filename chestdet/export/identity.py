@@ -31,12 +31,16 @@ def model_version(export_dir: Path) -> str:
     export.json, the folder's name alone.
     """
     name = export_dir.resolve().name
-    try:
-        record = json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return name
-    if not isinstance(record, dict):
-        return name
+    record = read_export_record(export_dir)
     if record.get("step") is not None:
         return f"{name} step {record['step']}"
     return f"{name} {PurePosixPath(str(record['checkpoint'])).name}" if record.get("checkpoint") else name
+
+
+def read_export_record(export_dir: str | Path) -> dict:
+    """The export's export.json; {} when it has none or it is unreadable."""
+    try:
+        record = json.loads((Path(export_dir) / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

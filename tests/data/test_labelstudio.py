@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
@@ -435,3 +436,29 @@ def test_image_url_prefix_needs_label_studio(tmp_path: Path, caplog):
     assert run_main(main, ["--model", str(export), "--input", str(SAMPLE_IMAGES), "--output-dir",
                            str(tmp_path / "out"), "--image-url-prefix", "/data/local-files/?d=x/"]) == ExitStatus.ERROR
     assert "error: --image-url-prefix needs --label-studio" in caplog.text
+
+
+def test_a_labeling_config_is_read_for_its_boxes_and_the_shipped_one_fits_the_tasks():
+    config = labelstudio.read_labeling_config((REPO / "label_studio_config.xml").read_text())
+    assert (config.from_name, config.to_name, config.data_key) == (labelstudio.FROM_NAME, labelstudio.TO_NAME,
+                                                                   labelstudio.DATA_KEY)
+    assert config.labels == tuple(load_label_map(LABEL_MAP)[i] for i in sorted(load_label_map(LABEL_MAP)))
+    other = labelstudio.read_labeling_config('<View><Text name="t" value="$text"/><Image name="xray" value="$film"/>'
+                                             '<RectangleLabels name="boxes" toName="xray"><Label value="Mass"/>'
+                                             '</RectangleLabels></View>')
+    assert (other.from_name, other.to_name, other.data_key, other.labels) == ("boxes", "xray", "film", ("Mass",))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("<View><Image name='i' value='$image'/></View>", "no <RectangleLabels"),
+    ("<View><RectangleLabels name='l' toName='i'/></View>", 'no <Image name="i" value="$...">'),
+    ("<!DOCTYPE v [<!ENTITY e 'x'>]><View>&e;</View>", "not XML that can be read safely"),
+])
+def test_a_labeling_config_without_boxes_says_what_it_lacks(text, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        labelstudio.read_labeling_config(text)
+
+
+def test_local_files_urls_are_relative_to_the_folder_above_the_images():
+    assert labelstudio.local_files_prefix("held out") == "/data/local-files/?d=held%20out/"
+    assert labelstudio.local_files_prefix("") == "/data/local-files/?d="

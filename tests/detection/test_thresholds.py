@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from chestdet.core.errors import DetectError
 from chestdet.detection.thresholds import (
     POINT_NAMES,
     OperatingPoint,
@@ -53,3 +54,17 @@ def test_a_bad_file_is_one_line_naming_it(tmp_path, content, reason):
 def test_an_unknown_point_name_lists_the_known_ones():
     with pytest.raises(OperatingPointsError, match="unknown operating point '3fp'; expected one of 0.25fp, 0.5fp"):
         sample_points().thresholds("3fp", CLASS_NAMES, 0.3)
+
+
+def test_one_mechanism_for_every_form_of_per_class_thresholds(tmp_path):
+    from chestdet.detection.thresholds import choose_thresholds
+
+    csv = tmp_path / "min_scores.csv"
+    csv.write_text("class,min_score\nnodule,0.05\n")
+    points = write_operating_points(tmp_path / "operating_points.json", sample_points())
+    assert choose_thresholds(0.3, CLASS_NAMES) == Thresholds(0.3)
+    assert choose_thresholds(0.3, CLASS_NAMES, min_score_file=csv) == Thresholds(0.3, {6: 0.05})
+    assert choose_thresholds(0.3, CLASS_NAMES, operating_points=points, point="1fp") == Thresholds(0.3, {2: 0.41,
+                                                                                                         6: 0.12})
+    with pytest.raises(DetectError, match="give one"):
+        choose_thresholds(0.3, CLASS_NAMES, min_score_file=csv, operating_points=points, point="1fp")

@@ -20,6 +20,7 @@ class Files:
         self.cut_after = cut_after  # send only this many bytes of a whole-file answer, then hang up
         self.seconds_per_kib = seconds_per_kib  # a slow server, to stop a client mid-download
         self.requests: list[tuple[str, str | None]] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
 
     def body(self, path: str) -> bytes | None:
         data = self.files.get(path)
@@ -36,6 +37,7 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
             wanted = self.headers.get("Range")
             files.requests.append((self.path, wanted))
+            files.authorizations.append(self.headers.get("Authorization"))
             data = files.body(self.path)
             if data is None:
                 self.send_error(404)
