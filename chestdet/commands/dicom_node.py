@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 from chestdet.commands.cli import ExitStatus, UserError, exit_with, setup_logging
-from chestdet.core.contracts import LABEL_MAP_FILE, TFLITE_FILE
+from chestdet.core.contracts import TFLITE_FILE
 from chestdet.core.resources import workspace
 from chestdet.export.backends import BACKENDS
 
 log = logging.getLogger("chestdet.clinical.node")
 
 EXAMPLES = """examples:
-  python scripts/dicom_node.py --model workspace/export --send-to ORTHANC@127.0.0.1:4242 --spool workspace/node
-  python scripts/dicom_node.py --model workspace/export --send-to dicomweb+http://127.0.0.1:8042/dicom-web \\
+  python scripts/dicom_node.py --model workspace/runs/nih/export --send-to ORTHANC@127.0.0.1:4242 --spool workspace/node
+  python scripts/dicom_node.py --model workspace/runs/nih/export --send-to dicomweb+http://127.0.0.1:8042/dicom-web \\
       --hl7 127.0.0.1:2575
   python scripts/dicom_node.py --spool workspace/node --status
   echoscu -aec CHESTDET 127.0.0.1 11112
@@ -113,10 +113,13 @@ def _make_node(args: argparse.Namespace, spool: Path):  # noqa: ANN202 - chestde
     from chestdet.clinical.node import Node, NodeSettings
     from chestdet.clinical.results import model_info
     from chestdet.clinical.scp import Timeouts
+    from chestdet.detection.thresholds import choose_thresholds
     from chestdet.export.backends import choose_backend, gpu_available, open_backend
+    from chestdet.export.identity import model_labels
 
-    class_names = _class_names(args.model / LABEL_MAP_FILE)
-    thresholds = _thresholds(args, class_names)
+    class_names = model_labels(args.model).ids
+    thresholds = choose_thresholds(args.min_score, class_names, args.min_score_file, args.operating_points,
+                                   args.operating_point)
     has_gpu = args.backend == "auto" and (args.model / TFLITE_FILE).is_file() and gpu_available()
     kind = choose_backend(args.backend, args.model, has_gpu)
     timeouts = Timeouts(acse=args.timeout, dimse=args.timeout, network=max(60.0, 2 * args.timeout),
@@ -129,25 +132,6 @@ def _make_node(args: argparse.Namespace, spool: Path):  # noqa: ANN202 - chestde
     model = model_info(args.model)
     log.info("model %s (%s backend), results to %s, spool %s", model.label, kind, args.send_to, spool)
     return Node(settings, open_backend(kind, args.model, 1, args.threads), class_names, model)
-
-
-def _thresholds(args: argparse.Namespace, class_names: dict[int, str]):  # noqa: ANN202 - Thresholds
-    from chestdet.detection.thresholds import Thresholds, load_thresholds, read_operating_points
-
-    if args.operating_points is not None:
-        return read_operating_points(args.operating_points).thresholds(args.operating_point, class_names,
-                                                                        args.min_score)
-    if args.min_score_file is not None:
-        return load_thresholds(args.min_score_file, args.min_score, class_names)
-    return Thresholds(args.min_score)
-
-
-def _class_names(label_map: Path) -> dict[int, str]:
-    from chestdet.core.labels import load_label_map
-
-    if not label_map.is_file():
-        raise UserError(f"label map {label_map}: not found (is --model an export directory?)")
-    return load_label_map(label_map)
 
 
 def _print_status(spool: Path) -> int:

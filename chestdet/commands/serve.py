@@ -20,10 +20,10 @@ log = logging.getLogger("chestdet.service")
 TOKEN_ENV = "CHESTDET_TOKEN"
 GRACEFUL_SHUTDOWN_S = 30
 EXAMPLES = """examples:
-  python scripts/serve.py --model workspace/exports/nih
-  python scripts/serve.py --model workspace/exports/nih --feedback-dir workspace/feedback \\
+  python scripts/serve.py --model workspace/runs/nih/export
+  python scripts/serve.py --model workspace/runs/nih/export --feedback-dir workspace/feedback \\
       --operating-points workspace/evaluations/val/operating_points.json --operating-point 1fp
-  CHESTDET_TOKEN=$(openssl rand -hex 16) python scripts/serve.py --model workspace/exports/nih --host 0.0.0.0
+  CHESTDET_TOKEN=$(openssl rand -hex 16) python scripts/serve.py --model workspace/runs/nih/export --host 0.0.0.0
 """
 
 

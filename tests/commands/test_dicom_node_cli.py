@@ -36,3 +36,19 @@ def test_bad_arguments_get_one_line(tmp_path: Path, caplog, arguments: list[str]
     filled = [a.format(tmp=tmp_path, missing=tmp_path / "missing") for a in arguments]
     assert run_main(main, ["--spool", str(tmp_path / "spool"), *filled]) == ExitStatus.ERROR
     assert message in caplog.text
+
+
+@pytest.mark.parametrize(("label_map", "extra", "message"), [
+    ("item {\n  id: 1\n  name: 'Atelectasis'\n", [], "label_map.pbtxt:3:9: not a valid label map"),
+    (None, ["--min-score-file", "t.csv", "--operating-points", "p.json"], "give one"),
+])
+def test_the_exports_label_map_and_one_form_of_thresholds(tmp_path: Path, caplog, label_map, extra, message):
+    from chestdet.core.resources import DEFAULT_LABEL_MAP, resource
+
+    model = tmp_path / "export"
+    model.mkdir()
+    text = label_map if label_map is not None else resource(DEFAULT_LABEL_MAP).read_text(encoding="utf-8")
+    (model / "label_map.pbtxt").write_text(text, encoding="utf-8")
+    argv = ["--spool", str(tmp_path / "spool"), "--model", str(model), "--send-to", "PACS@h:104", *extra]
+    assert run_main(main, argv) == ExitStatus.ERROR
+    assert message in caplog.text and "Traceback" not in caplog.text

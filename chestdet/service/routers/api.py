@@ -162,7 +162,7 @@ def png_data_url(pixels: np.ndarray) -> str:
 
 def heatmap_data_url(heatmap: np.ndarray, class_id: int) -> str:
     """The map as the page lays it over the film: the class colour, alpha the heat (times detect's opacity)."""
-    from chestdet.detection.explain import HEAT_OPACITY
+    from chestdet.detection.drawing import HEAT_OPACITY
 
     red, green, blue = class_colour(class_id)
     alpha = np.clip(np.round(heatmap * (255 * HEAT_OPACITY)), 0, 255).astype(np.uint8)
@@ -175,10 +175,11 @@ def heatmap_data_url(heatmap: np.ndarray, class_id: int) -> str:
 
 def explanation_file(explanation, upload: Upload, detector: Detector, fmt: str) -> Response:  # noqa: ANN001
     """explain/<image>.png or .npz of detect --explain, named by the image's SHA-256."""
-    from chestdet.detection.explain import render_explanation
+    from chestdet.detection.drawing import render_explanation
 
     if fmt == "png":
-        data, media = render_explanation(upload.pixels, explanation, detector.class_names), "image/png"
+        png = render_explanation(upload.pixels, explanation.detections, explanation.heatmaps, detector.class_names)
+        data, media = png, "image/png"
     else:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **explanation.arrays())
