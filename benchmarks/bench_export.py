@@ -67,11 +67,11 @@ def time_per_image(function, inputs) -> float:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from chestdet.commands.cli import setup_logging
-    from chestdet.export.options import default_config, run_folder
     from chestdet.core.imaging import read_image, to_rgb
     from chestdet.export import agreement
     from chestdet.export import exporter as export
     from chestdet.export.backends import SavedModelBackend, TFLiteBackend, tflite_normalisation
+    from chestdet.export.options import default_config, run_folder
     from chestdet.training.pipeline_config import image_size
 
     setup_logging()
