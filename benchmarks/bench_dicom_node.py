@@ -143,8 +143,8 @@ def burst(orthanc, films: list[Path]) -> float:  # noqa: ANN001 - tests.support.
 
 def node_alone(model: Path, work: Path, films: list[Path], boxes: int) -> float:
     """Seconds for the node to take the burst from storescu and have every film's results accepted."""
-    from tests.support.dicom_peers import free_port
     from tests.support.node_process import NodeProcess
+    from tests.support.processes import free_port
 
     sink_port = free_port()
     sink = subprocess.Popen([shutil.which("storescp") or "storescp", "--ignore", "-aet", "SINK", str(sink_port)])
@@ -184,9 +184,9 @@ def orthanc_intake(orthanc, work: Path, count: int) -> dict[str, float]:  # noqa
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from tests.support.dicom_peers import free_port
     from tests.support.node_process import NodeProcess
     from tests.support.orthanc import Orthanc
+    from tests.support.processes import free_port
 
     work = args.work_dir
     load = os.getloadavg()

@@ -106,8 +106,8 @@ def folds_dir(tmp_path_factory) -> Path:
 def orthanc(tmp_path_factory):  # noqa: ANN201 - tests.support.orthanc.Orthanc
     """Debian's Orthanc (with DICOMweb) on free loopback ports, from a config in a temp folder; its Lua script
     routes CR/DX films to the DICOM node at `orthanc.node_port` (AE CHESTDET). Stopped at the end."""
-    from tests.support.dicom_peers import free_port
     from tests.support.orthanc import Orthanc
+    from tests.support.processes import free_port
 
     server = Orthanc(tmp_path_factory.mktemp("orthanc"), free_port()).start()
     yield server

@@ -93,12 +93,12 @@ class Spool:
         try:
             for name, data in {**files, FINDINGS_FILE: json.dumps(findings, indent=1).encode()}.items():
                 _write_synced(staging / name, data, sync_folder=False)
-            _sync(staging)
+            atomic.sync_folder(staging)
             target = self.results(uid)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
-            _sync(target.parent)
+            atomic.sync_folder(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -113,7 +113,7 @@ class Spool:
         """Delivered: the film, then its results, into done/ (the film's move is the commit)."""
         with self._lock:
             os.replace(self.film(uid), self.root / DONE / f"{uid}.dcm")
-            _sync(self.root / DONE)
+            atomic.sync_folder(self.root / DONE)
             self._file_results(uid)
         self.journal("sent", uid, **details)
 
@@ -121,7 +121,7 @@ class Spool:
         """A film that cannot be read goes to failed/, with its reason beside it."""
         atomic.write_text(self.root / FAILED / f"{uid}.txt", reason + "\n")
         os.replace(self.film(uid), self.root / FAILED / f"{uid}.dcm")
-        _sync(self.root / FAILED)
+        atomic.sync_folder(self.root / FAILED)
         shutil.rmtree(self.results(uid), ignore_errors=True)
         self.journal("failed", uid, reason=reason)
 
@@ -144,7 +144,7 @@ class Spool:
             if filed.exists():
                 shutil.rmtree(filed)
             os.replace(results, filed)
-            _sync(self.root / DONE)
+            atomic.sync_folder(self.root / DONE)
 
     # ---------------------------------------------------------------- the record
 
@@ -189,15 +189,7 @@ def _write_synced(final: Path, data: bytes, sync_folder: bool = True) -> None:
         Path(name).unlink(missing_ok=True)
         raise
     if sync_folder:
-        _sync(final.parent)
-
-
-def _sync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic.sync_folder(final.parent)
 
 
 def _by_age(paths: Iterator[Path]) -> list[Path]:

@@ -81,3 +81,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sync_folder(folder: str | Path) -> None:
+    """Sync a folder's entries, so that a rename in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -71,7 +71,7 @@ class FeedbackStore:
                     "boxes": [box.model_dump(by_alias=True) for box in review.boxes]}
             _append_line(self.root / REVIEWS_JSONL, json.dumps(line))
             for folder in (image.parent, xml.parent, self.root):
-                _sync_folder(folder)
+                atomic.sync_folder(folder)
         return {"sha256": upload.sha256, "image": line["image"], "xml": line["xml"], "boxes": len(kept),
                 "replaced": replaced}
 
@@ -128,15 +128,6 @@ def _append_line(path: Path, line: str) -> None:
         size = os.fstat(fd).st_size
         cut = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         os.write(fd, ("\n" if cut else "").encode() + (line + "\n").encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Sync a folder's entries, so that a rename in it survives a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -8,7 +8,8 @@ import pytest
 
 from chestdet.clinical.hl7 import Hl7AddressError, Hl7Destination, control_id, oru_r01, parse_hl7_address
 from chestdet.clinical.senders import SendError
-from tests.support.dicom_peers import MllpListener, free_port, running
+from tests.support.dicom_peers import MllpListener, running
+from tests.support.processes import free_port
 
 FILM = {"film": "1.2.3.1", "study": "1.2.3", "sr": "2.25.11", "gsps": "2.25.12", "accession": "ACC|7",
         "patient_id": "P-1", "patient_name": "Doe^Jane", "birth_date": "19700101", "sex": "F",

@@ -23,8 +23,9 @@ from chestdet.detection.thresholds import Thresholds
 from chestdet.export.backends import to_pixels
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.dicom_films import Study, film_dataset, gray_from_png, make_film
-from tests.support.dicom_peers import BoxesFromPixels, MllpListener, Pacs, free_port, running, send_films
+from tests.support.dicom_peers import BoxesFromPixels, MllpListener, Pacs, running, send_films
 from tests.support.dicom_results import sr_findings
+from tests.support.processes import free_port
 
 NAMES = {number: name for number, name in enumerate(CLASS_NAMES, start=1)}
 MODEL = ModelInfo("export", "step 5", derived_uid("node test model"))

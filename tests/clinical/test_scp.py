@@ -21,7 +21,8 @@ from chestdet.clinical.scp import StorageSCP, decodable_transfer_syntaxes
 from chestdet.clinical.spool import Spool
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.dicom_films import Study, film_dataset, gray_from_png, make_film
-from tests.support.dicom_peers import free_port, send_films
+from tests.support.dicom_peers import send_films
+from tests.support.processes import free_port
 
 PNG = sorted(SAMPLE_IMAGES.glob("*.png"))[0]
 

@@ -19,7 +19,8 @@ from chestdet.clinical.senders import (
 )
 from chestdet.core.detections import Detection
 from tests.support.dicom_films import film_dataset
-from tests.support.dicom_peers import Pacs, free_port, running
+from tests.support.dicom_peers import Pacs, running
+from tests.support.processes import free_port
 
 QUICK = Timeouts(acse=5, dimse=5, network=5, connect=2)
 

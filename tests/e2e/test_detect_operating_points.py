@@ -28,8 +28,8 @@ def test_the_operating_point_sets_each_classes_threshold(tiny_export, tmp_path):
     for point in ("1fp", "2fp"):
         out = tmp_path / point
         argv = ["--model", str(tiny_export), "--input", str(images), "--output-dir", str(out), "--label-studio",
-                "--min-score", "0.9", "--max-boxes", "4", "--operating-points", str(points), "--operating-point",
-                point, "--no-progress"]
+                "--min-score", "0.9", "--keep-score", "0", "--max-boxes", "4", "--operating-points", str(points),
+                "--operating-point", point, "--no-progress"]
         assert run_main(detect, argv) == ExitStatus.SUCCESS
         tasks = json.loads((out / LABEL_STUDIO_TASKS_JSON).read_text())
         shown[point] = [len(task["predictions"][0]["result"]) for task in tasks]

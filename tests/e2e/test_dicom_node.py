@@ -20,10 +20,11 @@ from chestdet.commands.cli import run_main
 from chestdet.commands.detect import main as detect_main
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.dicom_films import Study, film_dataset, gray_from_png, make_film
-from tests.support.dicom_peers import MllpListener, free_port, running, send_films
+from tests.support.dicom_peers import MllpListener, running, send_films
 from tests.support.dicom_results import dcmtk_verdict, sr_findings
 from tests.support.node_process import NodeProcess
 from tests.support.orthanc import MODALITY_AET, ORTHANC_AET, Orthanc
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 

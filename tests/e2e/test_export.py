@@ -81,7 +81,7 @@ def test_export_directory_holds_every_file_and_an_honest_record(tiny_export):
     import tensorflow as tf
 
     assert record["tensorflow"] == tf.__version__
-    assert set(record["seconds"]) == {"saved_model", "tflite"}
+    assert set(record["seconds"]) == {"restore", "saved_model", "tflite"}
 
 
 def test_signature_takes_a_batch_of_any_size_and_answers_per_image(serving):

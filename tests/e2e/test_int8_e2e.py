@@ -1,7 +1,7 @@
 """export.sh --int8 --no-saved-model from the trained session model, then detect.py with it.
 
-Reuses the session's `trained_export` (its model dir holds the run's config and training records);
-the INT8 export itself takes about half a minute.
+Reuses the session's `overfit_run` (its pipeline.config names the training records to calibrate on) and its
+float export, `trained_export`; the INT8 export itself takes about half a minute.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ def detections(folder: Path) -> dict[str, list[Detection]]:
     return grouped
 
 
-def test_int8_export_detects_like_the_float_model(trained_export: Path, tmp_path: Path):
-    model_dir = trained_export.parent / "model"
+def test_int8_export_detects_like_the_float_model(overfit_run: Path, trained_export: Path, tmp_path: Path):
     int8 = tmp_path / "int8 export"
-    assert run_main(export_main, ["--checkpoint", str(model_dir), "--output-dir", str(int8), "--int8",
+    assert run_main(export_main, ["--checkpoint", str(overfit_run), "--output-dir", str(int8), "--int8",
                                   "--no-saved-model", "--calibration-images", "16"]) == ExitStatus.SUCCESS
 
     record = json.loads((int8 / "export.json").read_text())

@@ -119,8 +119,8 @@ def test_the_server_as_label_studios_ml_backend(label_studio, document_root, tin
 def test_detects_tasks_file_imports_into_label_studio(label_studio, document_root, tiny_export, tmp_path):
     out = tmp_path / "detections"
     assert run_main(detect, ["--model", str(tiny_export), "--input", str(document_root / "images"), "--output-dir",
-                             str(out), "--label-studio", "--min-score", "0", "--max-boxes", str(BOXES),
-                             "--no-progress"]) == ExitStatus.SUCCESS
+                             str(out), "--label-studio", "--min-score", "0", "--keep-score", "0", "--max-boxes",
+                             str(BOXES), "--no-progress"]) == ExitStatus.SUCCESS
     tasks = json.loads((out / LABEL_STUDIO_TASKS_JSON).read_text())
     assert tasks[0]["data"]["image"] == f"/data/local-files/?d=images/{NAMES[0]}"  # the document root is one up
     project = label_studio.project("file import", (out / LABEL_STUDIO_CONFIG_XML).read_text())

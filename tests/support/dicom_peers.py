@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,13 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from chestdet.core.imaging import to_rgb
 from chestdet.export.backends import ModelOutput
-
-
-def free_port() -> int:
-    """A loopback port free at the time of asking."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.support.processes import free_port
 
 
 class BoxesFromPixels:

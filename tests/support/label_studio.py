@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import REPO
-from tests.support.service_server import free_port
+from tests.support.processes import free_port, stop_process
 
 VERSION = "1.23.2"
 VENV = REPO / ".venv-labelstudio"
@@ -54,6 +54,7 @@ class LabelStudio:
         env |= {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.document_root),
                 "ML_BLOCK_LOCAL_IP": "false",  # the ML backend is on this machine's loopback address
+                "SSRF_PROTECTION_ENABLED": "false",  # and so is the webhook Label Studio makes for it
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                 "HOME": str(self.folder)}
         command = [str(self.executable), "start", "--no-browser", "--data-dir", str(self.folder / "data"),
@@ -105,13 +106,7 @@ class LabelStudio:
 
     def stop(self) -> None:
         self.api.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> LabelStudio:
         return self.start()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.dicom_peers import free_port
+from tests.support.processes import free_port, stop_process
 
 ORTHANC_AET = "ORTHANC"
 NODE_AET = "CHESTDET"
@@ -110,14 +110,7 @@ class Orthanc:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     # ---------------------------------------------------------------- what it holds
