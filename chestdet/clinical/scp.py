@@ -9,6 +9,7 @@ Verification service answers C-ECHO (`echoscu`).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +59,15 @@ def decodable_transfer_syntaxes() -> list[str]:
     return sorted(usable, key=lambda uid: (uid.is_compressed, uid))
 
 
+def without_delay(association) -> None:  # noqa: ANN001 - a pynetdicom Association
+    """TCP_NODELAY on the association's socket. DIMSE sends a command and then its dataset as separate
+    writes and waits for the answer: with Nagle's algorithm each C-STORE waits for a delayed ACK (about
+    45 ms a C-STORE on loopback, against 4 ms without)."""
+    connection = association.dul.socket.socket if association.dul.socket is not None else None
+    if connection is not None:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class StorageSCP:
     """Receives into the spool; `on_spooled()` is called after each film kept, to wake the worker."""
 
@@ -77,7 +87,8 @@ class StorageSCP:
         self.server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
-        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo)]
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
+                    (evt.EVT_CONN_OPEN, lambda event: without_delay(event.assoc))]
         self.server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.server.server_address[:2])
 

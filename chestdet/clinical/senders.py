@@ -18,7 +18,7 @@ from typing import Protocol
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from chestdet.clinical.scp import DEFAULT_TIMEOUTS, Timeouts
+from chestdet.clinical.scp import DEFAULT_TIMEOUTS, Timeouts, without_delay
 from chestdet.core.errors import ChestdetError, InputError
 
 AE_ADDRESS = re.compile(r"(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})")
@@ -69,6 +69,7 @@ class DicomDestination:
         association = ae.associate(self.host, self.port, ae_title=self.called_ae)
         if not association.is_established:
             raise SendError(f"{self.name}: association {'rejected' if association.is_rejected else 'failed'}")
+        without_delay(association)
         try:
             yield lambda files: self._store(association, files)
         finally:

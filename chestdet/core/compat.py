@@ -167,6 +167,25 @@ def native_output_filtered() -> Iterator[None]:
         _STDERR_FILTER.leave()
 
 
+@contextlib.contextmanager
+def beam_workers_start_from_any_path() -> Iterator[None]:
+    """Beam's multi_processing runner starts each worker with `shell=True` and the command string
+    f"{sys.executable} -m ...", unquoted: from an interpreter whose path holds a space (a clone in
+    "My Projects/") the shell runs a path that does not exist and the pipeline waits forever. While a
+    pipeline starts and runs here, sys.executable is the shell-quoted path (used by nothing else then)."""
+    import shlex
+
+    executable = sys.executable
+    if executable == shlex.quote(executable):
+        yield
+        return
+    sys.executable = shlex.quote(executable)
+    try:
+        yield
+    finally:
+        sys.executable = executable
+
+
 def tf_slim_needs_control_flow_shim() -> bool:
     """True while TF lacks the names tf_slim's decoder uses."""
     from tensorflow.python.ops import control_flow_ops

@@ -174,8 +174,8 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 
 def _run(pipeline: beam.Pipeline) -> dict[str, int]:
-    with compat.native_output_filtered():  # the worker processes' import-time warnings
-        result = pipeline.run()
+    with compat.native_output_filtered(), compat.beam_workers_start_from_any_path():
+        result = pipeline.run()  # filtered: the worker processes' import-time warnings
         result.wait_until_finish()
     return stage_counts(result)
 

@@ -107,3 +107,21 @@ def test_it_takes_the_compressed_syntaxes_the_decoders_read():
     assert syntaxes[:2] == [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian]
     for needed in (JPEG2000Lossless, RLELossless, pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGLosslessSV1):
         assert needed in syntaxes
+
+
+def test_both_ends_of_the_nodes_associations_send_without_nagles_delay(scp, monkeypatch):
+    """Each C-STORE is a command and a dataset written apart, then a wait for the answer: with Nagle's
+    algorithm on, every one waited for a delayed ACK (5 films/s through the node instead of dozens)."""
+    import socket
+
+    from chestdet.clinical import scp as scp_module
+    from chestdet.clinical import senders
+
+    opened = []
+    monkeypatch.setattr(senders, "without_delay", lambda a: (opened.append(a), scp_module.without_delay(a)))
+    server, _, _ = scp
+    with senders.DicomDestination("CHESTDET", "127.0.0.1", server.port, "NODE").open():
+        [accepted] = server.server.active_associations
+        for association in (accepted, *opened):
+            assert association.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert len(opened) == 1

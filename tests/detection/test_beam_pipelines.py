@@ -155,3 +155,29 @@ def without_timing(path: Path) -> dict:
         summary["totals"].pop(key)
     summary.pop("output_dir")
     return summary
+
+
+WORKER_PIPELINE = """
+import apache_beam as beam
+from chestdet.detection import beam_pipelines
+options = beam_pipelines.pipeline_options("--direct_running_mode=multi_processing --direct_num_workers=1")
+pipeline = beam_pipelines.make_pipeline(options)
+_ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
+beam_pipelines._run(pipeline)
+print("ran in a worker process")
+"""
+
+
+@pytest.mark.slow
+def test_worker_processes_start_from_an_interpreter_whose_path_holds_a_space(tmp_path: Path):
+    """Beam runs `{sys.executable} -m ...` through a shell: unquoted, a clone in "My Projects/" waited forever."""
+    import subprocess
+    import sys
+
+    venv = Path(sys.prefix)
+    spaced = tmp_path / "my projects" / "venv"
+    spaced.parent.mkdir()
+    spaced.symlink_to(venv, target_is_directory=True)
+    run = subprocess.run([str(spaced / "bin" / "python"), "-c", WORKER_PIPELINE], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).parents[2])
+    assert run.returncode == 0 and "ran in a worker process" in run.stdout, run.stderr[-2000:]
