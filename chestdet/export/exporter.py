@@ -80,12 +80,7 @@ def export_model(
     images of `calibration_records` (default: the config's training records). Returns the output folder.
     """
     output_dir = Path(output_dir)
-    if tflite_nms not in TFLITE_NMS:
-        raise ExportError(f"unknown TFLite NMS {tflite_nms!r}; expected one of {', '.join(TFLITE_NMS)}")
-    if not (saved_model or tflite):
-        raise ExportError("nothing to export: both the SavedModel and the TFLite model are turned off")
-    if int8 and not tflite:
-        raise ExportError("INT8 applies to the TFLite model; it cannot be turned off with int8")
+    _check_choices(tflite_nms, saved_model, tflite, int8)
     prefix = resolve_checkpoint(checkpoint)
     pipeline_config = Path(pipeline_config)
     configs = load_pipeline_config(pipeline_config)
@@ -113,14 +108,28 @@ def export_model(
         shutil.copyfile(pipeline_config, staging / PIPELINE_FILE)
         record = export_record(prefix, pipeline_config, label_map_path, configs, timings, saved_model)
         if tflite:
-            record["exported"].append(TFLITE_FILE)
-            quantization = input_quantization(staging / TFLITE_FILE) if int8 else None
-            record["tflite"] = tflite_record(model, configs, tflite_nms, tflite_min_score, quantization)
+            _add_tflite_record(record, model, configs, staging / TFLITE_FILE, tflite_nms, tflite_min_score, int8)
         atomic.write_json(staging / EXPORT_RECORD, record)
         _publish(staging, output_dir, overwrite)
     phases = ", ".join(f"{name} {value:.1f} s" for name, value in timings.items())
     log.info("export written to %s in %.1f s (%s)", output_dir, time.perf_counter() - started, phases)
     return output_dir
+
+
+def _check_choices(tflite_nms: str, saved_model: bool, tflite: bool, int8: bool) -> None:
+    if tflite_nms not in TFLITE_NMS:
+        raise ExportError(f"unknown TFLite NMS {tflite_nms!r}; expected one of {', '.join(TFLITE_NMS)}")
+    if not (saved_model or tflite):
+        raise ExportError("nothing to export: both the SavedModel and the TFLite model are turned off")
+    if int8 and not tflite:
+        raise ExportError("INT8 applies to the TFLite model; it cannot be turned off with int8")
+
+
+def _add_tflite_record(record: dict, model, configs: dict, tflite_path: Path, nms: str,  # noqa: ANN001
+                       min_score: float, int8: bool) -> None:
+    record["exported"].append(TFLITE_FILE)
+    quantization = input_quantization(tflite_path) if int8 else None
+    record["tflite"] = tflite_record(model, configs, nms, min_score, quantization)
 
 
 def _calibration(configs: dict, model, records: Sequence[Path], count: int):  # noqa: ANN001, ANN202
