@@ -72,7 +72,9 @@ def main() -> int:
                        check=True, capture_output=True)
         try:
             for name, tree in (("before", before_tree), ("after", args.after.resolve())):
-                outputs_of(tree, args.export.resolve(), scratch / f"out-{name}")
+                # written under one path and then moved: reports name their inputs by absolute path
+                outputs_of(tree, args.export.resolve(), scratch / "out")
+                (scratch / "out").rename(scratch / f"out-{name}")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_tree)], check=False)
         differences = compare(scratch / "out-before", scratch / "out-after")
