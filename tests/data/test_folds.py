@@ -170,7 +170,7 @@ def test_fold_records_decode_to_their_split_and_match_the_single_split_records(s
                 assert len(example["classes"]) == int(split[image]["boxes"])
         tests = {image for image, row in split.items() if row["split"] == "test"}
         assert tests == {image for image, found in folds.items() if found == fold}
-        listed = (folder / "test-images.txt").read_text().split()
+        listed = (folder / "test-images.txt").read_text().splitlines()
         assert {Path(line).name for line in listed} == tests
         assert all((folder / line).is_file() for line in listed)
 
