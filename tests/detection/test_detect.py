@@ -11,11 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from tqdm import tqdm
 
 from chestdet.commands.cli import ExitStatus, run_main
@@ -29,6 +26,7 @@ from chestdet.detection.inputs import list_inputs
 from chestdet.detection.thresholds import Thresholds, load_thresholds
 from chestdet.export.backends import ModelOutput
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES, SAMPLE_UNLABELED
+from tests.support.image_makers import write_dicom
 
 CLASS_NAMES = {1: "Atelectasis", 2: "Cardiomegaly", 3: "Effusion", 4: "Infiltrate", 5: "Mass", 6: "Nodule",
                7: "Pneumonia", 8: "Pneumothorax"}
@@ -98,24 +96,7 @@ def header(path: Path) -> list[str]:
 
 
 def make_dicom(path: Path, pixels: np.ndarray, photometric: str, window: tuple[float, float] | None) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, pixels, window, photometric=photometric)
 
 
 @pytest.fixture

@@ -64,9 +64,9 @@ def write_bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> P
 
 
 def write_dicom(path: Path, pixels: np.ndarray, window: tuple[float, float] | None = None,
-                frames: int | None = None) -> Path:
-    """A 16-bit MONOCHROME2 DICOM (Secondary Capture) of `pixels`; `frames` declares NumberOfFrames (its pixel
-    data then still holds one frame: enough for a header that is refused before decoding)."""
+                frames: int | None = None, photometric: str = "MONOCHROME2") -> Path:
+    """A 16-bit (12 stored) `photometric` DICOM (Secondary Capture) of `pixels`; `frames` declares
+    NumberOfFrames (its pixel data then still holds one frame: enough for a header refused before decoding)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -80,7 +80,7 @@ def write_dicom(path: Path, pixels: np.ndarray, window: tuple[float, float] | No
     ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
     ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
     if window is not None:
