@@ -43,6 +43,7 @@ class NodeSettings:
     port: int = 11112
     hl7: str | None = None
     batch_size: int = 8
+    result_processes: int = 1
     accept: Filter = field(default_factory=lambda: load_filter(None))
     thresholds: Thresholds = field(default_factory=Thresholds)
     max_boxes: int = 100
@@ -59,7 +60,8 @@ class Node:
         self.destination = parse_destination(settings.send_to, settings.ae_title, settings.timeouts)
         hl7 = parse_hl7_address(settings.hl7, settings.timeouts.dimse) if settings.hl7 else None
         self.delivery = Delivery(self.spool, self.destination, hl7, settings.ae_title)
-        self.worker = Worker(self.spool, backend, class_names, model, settings.thresholds, settings.max_boxes)
+        self.worker = Worker(self.spool, backend, class_names, model, settings.thresholds, settings.max_boxes,
+                             settings.result_processes)
         self.scp = StorageSCP(settings.ae_title, (settings.host, settings.port), self.spool, settings.accept,
                               self._received, settings.timeouts)
         self.backend = backend

@@ -1,14 +1,14 @@
 """Detection on the spooled films, in batches, with the model loaded once.
 
 `Worker.process(uids)` takes a batch of waiting films and, in threads, decodes each, runs the backend
-on it and writes its SR, GSPS and findings into the spool. The boxes are those detect would draw for
+on it and writes its SR, GSPS and findings into the spool; the SR and GSPS are built by a
+`ResultBuilder`, in worker processes by default. The boxes are those detect would draw for
 the same image: the same decoding, the same rounding as detections.csv, the same thresholds and
 limit. A film that cannot be read goes to failed/ with its reason.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import pydicom
 
-from chestdet.clinical.results import FINDING_CODES, ModelInfo, film_results
+from chestdet.clinical.result_pool import EncodedResults, ResultBuilder
+from chestdet.clinical.results import FINDING_CODES, ModelInfo
 from chestdet.clinical.spool import GSPS_FILE, SR_FILE, Spool
 from chestdet.core.detections import Detection
 from chestdet.core.imaging import ImageReadError, dicom_pixels
@@ -40,18 +41,18 @@ class Film:
 
 class Worker:
     def __init__(self, spool: Spool, backend: Backend, class_names: Mapping[int, str], model: ModelInfo,
-                 thresholds: Thresholds, max_boxes: int = 100, threads: int = 2) -> None:
+                 thresholds: Thresholds, max_boxes: int = 100, result_processes: int = 1) -> None:
         self.spool, self.backend, self.class_names, self.model = spool, backend, dict(class_names), model
         self.thresholds, self.max_boxes = thresholds, max_boxes
         self.lowest = min([thresholds.default, *thresholds.per_class.values()])
-        self.pool = ThreadPoolExecutor(max(threads, backend.concurrency + 1), "node-worker")
+        self.builder = ResultBuilder(result_processes)
+        self.pool = ThreadPoolExecutor(backend.concurrency + result_processes + 1, "node-worker")
 
     def process(self, uids: Sequence[str]) -> list[str]:
         """Results for each film into the spool; returns the films processed (the others went to failed/).
 
-        Each film goes through read, inference and results in one of the pool's threads, one more than
-        the backend runs at once, so that one film's results (Python, holding the GIL) are written
-        while the others' inference (which releases it) runs."""
+        Each film goes through read, inference and results in one of the pool's threads: enough for
+        the backend's inferences, the result processes' builds and one read at once."""
         started = time.perf_counter()
         return [uid for uid in self.pool.map(lambda uid: self._one(uid, started), uids) if uid]
 
@@ -66,6 +67,7 @@ class Worker:
 
     def close(self) -> None:
         self.pool.shutdown()
+        self.builder.close()
 
     def _read(self, uid: str) -> Film | None:
         path = self.spool.film(uid)
@@ -87,17 +89,19 @@ class Worker:
         kept = [d.as_printed() for d in to_pixels(output, width, height)]
         shown = self.thresholds.shown(kept, self.max_boxes)
         try:
-            sr, gsps = film_results(film.dataset, shown, self.class_names, self.model, self.lowest)
+            results = self.builder.build(self.spool.film(film.uid), shown, self.class_names, self.model, self.lowest)
+        except FileNotFoundError:
+            return None  # failed meanwhile
         except (AttributeError, ValueError, TypeError, KeyError) as error:
             self._fail(film.uid, f"cannot make its results ({type(error).__name__}: {error})")
             return None
-        findings = self._findings(film, shown, sr, gsps, (width, height))
-        self.spool.save_results(film.uid, {SR_FILE: _encoded(sr), GSPS_FILE: _encoded(gsps)}, findings)
-        self.spool.journal("processed", film.uid, findings=len(shown), sr=sr.SOPInstanceUID)
+        findings = self._findings(film, shown, results, (width, height))
+        self.spool.save_results(film.uid, {SR_FILE: results.sr, GSPS_FILE: results.gsps}, findings)
+        self.spool.journal("processed", film.uid, findings=len(shown), sr=results.sr_uid)
         log.info("processed %s: %d findings shown (%.2f s)", film.uid, len(shown), time.perf_counter() - started)
         return film.uid
 
-    def _findings(self, film: Film, shown: Sequence[Detection], sr: pydicom.Dataset, gsps: pydicom.Dataset,
+    def _findings(self, film: Film, shown: Sequence[Detection], results: EncodedResults,
                   size: tuple[int, int]) -> dict:
         """What the HL7 result and the status need, kept beside the results (findings.json)."""
         ds = film.dataset
@@ -107,8 +111,8 @@ class Worker:
             code = FINDING_CODES[name].value if name in FINDING_CODES else name
             rows.append({"class": name, "code": code, "score": d.score, "box": [d.xmin, d.ymin, d.xmax, d.ymax]})
         return {
-            "film": film.uid, "study": str(ds.get("StudyInstanceUID", "")), "sr": sr.SOPInstanceUID,
-            "gsps": gsps.SOPInstanceUID, "accession": str(ds.get("AccessionNumber", "")),
+            "film": film.uid, "study": str(ds.get("StudyInstanceUID", "")), "sr": results.sr_uid,
+            "gsps": results.gsps_uid, "accession": str(ds.get("AccessionNumber", "")),
             "patient_id": str(ds.get("PatientID", "")), "patient_name": str(ds.get("PatientName", "")),
             "birth_date": str(ds.get("PatientBirthDate", "")), "sex": str(ds.get("PatientSex", "")),
             "study_date": str(ds.get("StudyDate", "")), "study_time": str(ds.get("StudyTime", "")),
@@ -123,8 +127,3 @@ class Worker:
         except FileNotFoundError:  # it left the spool meanwhile
             pass
 
-
-def _encoded(dataset: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()

@@ -65,6 +65,9 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
                         help="with --operating-points: the point (default: best_f1)")
     parser.add_argument("--max-boxes", type=int, default=100, help="most findings reported per film (default: 100)")
     parser.add_argument("--batch-size", type=int, default=8, help="films taken from the spool at a time (default: 8)")
+    parser.add_argument("--result-processes", type=int, default=1,
+                        help="processes building the SR and GSPS beside the node's own (default: 1; 0: in the node's "
+                        "process)")
     parser.add_argument("--filter", type=Path, help="JSON rules of the instances processed (default: CR, DX, DR and "
                         "Secondary Capture chest films; see docs/clinical.md)")
 
@@ -126,7 +129,8 @@ def _make_node(args: argparse.Namespace, spool: Path):  # noqa: ANN202 - chestde
                         connect=args.timeout)
     settings = NodeSettings(
         ae_title=args.ae_title, spool=spool, send_to=args.send_to, host=args.host, port=args.port, hl7=args.hl7,
-        batch_size=args.batch_size, accept=load_filter(args.filter), thresholds=thresholds,
+        batch_size=args.batch_size, result_processes=args.result_processes,
+        accept=load_filter(args.filter), thresholds=thresholds,
         max_boxes=args.max_boxes, retry_first=args.retry_first, retry_most=args.retry_most, timeouts=timeouts,
     )
     model = model_info(args.model)
@@ -156,6 +160,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--batch-size", args.batch_size), ("--max-boxes", args.max_boxes)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
+    if args.result_processes < 0:
+        raise UserError(f"--result-processes {args.result_processes}: must be 0 or more")
     for flag, value in (("--timeout", args.timeout), ("--retry-first", args.retry_first),
                         ("--retry-most", args.retry_most)):
         if value <= 0:

@@ -112,8 +112,8 @@ def test_a_destination_down_keeps_results_until_it_is_back_and_a_restart_resumes
     first.start()
     try:
         send_films(first.port, sent)
-        wait_for(lambda: first.status()["to_send"] == 4, what="results waiting for the PACS")
-        assert first.status()["last_errors"]
+        wait_for(lambda: first.status()["to_send"] == 4 and first.status()["last_errors"],
+                 what="results waiting for the PACS, and a failed send")
     finally:
         first.stop()
     second = make_node(tmp_path / "spool", pacs.port)
