@@ -147,7 +147,8 @@ def node_alone(model: Path, work: Path, films: list[Path], boxes: int) -> float:
     from tests.support.processes import free_port
 
     sink_port = free_port()
-    sink = subprocess.Popen([shutil.which("storescp") or "storescp", "--ignore", "-aet", "SINK", str(sink_port)])
+    sink = subprocess.Popen([shutil.which("storescp") or "storescp", "--fork", "--ignore", "-aet", "SINK",
+                             str(sink_port)])
     shutil.rmtree(work / "spool-alone", ignore_errors=True)
     node = NodeProcess(model, work / "spool-alone", free_port(), f"SINK@127.0.0.1:{sink_port}", thresholds(boxes),
                        backend=["--backend", "tflite"])

@@ -1,9 +1,12 @@
 """Sending processed films' results: a film is done only when the destination accepted its SR and GSPS
 (and, with HL7, when the study's ORU^R01 was acknowledged).
 
-One round opens the destination once and stores each film's two objects in turn, oldest first; a
-film is moved to done/ the moment its objects are accepted, so a failure part-way loses nothing and
-repeats nothing that was confirmed. With HL7, the accepted films are marked `dicom-sent` and grouped
+One round sends over up to `associations` sessions with the destination at once (each C-STORE waits
+for its answer, so one session leaves both ends idle between stores), each storing its films' two
+objects in turn, oldest first; a round takes at most `ROUND_FILMS` films a session, so that a
+destination serving one association at a time answers the others within their timeout. A film is
+moved to done/ the moment its objects are accepted, so a failure part-way loses nothing and repeats
+nothing that was confirmed. With HL7, the accepted films are marked `dicom-sent` and grouped
 by study; a study's message waits while another of its films is still in the spool (a PACS sends a
 study's films together), then goes, and its films are done when the ACK comes. A re-send after a
 crash carries the same UIDs and the same message control ID, so it replaces instead of adding.
@@ -11,44 +14,60 @@ crash carries the same UIDs and the same message control ID, so it replaces inst
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
 
 from chestdet.clinical.hl7 import Hl7Destination, oru_r01
-from chestdet.clinical.senders import Destination, Store
+from chestdet.clinical.senders import Destination
 from chestdet.clinical.spool import FINDINGS_FILE, GSPS_FILE, SR_FILE, Spool
 
 log = logging.getLogger("chestdet.clinical.node")
 
+ROUND_FILMS = 8
+
 
 class Delivery:
     def __init__(self, spool: Spool, destination: Destination, hl7: Hl7Destination | None = None,
-                 sending_facility: str = "CHESTDET") -> None:
+                 sending_facility: str = "CHESTDET", associations: int = 4) -> None:
         self.spool, self.destination, self.hl7, self.sending_facility = spool, destination, hl7, sending_facility
+        self.associations = associations
+        self.more_to_send = False  # the last round left films for the next
         self._study: dict[str, str] = {}
 
     def deliver(self, uids: Sequence[str]) -> int:
         """Send the films' results; returns how many films are done. Raises SendError when the
         destination (or the HL7 receiver) fails; what was confirmed before stays confirmed."""
-        done = 0
         needing_dicom = [uid for uid in uids if not self.spool.dicom_sent(uid)]
-        with contextlib.ExitStack() as stack:
-            store: Store | None = None
-            for uid in needing_dicom:
-                store = store or stack.enter_context(self.destination.open())
+        self.more_to_send = len(needing_dicom) > self.associations * ROUND_FILMS
+        needing_dicom = needing_dicom[: self.associations * ROUND_FILMS]
+        lanes = [needing_dicom[first::self.associations] for first in range(self.associations)]
+        lanes = [lane for lane in lanes if lane]
+        with ThreadPoolExecutor(max(len(lanes), 1), "node-send") as pool:
+            futures = [pool.submit(self._send_lane, lane) for lane in lanes]
+        errors = [future.exception() for future in futures if future.exception() is not None]
+        if errors:
+            raise errors[0]
+        done = sum(future.result() for future in futures)
+        if self.hl7 is not None:
+            done += self._send_hl7([uid for uid in uids if self.spool.dicom_sent(uid)])
+        return done
+
+    def _send_lane(self, uids: Sequence[str]) -> int:
+        """One session's films, in turn; returns how many are done."""
+        done = 0
+        with self.destination.open() as store:
+            for uid in uids:
                 store([self.spool.results(uid) / SR_FILE, self.spool.results(uid) / GSPS_FILE])
                 if self.hl7 is None:
                     self._finish(uid)
                     done += 1
                 else:
                     self.spool.mark_dicom_sent(uid)
-        if self.hl7 is not None:
-            done += self._send_hl7(uids)
         return done
 
     def _send_hl7(self, uids: Sequence[str]) -> int:

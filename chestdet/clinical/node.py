@@ -44,6 +44,7 @@ class NodeSettings:
     hl7: str | None = None
     batch_size: int = 8
     result_processes: int = 1
+    associations: int = 4
     accept: Filter = field(default_factory=lambda: load_filter(None))
     thresholds: Thresholds = field(default_factory=Thresholds)
     max_boxes: int = 100
@@ -59,7 +60,7 @@ class Node:
         self.spool = Spool(settings.spool)
         self.destination = parse_destination(settings.send_to, settings.ae_title, settings.timeouts)
         hl7 = parse_hl7_address(settings.hl7, settings.timeouts.dimse) if settings.hl7 else None
-        self.delivery = Delivery(self.spool, self.destination, hl7, settings.ae_title)
+        self.delivery = Delivery(self.spool, self.destination, hl7, settings.ae_title, settings.associations)
         self.worker = Worker(self.spool, backend, class_names, model, settings.thresholds, settings.max_boxes,
                              settings.result_processes)
         self.scp = StorageSCP(settings.ae_title, (settings.host, settings.port), self.spool, settings.accept,
@@ -150,6 +151,8 @@ class Node:
             if ready:
                 try:
                     sent = self.delivery.deliver(ready)
+                    if self.delivery.more_to_send:
+                        self._ready.set()
                     backoff.reset()
                 except SendError as error:
                     delay = backoff.delay()

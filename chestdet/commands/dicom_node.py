@@ -75,6 +75,8 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
 def _add_delivery_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds of DICOM association, reply and HL7 "
                         "ACK timeouts (default: 30)")
+    parser.add_argument("--associations", type=int, default=4, help="sessions sending results to --send-to at "
+                        "once (default: 4)")
     parser.add_argument("--retry-first", type=float, default=1.0, help="seconds before the first retry of a failed "
                         "send, doubling each time (default: 1)")
     parser.add_argument("--retry-most", type=float, default=60.0, help="longest wait between retries (default: 60)")
@@ -129,7 +131,7 @@ def _make_node(args: argparse.Namespace, spool: Path):  # noqa: ANN202 - chestde
                         connect=args.timeout)
     settings = NodeSettings(
         ae_title=args.ae_title, spool=spool, send_to=args.send_to, host=args.host, port=args.port, hl7=args.hl7,
-        batch_size=args.batch_size, result_processes=args.result_processes,
+        batch_size=args.batch_size, result_processes=args.result_processes, associations=args.associations,
         accept=load_filter(args.filter), thresholds=thresholds,
         max_boxes=args.max_boxes, retry_first=args.retry_first, retry_most=args.retry_most, timeouts=timeouts,
     )
@@ -160,6 +162,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("--batch-size", args.batch_size), ("--max-boxes", args.max_boxes)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
+    if args.associations < 1:
+        raise UserError(f"--associations {args.associations}: must be at least 1")
     if args.result_processes < 0:
         raise UserError(f"--result-processes {args.result_processes}: must be 0 or more")
     for flag, value in (("--timeout", args.timeout), ("--retry-first", args.retry_first),

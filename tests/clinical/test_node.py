@@ -41,17 +41,17 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30, what: str = "th
         time.sleep(0.05)
 
 
-def make_node(spool: Path, pacs_port: int, hl7: str | None = None) -> Node:
+def make_node(spool: Path, pacs_port: int, hl7: str | None = None, associations: int = 4) -> Node:
     settings = NodeSettings(ae_title="CHESTDET", spool=spool, send_to=f"PACS@127.0.0.1:{pacs_port}",
                             port=free_port(), hl7=hl7, batch_size=4, thresholds=Thresholds(0.3),
-                            retry_first=0.1, retry_most=0.3, timeouts=QUICK)
+                            retry_first=0.1, retry_most=0.3, timeouts=QUICK, associations=associations)
     return Node(settings, BoxesFromPixels(), NAMES, MODEL)
 
 
 def films(tmp_path: Path, count: int = 3, kinds: tuple[str, ...] = ("mono2-8bit", "jpeg2000", "mono1-12bit-window"),
           study: Study = STUDY) -> list[Path]:
-    return [make_film(PNGS[n], tmp_path / "films" / f"{n}.dcm", kinds[n % len(kinds)], study, n + 1, size=96)
-            for n in range(count)]
+    return [make_film(PNGS[n % len(PNGS)], tmp_path / "films" / f"{n}.dcm", kinds[n % len(kinds)], study, n + 1,
+                      size=96) for n in range(count)]
 
 
 def expected_boxes(film: Path) -> list[tuple[str, tuple[float, ...]]]:
@@ -85,6 +85,22 @@ def test_films_in_sr_and_gsps_out_with_one_log_line_per_step(tmp_path: Path, cap
     status = read_status(tmp_path / "spool")
     assert (status["waiting"], status["to_send"], status["done"], status["failed"]) == (0, 0, 3, 0)
     assert status["since_start"] == {"received": 3, "processed": 3, "sent": 3}
+
+
+def test_results_go_over_several_associations_at_once_in_rounds_each_film_once(tmp_path: Path):
+    """40 films, 3 associations of at most 8 films a round: at least two rounds, each sending at once."""
+    pacs, sent = Pacs(), films(tmp_path, 40, kinds=("mono2-8bit",))
+    node = make_node(tmp_path / "spool", pacs.port, associations=3)
+    with running(pacs):
+        node.start()
+        try:
+            assert send_films(node.port, sent) == [0] * 40
+            wait_for(lambda: node.status()["done"] == 40, what="every film sent")
+        finally:
+            node.stop()
+    assert len(pacs.of_modality("SR")) == 40 and len(pacs.of_modality("PR")) == 40
+    assert pacs.attempts == 80
+    assert 2 <= pacs.most_associations <= 3
 
 
 def test_a_refusing_destination_gets_retries_and_nothing_is_dropped_or_doubled(tmp_path: Path):

@@ -30,6 +30,9 @@ def test_status_without_a_node_says_so(tmp_path: Path, caplog):
     (["--model", "{tmp}", "--send-to", "PACS@h:104", "--min-score", "2"], "--min-score 2.0: must be between 0 and 1"),
     (["--model", "{tmp}", "--send-to", "PACS@h:104", "--retry-first", "0"], "--retry-first 0.0: must be more than 0"),
     (["--model", "{tmp}", "--send-to", "PACS@h:104", "--ae-title", "A" * 17], "1 to 16 characters"),
+    (["--model", "{tmp}", "--send-to", "PACS@h:104", "--associations", "0"], "--associations 0: must be at least 1"),
+    (["--model", "{tmp}", "--send-to", "PACS@h:104", "--result-processes", "-1"],
+     "--result-processes -1: must be 0 or more"),
     (["--model", "{tmp}", "--send-to", "PACS@h:104"], "label map"),
 ])
 def test_bad_arguments_get_one_line(tmp_path: Path, caplog, arguments: list[str], message: str):

@@ -56,6 +56,7 @@ class Pacs:
         self.stored: dict[str, pydicom.Dataset] = {}
         self.refuse: list[int] = []
         self.attempts = 0
+        self.open_associations = self.most_associations = 0
         self._lock = threading.Lock()
         self.server = None
 
@@ -66,8 +67,18 @@ class Pacs:
             ae.add_supported_context(context.abstract_syntax)
         ae.add_supported_context(Verification)
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_ACCEPTED, self._opened),
+                                                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)])
         return self
+
+    def _opened(self, _event: evt.Event) -> None:
+        with self._lock:
+            self.open_associations += 1
+            self.most_associations = max(self.most_associations, self.open_associations)
+
+    def _closed(self, _event: evt.Event) -> None:
+        with self._lock:
+            self.open_associations -= 1
 
     def stop(self) -> None:
         if self.server is not None:

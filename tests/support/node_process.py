@@ -31,9 +31,10 @@ class NodeProcess:
     def start(self, timeout: float = 120) -> NodeProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.spool.parent.mkdir(parents=True, exist_ok=True)
+        earlier = len(self.log_text())  # a restart appends to the log: only this run's lines say it listens
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.wait_for(lambda: "listening on" in self.log_text(), timeout, "the node to listen")
+        self.wait_for(lambda: "listening on" in self.log_text()[earlier:], timeout, "the node to listen")
         return self
 
     def log_text(self) -> str:
