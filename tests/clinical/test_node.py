@@ -87,11 +87,13 @@ def test_films_in_sr_and_gsps_out_with_one_log_line_per_step(tmp_path: Path, cap
     assert status["since_start"] == {"received": 3, "processed": 3, "sent": 3}
 
 
-def test_results_go_over_several_associations_at_once_in_rounds_each_film_once(tmp_path: Path):
-    """40 films, 3 associations of at most 8 films a round: at least two rounds, each sending at once."""
+def test_results_go_over_several_associations_at_once_in_rounds_each_film_once(tmp_path: Path, caplog):
+    """40 films, 3 associations of at most 8 films a round: at least two rounds, each sending at once.
+    A store left unanswered within the test's 3 s (a loaded machine) is sent again, with its film's
+    other object: the PACS then holds it once, and the log says so."""
     pacs, sent = Pacs(), films(tmp_path, 40, kinds=("mono2-8bit",))
     node = make_node(tmp_path / "spool", pacs.port, associations=3)
-    with running(pacs):
+    with caplog.at_level(logging.WARNING, logger="chestdet"), running(pacs):
         node.start()
         try:
             assert send_films(node.port, sent) == [0] * 40
@@ -99,7 +101,8 @@ def test_results_go_over_several_associations_at_once_in_rounds_each_film_once(t
         finally:
             node.stop()
     assert len(pacs.of_modality("SR")) == 40 and len(pacs.of_modality("PR")) == 40
-    assert pacs.attempts == 80
+    resent = sum("retrying in" in record.getMessage() for record in caplog.records)
+    assert 80 <= pacs.attempts <= 80 + 2 * resent
     assert 2 <= pacs.most_associations <= 3
 
 
