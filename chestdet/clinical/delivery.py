@@ -43,16 +43,18 @@ class Delivery:
         """Send the films' results; returns how many films are done. Raises SendError when the
         destination (or the HL7 receiver) fails; what was confirmed before stays confirmed."""
         needing_dicom = [uid for uid in uids if not self.spool.dicom_sent(uid)]
-        self.more_to_send = len(needing_dicom) > self.associations * ROUND_FILMS
-        needing_dicom = needing_dicom[: self.associations * ROUND_FILMS]
-        lanes = [needing_dicom[first::self.associations] for first in range(self.associations)]
-        lanes = [lane for lane in lanes if lane]
-        with ThreadPoolExecutor(max(len(lanes), 1), "node-send") as pool:
-            futures = [pool.submit(self._send_lane, lane) for lane in lanes]
-        errors = [future.exception() for future in futures if future.exception() is not None]
-        if errors:
-            raise errors[0]
-        done = sum(future.result() for future in futures)
+        round_films = self.associations * ROUND_FILMS
+        self.more_to_send = len(needing_dicom) > round_films
+        this_round = needing_dicom[:round_films]
+        lanes = [lane for first in range(self.associations) if (lane := this_round[first::self.associations])]
+        done = 0
+        if lanes:
+            with ThreadPoolExecutor(len(lanes), "node-send") as pool:
+                futures = [pool.submit(self._send_lane, lane) for lane in lanes]
+            errors = [error for future in futures if (error := future.exception()) is not None]
+            if errors:
+                raise errors[0]
+            done = sum(future.result() for future in futures)
         if self.hl7 is not None:
             done += self._send_hl7([uid for uid in uids if self.spool.dicom_sent(uid)])
         return done

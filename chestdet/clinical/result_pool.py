@@ -38,10 +38,11 @@ def encoded_results(film: Path, shown: Sequence[Detection], class_names: Mapping
     """The film's SR and GSPS as DICOM files' bytes; the film's header is read from `film`."""
     source = pydicom.dcmread(film, stop_before_pixels=True)
     sr, gsps = film_results(source, shown, class_names, model, threshold)
-    return EncodedResults(_encoded(sr), _encoded(gsps), str(sr.SOPInstanceUID), str(gsps.SOPInstanceUID))
+    return EncodedResults(dicom_bytes(sr), dicom_bytes(gsps), str(sr.SOPInstanceUID), str(gsps.SOPInstanceUID))
 
 
-def _encoded(dataset: pydicom.Dataset) -> bytes:
+def dicom_bytes(dataset: pydicom.Dataset) -> bytes:
+    """The dataset as a DICOM file's bytes (preamble and file meta)."""
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -49,7 +50,6 @@ def _encoded(dataset: pydicom.Dataset) -> bytes:
 
 class ResultBuilder:
     def __init__(self, processes: int = 1) -> None:
-        self.processes = processes
         self._pool = None
         if processes > 0:
             self._pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"),

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 
 from chestdet.clinical.node import Node, NodeSettings, read_status
+from chestdet.clinical.result_pool import dicom_bytes
 from chestdet.clinical.results import ModelInfo, derived_uid
 from chestdet.clinical.scp import Timeouts
 from chestdet.clinical.spool import Spool
@@ -126,7 +127,7 @@ def test_a_destination_down_keeps_results_until_it_is_back_and_a_restart_resumes
     pacs, sent = Pacs(), films(tmp_path, 3)
     spool = Spool(tmp_path / "spool")
     waiting = film_dataset(gray_from_png(PNGS[5], 80), "mono2-8bit", Study(seed="waiting"))
-    spool.receive(waiting.SOPInstanceUID, _encoded(waiting))  # received by an earlier run, never processed
+    spool.receive(waiting.SOPInstanceUID, dicom_bytes(waiting))  # received by an earlier run, never processed
     first = make_node(tmp_path / "spool", pacs.port)
     first.start()
     try:
@@ -182,14 +183,6 @@ def test_hl7_per_study_is_retried_until_acknowledged_and_the_dicom_is_sent_once(
     assert len(pacs.of_modality("SR")) == 2 and pacs.attempts == 4
     events = [(e["event"], e.get("hl7")) for e in Spool(tmp_path / "spool").events() if e["event"] == "sent"]
     assert events == [("sent", str(listener.messages[-1].segment("MSH")[10]))] * 2
-
-
-def _encoded(dataset: pydicom.Dataset) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from chestdet.clinical import results
+from chestdet.clinical.result_pool import dicom_bytes
 from chestdet.core.detections import Detection
 from chestdet.core.labels import CLASS_NAMES, class_colour
 from tests.conftest import SAMPLE_IMAGES
@@ -28,9 +29,7 @@ def film() -> pydicom.Dataset:
 
 
 def round_trip(dataset: pydicom.Dataset) -> pydicom.Dataset:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return pydicom.dcmread(io.BytesIO(dicom_bytes(dataset)))
 
 
 def test_every_class_has_a_snomed_code_and_the_scheme_is_named(film: pydicom.Dataset):
@@ -43,7 +42,7 @@ def test_every_class_has_a_snomed_code_and_the_scheme_is_named(film: pydicom.Dat
 
 
 def test_the_sr_holds_each_box_its_class_score_tracking_and_algorithm(film: pydicom.Dataset):
-    sr = hd.sr.srread(io.BytesIO(_bytes(results.structured_report(film, BOXES, NAMES, MODEL, 0.3))))
+    sr = hd.sr.srread(io.BytesIO(dicom_bytes(results.structured_report(film, BOXES, NAMES, MODEL, 0.3))))
     found = sr_findings(sr, film_uid=film.SOPInstanceUID)
     assert [(f.class_name, f.box, f.score) for f in found] == [
         ("Cardiomegaly", (100.5, 200.25, 600.0, 700.0), 0.87), ("Mass", (10.0, 5.0, 80.0, 90.0), 0.41)]
@@ -68,7 +67,7 @@ def test_the_sr_is_preliminary_in_the_film_study_in_its_own_series_and_reference
 
 
 def test_a_film_without_a_box_above_the_threshold_gets_an_sr_saying_so(film: pydicom.Dataset):
-    sr = hd.sr.srread(io.BytesIO(_bytes(results.structured_report(film, [], NAMES, MODEL, 0.35))))
+    sr = hd.sr.srread(io.BytesIO(dicom_bytes(results.structured_report(film, [], NAMES, MODEL, 0.35))))
     assert sr.content.get_planar_roi_measurement_groups() == []
     [group] = sr.content.get_image_measurement_groups()
     assert (group.finding_type.value, group.finding_type.meaning) == ("281900007", "No abnormality detected")
@@ -129,9 +128,3 @@ def test_model_info_names_the_export_and_step_and_its_uid_follows_the_export(tmp
     assert results.model_info(export).uid != info.uid
     (export / "export.json").write_text(json.dumps({"step": None, "checkpoint": "/runs/x/ckpt-7"}))
     assert results.model_info(export).version == "ckpt-7"
-
-
-def _bytes(dataset: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
