@@ -7,7 +7,8 @@ With --checkpoint (a run folder or checkpoint prefix) it exports the float model
 (`export.sh --no-saved-model`, and `--int8`: calibrated on the first --calibration-images images of
 the run's training records) into the work dir, or reuses them there. The films are the PNGs of
 --images (a folder, or a NIH folder with images/ and unlabeled/) that the training records do not
-hold (held out), linked under distinct names until there are --count of them.
+hold, nor the records the INT8 model was calibrated on (held out), linked under distinct names until
+there are --count of them.
 
 It prints, per model, the stages' costs and limit (benchmarks/_stages.py) and detect.py's rate (the
 median of --runs whole processes, TFLite backend, defaults otherwise) and their ratio; then the
@@ -43,28 +44,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=1000, help="films per detect run (default 1000)")
     parser.add_argument("--runs", type=int, default=3, help="detect runs per model; the median counts (default 3)")
     parser.add_argument("--calibration-images", type=int, default=300, help="with --checkpoint (default 300)")
+    parser.add_argument("--calibration-records", nargs="+",
+                        help="with --checkpoint: records to calibrate on (default: the run's training records)")
     parser.add_argument("--work-dir", type=Path, help="exports, inputs and outputs (default: a temp dir)")
     return parser
 
 
-def export_pair(checkpoint: Path, work: Path, calibration_images: int) -> tuple[Path, Path]:
+def export_pair(checkpoint: Path, work: Path, calibration_images: int,
+                calibration_records: list[str] | None) -> tuple[Path, Path]:
     """The float and INT8 TFLite exports of `checkpoint`, made once per work dir."""
     exports = (work / "export-float", work / "export-int8")
-    for export, extra in zip(exports, ([], ["--int8", "--calibration-images", str(calibration_images)]), strict=True):
+    int8 = ["--int8", "--calibration-images", str(calibration_images)]
+    int8 += ["--calibration-records", *calibration_records] if calibration_records else []
+    for export, extra in zip(exports, ([], int8), strict=True):
         if not (export / "export.json").is_file():
             subprocess.run([sys.executable, str(REPO / "scripts" / "export.py"), "--checkpoint", str(checkpoint),
                             "--output-dir", str(export), "--no-saved-model", "--overwrite", *extra], check=True)
     return exports
 
 
-def training_names(export: Path) -> set[str]:
-    """The image names of the export's training records (image/filename), read as the config names them."""
+def seen_names(float_export: Path, int8_export: Path) -> set[str]:
+    """The image names (image/filename) of the float export's training records, read as its config names
+    them, and of the records the INT8 model was calibrated on, as its export.json lists them."""
+    import json
+
     import tensorflow as tf
 
     from chestdet.export.calibration import record_files, train_records
     from chestdet.training.pipeline_config import load_configs
 
-    files = [str(path) for path in record_files(train_records(load_configs(export / "pipeline.config")))]
+    files = [str(path) for path in record_files(train_records(load_configs(float_export / "pipeline.config")))]
+    quantization = json.loads((int8_export / "export.json").read_text())["tflite"].get("quantization", {})
+    files += quantization.get("calibration", {}).get("records", [])
     names = set()
     for raw in tf.data.TFRecordDataset(files):
         feature = tf.train.Example.FromString(raw.numpy()).features.feature["image/filename"]
@@ -114,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-int8-"))
     if args.checkpoint is not None:
-        float_export, int8_export = export_pair(args.checkpoint, work, args.calibration_images)
+        float_export, int8_export = export_pair(args.checkpoint, work, args.calibration_images,
+                                                  args.calibration_records)
     elif args.float_export and args.int8_export:
         float_export, int8_export = args.float_export, args.int8_export
     else:
         raise SystemExit("pass --checkpoint, or both --float and --int8")
     inputs = work / "held-out"
-    distinct = held_out_inputs(args.images, training_names(float_export), args.count, inputs)
-    print(f"{args.count} films ({distinct} distinct, held out from the training records) from {args.images}; "
+    distinct = held_out_inputs(args.images, seen_names(float_export, int8_export), args.count, inputs)
+    print(f"{args.count} films ({distinct} distinct, held out from the training and calibration records) from "
+          f"{args.images}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     models = {"float": float_export, "int8": int8_export}
     limits = {name: stage_limit(export, inputs, "tflite") for name, export in models.items()}

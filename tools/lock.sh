@@ -13,6 +13,8 @@ trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet pip-tools
 compile() {  # compile IN OUT HEADER
+  # Seeded with the current lock, pip-compile keeps its pins and resolves only what requirements.in changed.
+  if [ -f "$2" ]; then cp "$2" "$tmp/$2"; fi
   "$tmp/venv/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-header --no-emit-index-url \
       --no-emit-find-links --unsafe-package opencv-python -o "$tmp/$2" "$1"
   # pip-tools' closing note on "unsafe" packages becomes the reason opencv-python is not there.

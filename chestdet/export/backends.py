@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import queue
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +97,15 @@ def choose_backend(requested: str, export_dir: Path, has_gpu: bool, keep_score: 
     return requested
 
 
-def gpu_available() -> bool:
+# Device nodes through which TensorFlow reaches a GPU on Linux: NVIDIA's driver, WSL2's, ROCm's.
+_GPU_DEVICE_NODES = ("nvidia[0-9]*", "dxg", "kfd")
+
+
+def gpu_available(dev: Path = Path("/dev")) -> bool:
+    """Whether TensorFlow sees a GPU. On Linux without a GPU device node it cannot, and the answer comes
+    without importing TensorFlow (3 s that the TFLite backend does not otherwise need)."""
+    if sys.platform == "linux" and not any(any(dev.glob(node)) for node in _GPU_DEVICE_NODES):
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -187,6 +196,10 @@ class TFLiteBackend:
 
     Its boxes are not clipped to the image as the SavedModel's are; clipping them here keeps the
     two backends' outputs alike.
+
+    The interpreter is LiteRT's (ai-edge-litert), not TensorFlow's: it opens without importing
+    TensorFlow, gives the float model's outputs bit for bit, and runs the INT8 model's integer kernels
+    faster.
     """
 
     name = "tflite"
@@ -211,12 +224,12 @@ class TFLiteBackend:
         _, self.height, self.width, _ = (int(v) for v in details["shape"])
         self._outputs = _tflite_output_indices(first)
 
-    def _open_interpreter(self):  # noqa: ANN202 - a tf.lite.Interpreter
-        import tensorflow as tf
+    def _open_interpreter(self):  # noqa: ANN202 - a LiteRT Interpreter
+        from ai_edge_litert.interpreter import Interpreter
 
         try:
             with compat.native_output_filtered():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-                interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=self.threads)
+                interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
                 interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise BackendError(f"{self.path}: cannot load the TFLite model ({error})") from error

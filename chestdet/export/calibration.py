@@ -43,8 +43,20 @@ def calibration_images(files: Sequence[Path], count: int) -> Iterator[np.ndarray
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def calibration_inputs(files: Sequence[Path], count: int, height: int, width: int, scale: float,
-                       offset: float) -> Iterator[np.ndarray]:
-    """The TFLite model's float input, [height, width, 3], for each calibration image."""
-    for rgb in calibration_images(files, count):
-        yield legacy_bilinear_resize(rgb, height, width) * np.float32(scale) + np.float32(offset)
+class CalibrationInputs:
+    """Called, the TFLite model's float input, [height, width, 3], for each of the first `count` images
+    of the records; `used` counts those given, and `record()` is what export.json says of them."""
+
+    def __init__(self, files: Sequence[Path], count: int, height: int, width: int, scale: float,
+                 offset: float) -> None:
+        self.files, self.count, self.used = list(files), count, 0
+        self._size, self._scaling = (height, width), (np.float32(scale), np.float32(offset))
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        self.used = 0
+        for rgb in calibration_images(self.files, self.count):
+            self.used += 1
+            yield legacy_bilinear_resize(rgb, *self._size) * self._scaling[0] + self._scaling[1]
+
+    def record(self) -> dict:
+        return {"records": [str(f) for f in self.files], "images": self.used}

@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 from chestdet.core import atomic, compat
@@ -108,7 +107,7 @@ def export_model(
         shutil.copyfile(pipeline_config, staging / PIPELINE_FILE)
         record = export_record(prefix, pipeline_config, label_map_path, configs, timings, saved_model)
         if tflite:
-            _add_tflite_record(record, model, configs, staging / TFLITE_FILE, tflite_nms, tflite_min_score, int8)
+            _add_tflite_record(record, model, configs, staging / TFLITE_FILE, tflite_nms, tflite_min_score, inputs)
         atomic.write_json(staging / EXPORT_RECORD, record)
         _publish(staging, output_dir, overwrite)
     phases = ", ".join(f"{name} {value:.1f} s" for name, value in timings.items())
@@ -126,19 +125,21 @@ def _check_choices(tflite_nms: str, saved_model: bool, tflite: bool, int8: bool)
 
 
 def _add_tflite_record(record: dict, model, configs: dict, tflite_path: Path, nms: str,  # noqa: ANN001
-                       min_score: float, int8: bool) -> None:
+                       min_score: float, calibrated: calibration.CalibrationInputs | None) -> None:
     record["exported"].append(TFLITE_FILE)
-    quantization = input_quantization(tflite_path) if int8 else None
+    quantization = None
+    if calibrated is not None:
+        quantization = {**input_quantization(tflite_path), "calibration": calibrated.record()}
     record["tflite"] = tflite_record(model, configs, nms, min_score, quantization)
 
 
-def _calibration(configs: dict, model, records: Sequence[Path], count: int):  # noqa: ANN001, ANN202
+def _calibration(configs: dict, model, records: Sequence[Path],  # noqa: ANN001 - an OD API DetectionModel
+                 count: int) -> calibration.CalibrationInputs:
     """The INT8 converter's calibration inputs: `count` training images, as detect prepares them."""
     height, width = image_size(configs)
     scaling = tflite_input_scaling(model, configs)
     log.info("INT8: calibrating on up to %d images of %s", count, ", ".join(str(r) for r in records))
-    return partial(calibration.calibration_inputs, records, count, height, width, scaling["scale"],
-                   scaling["offset"])
+    return calibration.CalibrationInputs(records, count, height, width, scaling["scale"], scaling["offset"])
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:

@@ -179,3 +179,25 @@ def test_savedmodel_calls_side_by_side_find_what_one_call_at_a_time_finds(traine
     assert sorted(one) == sorted(side)
     agreement = backend_agreement([one[k] for k in sorted(one)], [side[k] for k in sorted(one)], min_score=0.1)
     assert agreement.reference_boxes >= 16 and agreement.share == 1.0, agreement
+
+
+def test_tflite_detection_never_imports_tensorflow(trained_export: Path, tmp_path: Path):
+    """On a machine without a GPU device, the TFLite backend runs on LiteRT and the GPU check needs no
+    TensorFlow: its 3 s import is not paid before the first result."""
+    from chestdet.export.backends import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU machine imports TensorFlow to ask whether it is usable")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted(SAMPLE_IMAGES.glob("*.png"))[:4]:
+        (folder / path.name).symlink_to(path)
+    out = tmp_path / "out"
+    code = ("import sys; from chestdet.commands.detect import main; "
+            f"status = main(['--model', {str(trained_export)!r}, '--input', {str(folder)!r}, "
+            f"'--output-dir', {str(out)!r}, '--no-progress']); "
+            "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "no tensorflow"
+    assert len(read_rows(out / "detections.csv")) > 0 and len(list((out / "drawn").glob("*.jpg"))) == 4

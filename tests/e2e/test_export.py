@@ -168,6 +168,32 @@ def test_tflite_model_loads_and_runs_on_a_real_image(tiny_export):
     assert classes.min() >= 0 and classes.max() <= 7  # 0-based: the label-map id is class + 1
 
 
+def test_litert_runs_the_float_model_bit_for_bit_as_tensorflows_interpreter(trained_export):
+    """detect and the services run model.tflite on LiteRT's interpreter, not on TensorFlow's that the
+    converter came with: every output equal on the images the model is confident on."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from chestdet.export.backends import TFLiteBackend, tflite_normalisation
+
+    backend = TFLiteBackend(trained_export / "model.tflite", tflite_normalisation(trained_export), interpreters=1)
+    interpreters = [make(model_path=str(trained_export / "model.tflite"), num_threads=1)
+                    for make in (Interpreter, tf.lite.Interpreter)]
+    for interpreter in interpreters:
+        interpreter.allocate_tensors()
+    for name in sorted(overfit_images())[:4]:
+        prepared = backend.prepare(read_image(SAMPLE_IMAGES / name))
+        outputs = []
+        for interpreter in interpreters:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], prepared[np.newaxis])
+            interpreter.invoke()
+            outputs.append([interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()])
+        litert, tensorflow = outputs
+        assert int(next(o for o in litert if o.ndim == 1)[0]) > 0  # the detection count
+        for ours, theirs in zip(litert, tensorflow, strict=True):
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+
+
 def test_cli_exports_the_latest_checkpoint_of_a_run_folder(tmp_path, caplog):
     import tensorflow as tf
 

@@ -42,6 +42,8 @@ def test_int8_export_detects_like_the_float_model(overfit_run: Path, trained_exp
     assert not (int8 / "saved_model").exists() and (int8 / "checkpoint" / "ckpt-0.index").is_file()
     assert record["tflite"]["input"]["dtype"] == "uint8"
     assert record["tflite"]["quantization"]["kind"] == "int8" and record["tflite"]["quantization"]["input_scale"] > 0
+    assert record["tflite"]["quantization"]["calibration"]["images"] == 16  # the overfit run's records hold 16
+    assert all(Path(f).is_file() for f in record["tflite"]["quantization"]["calibration"]["records"])
     assert set(record["seconds"]) == {"restore", "tflite"}
     assert (int8 / "model.tflite").stat().st_size < (trained_export / "model.tflite").stat().st_size / 2
 

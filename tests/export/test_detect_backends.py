@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -51,6 +53,20 @@ def test_auto_takes_tflite_only_without_a_gpu(tmp_path: Path):
     shutil.rmtree(tmp_path / "saved_model")
     with pytest.raises(BackendError, match=r": no saved_model/ in this export$"):
         choose_backend("savedmodel", tmp_path, has_gpu=False)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the device nodes looked for are Linux's")
+def test_gpu_check_imports_tensorflow_only_where_a_gpu_device_node_exists(tmp_path: Path):
+    def ask() -> list[str]:
+        code = ("import sys; from pathlib import Path; from chestdet.export.backends import gpu_available; "
+                f"print(gpu_available(Path({str(tmp_path)!r})), 'tensorflow' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    assert ask() == ["False", "False"]
+    (tmp_path / "nvidia0").touch()
+    assert ask()[1] == "True"  # TensorFlow, not the node, says whether the GPU is usable
 
 
 def test_auto_takes_the_savedmodel_when_tflite_drops_scores_the_user_keeps(tmp_path: Path):

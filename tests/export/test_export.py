@@ -291,8 +291,11 @@ def test_calibration_takes_record_images_in_file_order_prepared_as_detect_prepar
                 feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.read_bytes()]))}
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     files = calibration.record_files([str(tmp_path / "train-*.record")])
-    inputs = list(calibration.calibration_inputs(files, 2, 64, 48, 2 / 255, -1.0))
+    calibrated = calibration.CalibrationInputs(files, 2, 64, 48, 2 / 255, -1.0)
+    inputs = list(calibrated())
     assert len(inputs) == 2
+    assert calibrated.record() == {"records": [str(f) for f in files], "images": 2}
+    assert len(list(calibration.CalibrationInputs(files, 50, 64, 48, 2 / 255, -1.0)())) == 3  # all there are
     prepare = TFLiteBackend.prepare.__get__(type("Fake", (), {"height": 64, "width": 48, "scale": 2 / 255,
                                                                "offset": -1.0, "_input_dtype": np.float32})())
     for got, path in zip(inputs, [images[1], images[0]], strict=True):
