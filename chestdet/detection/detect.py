@@ -357,7 +357,7 @@ class _Finisher:
 class DecodeAhead:
     """Decode the first images in a background thread while the command is still starting.
 
-    Importing TensorFlow and opening the model take about 3 s (the SavedModel, 20 s or more), with
+    Opening a SavedModel takes 10 s or more (importing TensorFlow, loading, the first call), with
     one core idle; this fills it, in listing order, with up to `budget` bytes of decoded pixels,
     which the readers then take instead of decoding the image again.
     """
