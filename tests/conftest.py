@@ -57,6 +57,23 @@ def tiny_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_class(tiny_export) -> tuple[int, str]:
+    """(id, name) of the class of `tiny_export`'s first boxes on the TFLite backend. Random weights score
+    every box alike, so which class comes first is the interpreter's tie-break, not the model's
+    (TensorFlow's interpreter put Pneumothorax first, LiteRT's puts Atelectasis)."""
+    from chestdet.core.imaging import read_image
+    from chestdet.core.labels import load_label_map
+    from chestdet.export.backends import open_backend
+
+    backend = open_backend("tflite", tiny_export, interpreters=1)
+    output, = backend.infer([backend.prepare(read_image(sorted(SAMPLE_IMAGES.glob("*.png"))[0]))])
+    classes = set(output.classes[:8].tolist())
+    assert len(classes) == 1, f"the random model's first boxes are of several classes: {classes}"
+    class_id = classes.pop()
+    return class_id, load_label_map(tiny_export / "label_map.pbtxt")[class_id]
+
+
+@pytest.fixture(scope="session")
 def overfit_run(tmp_path_factory) -> Path:
     """A run folder of the project's SSD trained by the library's train() from scratch on the 16 overfit sample
     images (256x256, batch 4, 400 steps, no augmentation; tests.support.model_fixtures.train_overfit_run).

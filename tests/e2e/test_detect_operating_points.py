@@ -16,14 +16,15 @@ from tests.conftest import SAMPLE_IMAGES
 pytestmark = pytest.mark.slow
 
 
-def test_the_operating_point_sets_each_classes_threshold(tiny_export, tmp_path):
-    """The random model's boxes are all Pneumothorax at 0.00995: 1fp (0.5) hides them, 2fp (0.005) shows them."""
+def test_the_operating_point_sets_each_classes_threshold(tiny_export, random_class, tmp_path):
+    """The random model's boxes are all of one class at 0.00995: 1fp (0.5) hides them, 2fp (0.005) shows them."""
+    class_id, class_name = random_class
     images = tmp_path / "films"
     images.mkdir()
     for path in sorted(SAMPLE_IMAGES.glob("*.png"))[:2]:
         shutil.copy(path, images / path.name)
     points = write_operating_points(tmp_path / "operating_points.json", OperatingPoints(
-        {"Pneumothorax": {"1fp": OperatingPoint(0.5), "2fp": OperatingPoint(0.005)}}, split="val"))
+        {class_name: {"1fp": OperatingPoint(0.5), "2fp": OperatingPoint(0.005)}}, split="val"))
     shown = {}
     for point in ("1fp", "2fp"):
         out = tmp_path / point
@@ -34,5 +35,5 @@ def test_the_operating_point_sets_each_classes_threshold(tiny_export, tmp_path):
         tasks = json.loads((out / LABEL_STUDIO_TASKS_JSON).read_text())
         shown[point] = [len(task["predictions"][0]["result"]) for task in tasks]
         assert json.loads((out / RUN_JSON).read_text())["min_score"] == {
-            "default": 0.9, "per_class": {"8": 0.5 if point == "1fp" else 0.005}}
+            "default": 0.9, "per_class": {str(class_id): 0.5 if point == "1fp" else 0.005}}
     assert shown == {"1fp": [0, 0], "2fp": [4, 4]}

@@ -23,7 +23,7 @@ from chestdet.core.contracts import LABEL_STUDIO_CONFIG_XML, LABEL_STUDIO_TASKS_
 from chestdet.core.labels import load_label_map
 from chestdet.data import labelstudio
 from chestdet.export.identity import model_version
-from tests.conftest import SAMPLE_IMAGES
+from tests.conftest import LABEL_MAP, SAMPLE_IMAGES
 from tests.support.label_studio import LabelStudio, label_studio_executable
 from tests.support.records_reader import read_records
 from tests.support.service_server import ServiceServer
@@ -82,7 +82,7 @@ def annotate_export_and_read(label_studio: LabelStudio, project: int, document_r
                                          "--output-dir", str(out)]) == ExitStatus.SUCCESS
     records = read_records(sorted(out.glob("*.tfrecord")))
     assert set(records) == set(expected) == set(NAMES)
-    ids = {"Pneumothorax": 8, "Mass": 5, "Nodule": 6}
+    ids = {name: class_id for class_id, name in load_label_map(LABEL_MAP).items()}
     for name, pixels in expected.items():
         assert records[name]["classes"] == [ids[label] for label, _ in pixels]
         boxes = np.array([[y0, x0, y1, x1] for _, (x0, y0, x1, y1) in pixels]) / 1024

@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.generate_tfrecords import main as generate_tfrecords
+from chestdet.core.labels import load_label_map
 from chestdet.detection.thresholds import OperatingPoint, OperatingPoints, write_operating_points
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.records_reader import read_records
@@ -26,13 +27,12 @@ pytestmark = pytest.mark.slow
 
 FILM = sorted(SAMPLE_IMAGES.glob("*.png"))[0]
 SHOWN = 6
-CLASS_IDS = {"Mass": 5, "Nodule": 6, "Pneumothorax": 8}
 
 
 @pytest.fixture
-def review_server(tiny_export, tmp_path):
-    """The random model's boxes (all Pneumothorax, scoring 0.00995), six of them shown at first."""
-    points = OperatingPoints({"Pneumothorax": {"1fp": OperatingPoint(0.5, 0.2, 1.0, 0.1)}}, split="val")
+def review_server(tiny_export, random_class, tmp_path):
+    """The random model's boxes (all of one class, scoring 0.00995), six of them shown at first."""
+    points = OperatingPoints({random_class[1]: {"1fp": OperatingPoint(0.5, 0.2, 1.0, 0.1)}}, split="val")
     write_operating_points(tmp_path / "operating_points.json", points)
     with ServiceServer(tiny_export, tmp_path / "server", "--floor-score", "0", "--min-score", "0", "--max-boxes",
                        str(SHOWN), "--operating-points", str(tmp_path / "operating_points.json")) as server:
@@ -49,8 +49,9 @@ def close_to(found: list[int], expected: list[float], tolerance: float) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(found, expected, strict=True))
 
 
-def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(page: Page, review_server,
-                                                                             output_path, tmp_path):
+def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(page: Page, review_server, tiny_export,
+                                                                             random_class, output_path, tmp_path):
+    found = random_class[1]
     shots = Path(output_path)
     shots.mkdir(parents=True, exist_ok=True)
     model = httpx.post(f"{review_server.url}/api/v1/detect", content=FILM.read_bytes(), timeout=60).json()
@@ -63,9 +64,9 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     expect(review.boxes).to_have_count(SHOWN)
     page.screenshot(path=shots / "1-uploaded.png", full_page=True)
 
-    review.choose_preset("Pneumothorax", "1fp")  # 2. sensitivity: the 1fp point hides them, the slider brings them back
+    review.choose_preset(found, "1fp")  # 2. sensitivity: the 1fp point hides them, the slider brings them back
     expect(review.count).to_have_text("0")
-    review.set_threshold("Pneumothorax", 0.009)
+    review.set_threshold(found, 0.009)
     expect(review.count).to_have_text(str(SHOWN))
     page.screenshot(path=shots / "2-sensitivity.png", full_page=True)
 
@@ -93,8 +94,8 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     objects = xml_objects(xml)
     moved = [expected[3][0] + 60 * scale, expected[3][1] + 40 * scale, expected[3][2] + 60 * scale,
              expected[3][3] + 40 * scale]
-    wanted = [("Pneumothorax", expected[0]), ("Mass", expected[2]), ("Pneumothorax", moved),
-              ("Pneumothorax", expected[4]), ("Pneumothorax", expected[5]), ("Nodule", [600, 600, 760, 700])]
+    wanted = [(found, expected[0]), ("Mass", expected[2]), (found, moved),
+              (found, expected[4]), (found, expected[5]), ("Nodule", [600, 600, 760, 700])]
     assert sorted(name for name, _ in objects) == sorted(name for name, _ in wanted)
     for name, box in wanted:  # each reviewed box once, within rounding (and a screen pixel for dragged ones)
         assert any(n == name and close_to(found, box, 1 + 2 * scale) for n, found in objects), (name, box, objects)
@@ -106,4 +107,5 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     assert run_main(generate_tfrecords, ["--xml-dir", str(feedback / "xml"), "--image-dir", str(feedback / "images"),
                                          "--output-dir", str(out)]) == ExitStatus.SUCCESS
     record, = read_records(sorted(out.glob("*.tfrecord"))).values()
-    assert sorted(record["classes"]) == sorted(CLASS_IDS[name] for name, _ in objects)
+    class_ids = {name: class_id for class_id, name in load_label_map(tiny_export / "label_map.pbtxt").items()}
+    assert sorted(record["classes"]) == sorted(class_ids[name] for name, _ in objects)
