@@ -20,6 +20,7 @@ those pairs. Goals: >= 1.6x the float rate, >= 95% of the boxes kept.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -66,8 +67,6 @@ def export_pair(checkpoint: Path, work: Path, calibration_images: int,
 def seen_names(float_export: Path, int8_export: Path) -> set[str]:
     """The image names (image/filename) of the float export's training records, read as its config names
     them, and of the records the INT8 model was calibrated on, as its export.json lists them."""
-    import json
-
     import tensorflow as tf
 
     from chestdet.export.calibration import record_files, train_records

@@ -51,7 +51,7 @@ def close_to(found: list[int], expected: list[float], tolerance: float) -> bool:
 
 def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(page: Page, review_server, tiny_export,
                                                                              random_class, output_path, tmp_path):
-    found = random_class[1]
+    model_class = random_class[1]
     shots = Path(output_path)
     shots.mkdir(parents=True, exist_ok=True)
     model = httpx.post(f"{review_server.url}/api/v1/detect", content=FILM.read_bytes(), timeout=60).json()
@@ -64,9 +64,9 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     expect(review.boxes).to_have_count(SHOWN)
     page.screenshot(path=shots / "1-uploaded.png", full_page=True)
 
-    review.choose_preset(found, "1fp")  # 2. sensitivity: the 1fp point hides them, the slider brings them back
+    review.choose_preset(model_class, "1fp")  # 2. sensitivity: the 1fp point hides them, the slider brings them back
     expect(review.count).to_have_text("0")
-    review.set_threshold(found, 0.009)
+    review.set_threshold(model_class, 0.009)
     expect(review.count).to_have_text(str(SHOWN))
     page.screenshot(path=shots / "2-sensitivity.png", full_page=True)
 
@@ -94,8 +94,8 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     objects = xml_objects(xml)
     moved = [expected[3][0] + 60 * scale, expected[3][1] + 40 * scale, expected[3][2] + 60 * scale,
              expected[3][3] + 40 * scale]
-    wanted = [(found, expected[0]), ("Mass", expected[2]), (found, moved),
-              (found, expected[4]), (found, expected[5]), ("Nodule", [600, 600, 760, 700])]
+    wanted = [(model_class, expected[0]), ("Mass", expected[2]), (model_class, moved),
+              (model_class, expected[4]), (model_class, expected[5]), ("Nodule", [600, 600, 760, 700])]
     assert sorted(name for name, _ in objects) == sorted(name for name, _ in wanted)
     for name, box in wanted:  # each reviewed box once, within rounding (and a screen pixel for dragged ones)
         assert any(n == name and close_to(found, box, 1 + 2 * scale) for n, found in objects), (name, box, objects)
