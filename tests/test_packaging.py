@@ -157,10 +157,26 @@ def test_ci_runs_the_readme_test_command_and_says_what_it_ran(tmp_path, make_sta
     result = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
     assert result.returncode == make_status, result.stderr
     assert "make test" in calls.read_text().splitlines() and "apt-get" not in calls.read_text()
-    last = result.stdout.splitlines()[-3:]
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"ci: \d+ GB free for the venv and the suite's temp folders", lines[0])
+    assert re.fullmatch(r"ci: \d+ GB free after the suite", lines[-4])
+    last = lines[-3:]
     assert last[0].startswith("ci: checkout ") and str(REPO.resolve()) in last[0]
     assert last[1].startswith(f"ci: make test exited {make_status} after ")
     assert last[2] == "ci: 3 passed, 1 failed in 12.00s"
+
+
+def test_ci_warns_before_the_suite_when_the_disk_is_nearly_full(tmp_path):
+    fake_tools(tmp_path / "bin", 0)
+    df = tmp_path / "bin" / "df"
+    df.write_text("#!/usr/bin/env bash\necho 'Filesystem 1G-blocks Used Available Capacity Mounted on'\n"
+                  "echo '/dev/vda 252G 250G 2G 99% /'\n")
+    df.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "ci: 2 GB free for the venv and the suite's temp folders"
+    assert "ci: warning: less than 6 GB free; the suite may fail with 'No space left on device'" in result.stderr
 
 
 def test_predefined_classes_for_labelimg_follow_the_label_map():
