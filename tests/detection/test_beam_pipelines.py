@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,7 @@ def detect_both_ways(inputs: Path, tmp_path: Path, backend=FakeBackend, max_batc
 # ------------------------------------------------------------------ options
 
 
-def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatch):
+def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatch, tmp_path):
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
     from apache_beam.runners.portability import prism_runner
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -56,6 +57,7 @@ def test_default_options_select_the_in_process_runner_and_never_prism(monkeypatc
     assert options.view_as(StandardOptions).runner == "FnApiRunner"
     direct = options.view_as(DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_threading", available_cpus())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a pipeline never run keeps its temp folder
     assert type(beam_pipelines.make_pipeline(options).runner) is FnApiRunner
     assert type(create_runner("FnApiRunner")) is FnApiRunner
     records = beam_pipelines.pipeline_options(None, beam_pipelines.RECORDS_MODE).view_as(DirectOptions)
