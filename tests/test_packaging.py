@@ -147,14 +147,19 @@ def fake_tools(folder: Path, make_status: int) -> Path:
     return calls
 
 
+def run_ci(tools: Path) -> subprocess.CompletedProcess:
+    """.ci/run with the `fake_tools` folder first on PATH."""
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("make_status", [0, 2])
 def test_ci_runs_the_readme_test_command_and_says_what_it_ran(tmp_path, make_status):
     readme = (REPO / "README.md").read_text()
     commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
     assert commands[:2] == ["make demo", "make test"]
     calls = fake_tools(tmp_path / "bin", make_status)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+    result = run_ci(tmp_path / "bin")
     assert result.returncode == make_status, result.stderr
     assert "make test" in calls.read_text().splitlines() and "apt-get" not in calls.read_text()
     lines = result.stdout.splitlines()
@@ -172,8 +177,7 @@ def test_ci_warns_before_the_suite_when_the_disk_is_nearly_full(tmp_path):
     df.write_text("#!/usr/bin/env bash\necho 'Filesystem 1G-blocks Used Available Capacity Mounted on'\n"
                   "echo '/dev/vda 252G 250G 2G 99% /'\n")
     df.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True)
+    result = run_ci(tmp_path / "bin")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "ci: 2 GB free for the venv and the suite's temp folders"
     assert "ci: warning: less than 6 GB free; the suite may fail with 'No space left on device'" in result.stderr

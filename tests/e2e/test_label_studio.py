@@ -20,7 +20,7 @@ from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.detect import main as detect
 from chestdet.commands.generate_tfrecords import main as generate_tfrecords
 from chestdet.core.contracts import LABEL_STUDIO_CONFIG_XML, LABEL_STUDIO_TASKS_JSON
-from chestdet.core.labels import load_label_map
+from chestdet.core.labels import LabelMap, load_label_map
 from chestdet.data import labelstudio
 from chestdet.export.identity import model_version
 from tests.conftest import LABEL_MAP, SAMPLE_IMAGES
@@ -82,7 +82,7 @@ def annotate_export_and_read(label_studio: LabelStudio, project: int, document_r
                                          "--output-dir", str(out)]) == ExitStatus.SUCCESS
     records = read_records(sorted(out.glob("*.tfrecord")))
     assert set(records) == set(expected) == set(NAMES)
-    ids = {name: class_id for class_id, name in load_label_map(LABEL_MAP).items()}
+    ids = LabelMap.load(LABEL_MAP).class_ids
     for name, pixels in expected.items():
         assert records[name]["classes"] == [ids[label] for label, _ in pixels]
         boxes = np.array([[y0, x0, y1, x1] for _, (x0, y0, x1, y1) in pixels]) / 1024

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 
 from chestdet.commands.cli import ExitStatus, run_main
 from chestdet.commands.generate_tfrecords import main as generate_tfrecords
-from chestdet.core.labels import load_label_map
+from chestdet.core.labels import LabelMap
 from chestdet.detection.thresholds import OperatingPoint, OperatingPoints, write_operating_points
 from tests.conftest import SAMPLE_IMAGES
 from tests.support.records_reader import read_records
@@ -107,5 +107,5 @@ def test_a_reviewer_corrects_the_boxes_and_the_corrections_reach_the_records(pag
     assert run_main(generate_tfrecords, ["--xml-dir", str(feedback / "xml"), "--image-dir", str(feedback / "images"),
                                          "--output-dir", str(out)]) == ExitStatus.SUCCESS
     record, = read_records(sorted(out.glob("*.tfrecord"))).values()
-    class_ids = {name: class_id for class_id, name in load_label_map(tiny_export / "label_map.pbtxt").items()}
+    class_ids = LabelMap.load(tiny_export / "label_map.pbtxt").class_ids
     assert sorted(record["classes"]) == sorted(class_ids[name] for name, _ in objects)
